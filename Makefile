@@ -1,0 +1,47 @@
+# Doorstep: every command a person needs. `make demo` and `make test` install what is missing
+# (Debian packages with apt, a virtualenv in .venv, the project) and then run.
+
+VENV      ?= .venv
+PYTHON    ?= python3
+APT_PKGS  := mosquitto age ffmpeg systemd
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# On Raspberry Pi OS, picamera2 comes from apt (python3-picamera2): let the venv see it.
+VENV_OPTS := $(shell [ -d /usr/lib/python3/dist-packages/picamera2 ] && echo --system-site-packages)
+STAMP     := $(VENV)/.doorstep-installed
+
+.PHONY: setup demo test lint bench bench-quick clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@missing=""; \
+	for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "== installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV_OPTS) $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/doorstep demo --out $(or $(OUT),demo-out/$(shell date +%Y%m%d-%H%M%S))
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy -p agent -p capture -p motion -p uplink -p config -p owner -p doorstep -p bench
+
+test: lint
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/doorstep bench
+
+bench-quick: setup
+	$(VENV)/bin/doorstep bench --quick
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

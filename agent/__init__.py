@@ -1,0 +1,1 @@
+"""agent/: the doorbell on the Pi: recorder, GPIO, the run loop."""

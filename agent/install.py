@@ -1,0 +1,286 @@
+"""`doorstep install`: lays Doorstep out on a Pi (or into an image root): the system user, its
+directories, the config, the credential store and the systemd units. Idempotent; --dry-run only
+prints what it would do. Commands (useradd, systemctl) go through an injected runner."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from doorstep.errors import DoorstepError, Permanent
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[Sequence[str]], None]
+
+USER = "doorstep"
+ETC_DIR = "/etc/doorstep"
+DATA_DIR = "/var/lib/doorstep"
+CREDSTORE = "/etc/credstore"
+CREDENTIALS_DIR = "/etc/credstore/doorstep"
+UNIT_DIR = "/etc/systemd/system"
+DEFAULT_PREFIX = "/opt/doorstep"
+# Installed on the doorbell; doorstep-inbox.service is for the owner's machine.
+PI_UNITS = ("doorstep-agent.service", "doorstep-firstboot.service")
+SUPPLEMENTARY_GROUPS = ("video", "gpio")
+WANTS = "multi-user.target.wants"
+
+
+def run_command(argv: Sequence[str]) -> None:
+    """The real runner: raise Permanent naming the command if it fails."""
+    try:
+        subprocess.run(list(argv), check=True, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise Permanent(f"{argv[0]}: not found on this system") from exc
+    except subprocess.CalledProcessError as exc:
+        raise Permanent(f"`{' '.join(argv)}` failed ({exc.returncode}): "
+                        f"{(exc.stderr or '').strip()[:300]}") from exc
+
+
+def find_units_dir() -> Path:
+    """Where the unit files ship: beside the packages in a checkout or editable install, or in
+    <venv>/share/doorstep/systemd when installed from a wheel."""
+    candidates = [Path(__file__).resolve().parents[1] / "systemd",
+                  Path(sys.prefix) / "share" / "doorstep" / "systemd"]
+    for c in candidates:
+        if (c / PI_UNITS[0]).is_file():
+            return c
+    raise Permanent("cannot find the systemd unit files; looked in "
+                    + ", ".join(str(c) for c in candidates) + " (use --units DIR)")
+
+
+def example_config() -> bytes:
+    ref = importlib.resources.files("config") / "example.toml"
+    try:
+        return ref.read_bytes()
+    except OSError as exc:
+        raise Permanent(f"the example config {ref} is missing from this installation") from exc
+
+
+def _ids_from(file: Path, name: str) -> int | None:
+    """The numeric id of ``name`` in an /etc/passwd- or /etc/group-style file."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) > 2 and parts[0] == name:
+            return int(parts[2])
+    return None
+
+
+@dataclass
+class Installer:
+    """One run of the installer. ``report`` collects the lines printed to the user."""
+
+    root: Path = Path("/")
+    prefix: str = DEFAULT_PREFIX
+    dry_run: bool = False
+    runner: Runner = run_command
+    units_dir: Path | None = None
+    config_text: bytes | None = None
+    report: list[str] = field(default_factory=list)
+    changes: int = 0
+
+    def at(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    @property
+    def on_this_system(self) -> bool:
+        return self.root.resolve() == Path("/")
+
+    def _do(self, what: str, action: Callable[[], None]) -> None:
+        self.changes += 1
+        if self.dry_run:
+            self.report.append(f"would {what}")
+            return
+        action()
+        self.report.append(f"done: {what}")
+
+    def _ok(self, what: str) -> None:
+        self.report.append(f"ok: {what}")
+
+    def _root_args(self) -> list[str]:
+        return [] if self.on_this_system else ["--root", str(self.root.resolve())]
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Every step in order; returns the number of changes made (or that would be made)."""
+        units_dir = self.units_dir or find_units_dir()
+        config_text = self.config_text if self.config_text is not None else example_config()
+        self.groups()
+        self.user()
+        uid = _ids_from(self.at("/etc/passwd"), USER)
+        gid = _ids_from(self.at("/etc/group"), USER)
+        self.directory(ETC_DIR, 0o755, 0, 0)
+        self.directory(DATA_DIR, 0o750, uid, gid)
+        self.directory(CREDSTORE, 0o700, 0, 0, repair=False)  # systemd's, shared: create only
+        self.directory(CREDENTIALS_DIR, 0o700, 0, 0)
+        self.file(CREDENTIALS_DIR + "/mqtt-password", b"", 0o600, replace=False,
+                  why="(empty: no MQTT password yet; LoadCredential= needs the file)")
+        self.file(ETC_DIR + "/doorstep.toml", config_text, 0o644, replace=False,
+                  why="from the example config")
+        changed_units = [self.unit(units_dir / name) for name in PI_UNITS]
+        self.check_entry_point()
+        self.systemd(any(changed_units))
+        return self.changes
+
+    def groups(self) -> None:
+        for group in SUPPLEMENTARY_GROUPS:
+            if _ids_from(self.at("/etc/group"), group) is not None:
+                self._ok(f"group {group} exists")
+                continue
+            argv = ["groupadd", "--system", *self._root_args(), group]
+            self._do(f"create group {group}: {shlex.join(argv)}", self._command(argv))
+
+    def user(self) -> None:
+        if _ids_from(self.at("/etc/passwd"), USER) is not None:
+            self._ok(f"user {USER} exists")
+            return
+        argv = ["useradd", "--system", "--user-group", "--home-dir", DATA_DIR, "--no-create-home",
+                "--shell", "/usr/sbin/nologin", "--comment", "Doorstep doorbell",
+                *self._root_args(), USER]
+        self._do(f"create system user {USER}: {shlex.join(argv)}", self._command(argv))
+
+    def directory(self, path: str, mode: int, uid: int | None, gid: int | None, *,
+                  repair: bool = True) -> None:
+        target = self.at(path)
+        owner = "root:root" if uid == 0 else f"{USER}:{USER}"
+        if not target.is_dir():
+            self._do(f"create {path} (mode {mode:04o}, owner {owner})",
+                     lambda: self._make_dir(target, mode, uid, gid))
+            return
+        if not repair:
+            self._ok(f"{path} exists")
+            return
+        st = target.stat()
+        wrong = []
+        if st.st_mode & 0o7777 != mode:
+            wrong.append(f"mode {st.st_mode & 0o7777:04o} -> {mode:04o}")
+        if self._can_chown() and uid is not None and (st.st_uid, st.st_gid) != (uid, gid):
+            wrong.append(f"owner {st.st_uid}:{st.st_gid} -> {owner}")
+        if wrong:
+            self._do(f"fix {path}: {', '.join(wrong)}",
+                     lambda: self._make_dir(target, mode, uid, gid))
+        else:
+            self._ok(f"{path} exists with mode {mode:04o}")
+
+    def file(self, path: str, content: bytes, mode: int, *, replace: bool, why: str) -> bool:
+        target = self.at(path)
+        if target.exists() and (not replace or target.read_bytes() == content):
+            self._ok(f"{path} is in place" + ("" if replace else " (left as it is)"))
+            return False
+        verb = "update" if target.exists() else "write"
+        self._do(f"{verb} {path} {why}".rstrip(), lambda: _write(target, content, mode))
+        return True
+
+    def unit(self, source: Path) -> bool:
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise Permanent(f"{source}: cannot read the unit file: {exc.strerror}") from exc
+        if self.prefix.rstrip("/") != DEFAULT_PREFIX:
+            text = text.replace(DEFAULT_PREFIX + "/", self.prefix.rstrip("/") + "/")
+        return self.file(f"{UNIT_DIR}/{source.name}", text.encode("utf-8"), 0o644, replace=True,
+                         why="")
+
+    def check_entry_point(self) -> None:
+        exe = self.prefix.rstrip("/") + "/venv/bin/doorstep"
+        if os.access(self.at(exe), os.X_OK):
+            self._ok(f"{exe} is there")
+        else:
+            self.report.append(f"note: {exe} does not exist yet; the units start it. Create the "
+                               f"venv there (docs/installer.md) before rebooting")
+
+    def systemd(self, units_changed: bool) -> None:
+        if not self.on_this_system:
+            self.report.append(f"note: --root given, so systemctl is not run; to enable: "
+                               f"systemctl --root {self.root} enable {' '.join(PI_UNITS)}")
+            return
+        if units_changed:
+            self._do("run systemctl daemon-reload",
+                     self._command(["systemctl", "daemon-reload"]))
+        enabled = all(self.at(f"{UNIT_DIR}/{WANTS}/{u}").is_symlink() for u in PI_UNITS)
+        if enabled:
+            self._ok(f"{', '.join(PI_UNITS)} enabled")
+        else:
+            argv = ["systemctl", "enable", *PI_UNITS]
+            self._do(f"run {shlex.join(argv)}", self._command(argv))
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _command(self, argv: list[str]) -> Callable[[], None]:
+        return lambda: self.runner(argv)
+
+    def _can_chown(self) -> bool:
+        return os.geteuid() == 0
+
+    def _make_dir(self, target: Path, mode: int, uid: int | None, gid: int | None) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        os.chmod(target, mode)
+        if uid is not None and gid is not None and self._can_chown():
+            os.chown(target, uid, gid)
+
+
+def _write(target: Path, content: bytes, mode: int) -> None:
+    """Write all or nothing: temporary file, fsync, rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, content)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `install` to the doorstep CLI; it sets `func` to the handler."""
+    p = sub.add_parser("install", help="set up the doorstep user, directories, config and units",
+                       description="Lay Doorstep out on this machine (or under --root): system "
+                       "user, /etc/doorstep, /var/lib/doorstep, /etc/credstore/doorstep, the "
+                       "systemd units. Safe to run again: it changes only what is missing.")
+    p.add_argument("--dry-run", action="store_true", help="print each action, change nothing")
+    p.add_argument("--root", default="/", metavar="DIR",
+                   help="install into an image's root instead of this system (no systemctl)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="DIR",
+                   help=f"where the venv lives, as seen on the device (default {DEFAULT_PREFIX})")
+    p.add_argument("--units", metavar="DIR", help="where the .service files are (default: found)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, runner: Runner = run_command) -> int:
+    """The `install` subcommand: 0 on success, 1 on failure (explained on stderr)."""
+    if not args.dry_run and Path(args.root).resolve() == Path("/") and os.geteuid() != 0:
+        print("doorstep install: error: run as root (sudo), or use --dry-run", file=sys.stderr)
+        return 1
+    inst = Installer(root=Path(args.root), prefix=args.prefix, dry_run=args.dry_run,
+                     runner=runner, units_dir=Path(args.units) if args.units else None)
+    try:
+        inst.run()
+    except (DoorstepError, OSError) as exc:
+        for line in inst.report:
+            print(line)
+        print(f"doorstep install: error: {exc}", file=sys.stderr)
+        return 1
+    for line in inst.report:
+        print(line)
+    if inst.changes == 0:
+        print("nothing to change: already installed")
+    elif args.dry_run:
+        print(f"dry run: {inst.changes} change(s) would be made; nothing was changed")
+    else:
+        print(f"{inst.changes} change(s) made")
+    return 0

@@ -1,0 +1,277 @@
+"""The agent: wires capture -> motion -> recorder -> sealing -> outbox -> uplink, in that order,
+and runs the frame loop. ``Agent.process`` handles one frame; everything it does is in order
+and on one thread, except the ring fast path, which seals and sends a ring event from the
+button's thread at once, without waiting for the next frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.recorder import EndClip, Inputs, MarkClip, Recorder, StartClip, TakeSnapshot, Trigger
+from agent.sealing import ClipWriter, Priority, Sealer
+from capture.frames import Encoder, Frame
+from capture.preroll import PrerollRing
+from capture.snapshot import jpeg, thumbnail
+from config.schema import Config
+from doorstep.errors import DiskFull, SealError
+from motion.detector import MotionDetector, MotionResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RingPress:
+    """A press as the agent sees it: wall time, monotonic time and the burst's count."""
+
+    wall: float
+    mono: float
+    count: int = 1
+    first: bool = True
+
+
+@dataclass
+class ClipRecord:
+    """What the agent knows about a clip it recorded, for the sealed clip event and the demo."""
+
+    clip: int
+    seq: int
+    trigger: str
+    start_wall: float
+    trigger_wall: float
+    start_pts: float
+    trigger_pts: float
+    duration: float
+    rings: list[float]
+
+
+class Agent:
+    """One doorbell. Feed frames to ``process``; press the bell with ``ring``."""
+
+    def __init__(self, cfg: Config, *, encoder: Encoder, sealer: Sealer,
+                 detector: MotionDetector | None,
+                 on_state: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.encoder = encoder
+        self.sealer = sealer
+        self.detector = detector
+        self.preroll = PrerollRing(cfg.clip.preroll_seconds + 2 * cfg.encoder.gop_seconds)
+        self.recorder = Recorder(preroll=cfg.clip.preroll_seconds,
+                                 postroll=cfg.clip.postroll_seconds,
+                                 max_seconds=cfg.clip.max_seconds)
+        self.armed = cfg.motion.enabled
+        self.privacy = False
+        self._on_state = on_state
+        self._latest: Frame | None = None
+        self._rings: queue.Queue[RingPress] = queue.Queue()
+        self._owner: queue.Queue[str] = queue.Queue()
+        self._ring_lock = threading.Lock()
+        self._clip: ClipWriter | None = None
+        self._clip_meta: dict[str, Any] = {}
+        self._motion_on = False
+        self.frames = 0
+        self.clips: list[ClipRecord] = []
+        self.events: list[tuple[str, int]] = []
+        self.last_motion: MotionResult | None = None
+
+    # -- inputs from other threads ------------------------------------------------------------
+    def ring(self, press: RingPress) -> None:
+        """The fast path: seal and commit the ring event with its thumbnail now, then the full
+        snapshot; the clip is started or marked on the next frame. Safe from any thread."""
+        with self._ring_lock:
+            frame = self._latest
+            thumb = (thumbnail(frame.i420, self.cfg.clip.thumbnail_width, 80)
+                     if frame is not None and not self.privacy else None)
+            body = {"count": press.count, "first": press.first, "pressed": press.wall,
+                    "privacy": self.privacy}
+            try:
+                item = self.sealer.event("ring", body, priority=Priority.RING, thumbnail=thumb)
+                self.events.append(("ring", item.seq))
+                if frame is not None and press.first and not self.privacy:
+                    snap = jpeg(frame.i420, self.cfg.clip.snapshot_quality)
+                    self.sealer.blob("snapshot", snap, priority=Priority.RING,
+                                     parent=str(item.seq))
+            except DiskFull as exc:
+                log.error("ring: could not store the ring event: %s", exc)
+        if press.first:
+            self._rings.put(press)
+
+    def owner_request(self, action: str) -> None:
+        """A verified owner command: snapshot, arm, disarm, privacy_on, privacy_off."""
+        self._owner.put(action)
+
+    # -- the frame loop -----------------------------------------------------------------------
+    def run(self, frames: Iterable[Frame], stop: threading.Event | None = None,
+            on_frame: Callable[[Frame], None] | None = None) -> None:
+        last_t = 0.0
+        for frame in frames:
+            if stop is not None and stop.is_set():
+                break
+            self.process(frame)
+            last_t = frame.pts
+            if on_frame is not None:
+                on_frame(frame)
+        self.finish(last_t)
+
+    def process(self, frame: Frame) -> None:
+        owner_clip = self._apply_owner_requests(frame)
+        if self.privacy:
+            return
+        self._latest = frame
+        self.frames += 1
+        for packet in self.encoder.encode(frame):
+            self.preroll.push(packet)
+            if self._clip is not None:
+                self._write_clip([packet])
+        motion = False
+        if self.detector is not None and self.armed:
+            result = self.detector.update(frame.lores, frame.pts)
+            self.last_motion = result
+            motion = result.motion
+            if motion != self._motion_on:
+                self._motion_event(frame, motion, result)
+        rings = 0
+        while True:
+            try:
+                self._rings.get_nowait()
+            except queue.Empty:
+                break
+            rings += 1
+        actions = self.recorder.step(Inputs(t=frame.pts, motion=motion, rings=rings,
+                                            owner_clip=owner_clip))
+        for action in actions:
+            self._do(action, frame)
+
+    def finish(self, t: float) -> None:
+        for action in self.recorder.finish(t):
+            self._do(action, self._latest)
+
+    # -- actions ------------------------------------------------------------------------------
+    def _do(self, action: object, frame: Frame | None) -> None:
+        if isinstance(action, StartClip):
+            self._start_clip(action, frame)
+        elif isinstance(action, EndClip):
+            self._end_clip()
+        elif isinstance(action, MarkClip):
+            if self._clip is not None:
+                self._clip.priority = Priority.RING
+                self._clip_meta["rings"].append(frame.wall if frame else time.time())
+        elif isinstance(action, TakeSnapshot) and frame is not None:
+            self._snapshot(frame, action.trigger)
+
+    def _start_clip(self, action: StartClip, frame: Frame | None) -> None:
+        if self.encoder is None or frame is None:
+            return
+        priority = Priority.RING if action.trigger is Trigger.RING else Priority.CLIP
+        try:
+            self._clip = self.sealer.clip(self.encoder.info, priority=priority)
+        except DiskFull as exc:
+            log.error("clip: cannot start recording: %s", exc)
+            return
+        self._clip_meta = {"clip": action.clip, "trigger": action.trigger.value,
+                           "trigger_wall": frame.wall, "trigger_pts": action.trigger_t,
+                           "rings": [frame.wall] if action.trigger is Trigger.RING else []}
+        log.info("clip %d: started by %s at t=%.2f", action.clip, action.trigger.value,
+                 action.trigger_t)
+        self._notify_state("recording")
+        self._write_clip(self.preroll.since(action.start_from))
+
+    def _write_clip(self, packets: list[Any]) -> None:
+        assert self._clip is not None
+        try:
+            self._clip.write(packets)
+        except (DiskFull, OSError, SealError) as exc:
+            log.error("clip %s: recording failed and is dropped: %s",
+                      self._clip_meta.get("clip"), exc)
+            self._clip.abort()
+            self._clip = None
+
+    def _end_clip(self) -> None:
+        clip, self._clip = self._clip, None
+        self._notify_state("idle")
+        if clip is None or clip.first is None:
+            if clip is not None:
+                clip.abort()
+            return
+        meta = self._clip_meta
+        try:
+            item = clip.close()
+        except (DiskFull, OSError, SealError) as exc:
+            log.error("clip %s: could not be stored: %s", meta.get("clip"), exc)
+            return
+        record = ClipRecord(clip=meta["clip"], seq=item.seq, trigger=meta["trigger"],
+                            start_wall=clip.first.wall, trigger_wall=meta["trigger_wall"],
+                            start_pts=clip.first.seconds, trigger_pts=meta["trigger_pts"],
+                            duration=clip.duration, rings=meta["rings"])
+        self.clips.append(record)
+        body = {"clip_seq": item.seq, "trigger": record.trigger,
+                "start_wall": record.start_wall, "trigger_wall": record.trigger_wall,
+                "preroll": record.trigger_pts - record.start_pts,
+                "trigger_pts": record.trigger_pts, "start_pts": record.start_pts,
+                "duration": record.duration, "rings": record.rings}
+        try:
+            self.sealer.event("clip", body, priority=clip.priority)
+        except DiskFull as exc:
+            log.error("clip %d: its metadata event could not be stored: %s", record.clip, exc)
+        log.info("clip %d: %.1f s with %.1f s of pre-roll, seq %d", record.clip,
+                 record.duration, record.trigger_pts - record.start_pts, item.seq)
+
+    def _snapshot(self, frame: Frame, trigger: Trigger) -> None:
+        try:
+            kind = "motion" if trigger is Trigger.MOTION else "snapshot"
+            event = self.sealer.event(kind, {"trigger": trigger.value, "wall": frame.wall},
+                                      priority=Priority.EVENT,
+                                      thumbnail=thumbnail(frame.i420,
+                                                          self.cfg.clip.thumbnail_width, 80))
+            self.events.append((kind, event.seq))
+            self.sealer.blob("snapshot", jpeg(frame.i420, self.cfg.clip.snapshot_quality),
+                             priority=Priority.SNAPSHOT, parent=str(event.seq))
+        except DiskFull as exc:
+            log.error("snapshot: not stored: %s", exc)
+
+    def _motion_event(self, frame: Frame, on: bool, result: MotionResult) -> None:
+        self._motion_on = on
+        log.info("motion %s at t=%.2f (score %.3f)", "started" if on else "ended", frame.pts,
+                 result.score)
+        if not on:
+            try:
+                item = self.sealer.event("motion_end", {"wall": frame.wall},
+                                         priority=Priority.EVENT)
+                self.events.append(("motion_end", item.seq))
+            except DiskFull as exc:
+                log.error("motion_end: not stored: %s", exc)
+
+    def _apply_owner_requests(self, frame: Frame) -> bool:
+        owner_clip = False
+        while True:
+            try:
+                action = self._owner.get_nowait()
+            except queue.Empty:
+                return owner_clip
+            log.info("owner command: %s", action)
+            if action == "snapshot" and not self.privacy:
+                self._snapshot(frame, Trigger.OWNER)
+            elif action == "arm":
+                self.armed = True
+            elif action == "disarm":
+                self.armed = False
+                self._motion_on = False
+            elif action == "privacy_on" and not self.privacy:
+                self.privacy = True
+                self.finish(frame.pts)
+                self._notify_state("privacy")
+            elif action == "privacy_off" and self.privacy:
+                self.privacy = False
+                if self.detector is not None:
+                    self.detector.reset()
+                self._notify_state("idle")
+
+    def _notify_state(self, state: str) -> None:
+        if self._on_state is not None:
+            self._on_state(state)

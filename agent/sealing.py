@@ -1,0 +1,109 @@
+"""Artifacts leave the agent only through here: event bodies, snapshots and clips are sealed
+to the owner's age recipients as they are written, straight into the outbox. No plaintext
+byte of video or image is ever written to disk (DESIGN.md decision 1)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from capture.frames import EncodedPacket, StreamInfo
+from capture.mp4 import FragmentedMp4Writer
+from uplink.age import AgeWriter, X25519Recipient, encrypt
+from uplink.outbox import Item, Outbox, PendingArtifact
+
+log = logging.getLogger(__name__)
+
+EVENT_VERSION = 1
+
+
+class Priority:
+    """Outbox priorities: lower numbers are sent first and evicted last (motion before ring)."""
+
+    RING = 0
+    EVENT = 1
+    SNAPSHOT = 2
+    CLIP = 3
+
+
+class Sealer:
+    """Seals things for the owner and commits them to the outbox."""
+
+    def __init__(self, outbox: Outbox, recipients: Sequence[X25519Recipient],
+                 clock_synced: bool = True) -> None:
+        if not recipients:
+            raise ValueError("at least one recipient is needed to seal anything")
+        self.outbox = outbox
+        self.recipients = list(recipients)
+        self.clock_synced = clock_synced
+
+    def event(self, kind: str, body: dict[str, Any], *, priority: int,
+              thumbnail: bytes | None = None) -> Item:
+        """A sealed JSON event: ``{"v": 1, "type": kind, "time": ..., ...body}``."""
+        doc: dict[str, Any] = {"v": EVENT_VERSION, "type": kind, "time": time.time(),
+                               "clock_synced": self.clock_synced, **body}
+        if thumbnail is not None:
+            doc["thumbnail"] = base64.b64encode(thumbnail).decode("ascii")
+        data = json.dumps(doc, sort_keys=True).encode()
+        return self.outbox.put("event", encrypt(data, self.recipients), priority=priority)
+
+    def blob(self, kind: str, data: bytes, *, priority: int, parent: str = "") -> Item:
+        return self.outbox.put(kind, encrypt(data, self.recipients), priority=priority,
+                               parent=parent)
+
+    def clip(self, info: StreamInfo, *, priority: int) -> ClipWriter:
+        return ClipWriter(self.outbox.open("clip", priority=priority), self.recipients, info)
+
+
+class ClipWriter:
+    """An MP4 being recorded: packets -> fragmented MP4 muxer -> age stream -> outbox file."""
+
+    def __init__(self, pending: PendingArtifact, recipients: Sequence[X25519Recipient],
+                 info: StreamInfo) -> None:
+        self._pending = pending
+        self._age = AgeWriter(pending, recipients)
+        self._mp4 = FragmentedMp4Writer(self._age, info)
+        self._info = info
+        self.first: EncodedPacket | None = None
+        self.last: EncodedPacket | None = None
+        self.packets = 0
+
+    @property
+    def priority(self) -> int:
+        return self._pending.priority
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        self._pending.priority = value
+
+    def write(self, packets: Sequence[EncodedPacket]) -> None:
+        if not packets:
+            return
+        if self.first is None:
+            self.first = packets[0]
+        self.last = packets[-1]
+        self.packets += len(packets)
+        self._mp4.write(packets)
+
+    @property
+    def duration(self) -> float:
+        if self.first is None or self.last is None:
+            return 0.0
+        return self.last.seconds - self.first.seconds + float(1 / self._info.fps)
+
+    def close(self) -> Item:
+        """Finish the MP4 and the age stream, then commit (sign, chain, rename)."""
+        try:
+            self._mp4.close()
+            self._age.close()
+        except BaseException:
+            self._pending.abort()
+            raise
+        return self._pending.commit()
+
+    def abort(self) -> None:
+        self._pending.abort()

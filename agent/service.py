@@ -1,0 +1,295 @@
+"""`doorstep run`: build every stage from the config, start the uplink, the doorbell and the
+ring path, and run the frame loop until the source ends or SIGTERM arrives.
+
+Threads: the main thread runs the frame loop. "ring" seals ring events the moment a press is
+seen. The uplink has its own two threads (uplink/mqtt.py). Nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from agent.doorbell import Doorbell, LedState, LongPress, Ring
+from agent.health import collect_health
+from agent.run import Agent, RingPress
+from agent.sdnotify import FrameWatchdog, Notifier
+from agent.sealing import Sealer
+from capture.encoder import open_encoder
+from capture.frames import Frame, FrameSource
+from capture.source import FileSource
+from config import load_config
+from config.schema import Config
+from doorstep import __version__
+from doorstep.errors import DoorstepError, KeyFileError, SealError
+from motion.detector import MotionDetector
+from uplink.age import X25519Recipient
+from uplink.keys import SigningKey, fingerprint, parse_public_key
+from uplink.mqtt import Uplink
+from uplink.outbox import Outbox, write_atomic
+from uplink.wire import Command, Topics
+
+log = logging.getLogger(__name__)
+
+
+def resolve_secret(name: str, data_dir: Path) -> Path:
+    """A secret file: absolute as given, else from systemd's $CREDENTIALS_DIRECTORY when it
+    holds it (LoadCredential=), else relative to the data dir."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / path.name).exists():
+        return Path(creds) / path.name
+    return data_dir / path
+
+
+def open_source(cfg: Config) -> FrameSource:
+    cam = cfg.camera
+    lores = (cam.lores_width, cam.lores_height)
+    if cam.source == "picamera2":
+        from capture.picam import Picamera2Source
+        return Picamera2Source((cam.width, cam.height), cam.fps, lores_size=lores,
+                               privacy=cfg.privacy.masks)
+    return FileSource(cam.source, lores_size=lores, realtime=cam.realtime, loop=cam.loop,
+                      privacy=cfg.privacy.masks)
+
+
+class CommandGate:
+    """Verifies owner commands: signature, device, and a counter that must only go up. The
+    highest accepted counter is stored, so a replay is refused even after a restart."""
+
+    def __init__(self, owner_public: Any, device: str, state: Path) -> None:
+        self._public = owner_public
+        self._device = device
+        self._state = state
+        self._reasons: set[str] = set()
+        try:
+            self.counter = int(json.loads(state.read_text())["counter"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.counter = 0
+
+    def check(self, payload: bytes) -> Command | None:
+        try:
+            cmd = Command.open(payload, self._public)
+            if cmd.device != self._device:
+                raise SealError(f"command: for device {cmd.device!r}, not us")
+            if cmd.counter <= self.counter:
+                raise SealError(f"command: counter {cmd.counter} is not above {self.counter} "
+                                "(replayed)")
+        except SealError as exc:
+            reason = str(exc).split("(")[0]
+            if reason not in self._reasons:
+                self._reasons.add(reason)
+                log.warning("dropped an owner command: %s", exc)
+            return None
+        self.counter = cmd.counter
+        write_atomic(self._state, json.dumps({"counter": cmd.counter}).encode())
+        return cmd
+
+
+@dataclass
+class Service:
+    """Everything `doorstep run` starts, so tests and the demo can drive the same wiring."""
+
+    cfg: Config
+    source: FrameSource
+    agent: Agent
+    outbox: Outbox
+    uplink: Uplink | None
+    doorbell: Doorbell | None
+    device_key: SigningKey
+    started: float = field(default_factory=time.monotonic)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _rings: queue.Queue[RingPress | None] = field(default_factory=queue.Queue)
+    _ring_thread: threading.Thread | None = None
+    fps: float = 0.0
+
+    def press(self, press: RingPress) -> None:
+        """Hand a press to the ring thread (never blocks the caller)."""
+        self._rings.put(press)
+
+    def _ring_loop(self) -> None:
+        while True:
+            press = self._rings.get()
+            if press is None:
+                return
+            try:
+                self.agent.ring(press)
+            except Exception:  # the ring path must outlive any single failure
+                log.exception("ring: handling a press failed")
+
+    def status(self) -> dict[str, Any]:
+        health = collect_health(data_dir=self.cfg.device.data_dir, frame_rate=self.fps,
+                                outbox_depth=self.outbox.depth)
+        body: dict[str, Any] = {"version": __version__, "device": self.cfg.device.id,
+                                "fingerprint": fingerprint(self.device_key.public_key),
+                                "armed": self.agent.armed, "privacy": self.agent.privacy,
+                                "outbox": self.outbox.stats(), "health": health.to_dict()}
+        camera_health = getattr(self.source, "health", None)
+        if camera_health is not None and hasattr(camera_health, "as_dict"):
+            body["camera"] = camera_health.as_dict()
+        return body
+
+    def run(self, on_frame: Callable[[Frame], None] | None = None, *,
+            connect_timeout: float = 0.0, drain_timeout: float = 0.0) -> None:
+        """The frame loop. ``connect_timeout``: wait that long for the broker before the
+        first frame; ``drain_timeout``: at the end, wait that long for every receipt."""
+        notifier = Notifier()
+        watchdog = FrameWatchdog(notifier)
+        self._ring_thread = threading.Thread(target=self._ring_loop, name="ring", daemon=True)
+        self._ring_thread.start()
+        if self.uplink is not None:
+            self.uplink.start()
+            if connect_timeout:
+                self.uplink.wait_connected(connect_timeout)
+        last_status = time.monotonic()
+        window: list[float] = []
+
+        def each(frame: Frame) -> None:
+            nonlocal last_status
+            now = time.monotonic()
+            watchdog.frame_processed(now)
+            window.append(now)
+            while window and now - window[0] > 5:
+                window.pop(0)
+            if len(window) > 1:
+                self.fps = (len(window) - 1) / max(1e-6, window[-1] - window[0])
+            if self.doorbell is not None:
+                self.doorbell.tick()
+            if self.uplink is not None and now - last_status > 60:
+                last_status = now
+                self.uplink.publish_status()
+            if on_frame is not None:
+                on_frame(frame)
+
+        try:
+            self.agent.run(self.source.frames(), self.stop_event, each)
+        finally:
+            notifier.stopping()
+            self._rings.put(None)
+            self._ring_thread.join(5)
+            if drain_timeout:
+                self.drain(drain_timeout)
+            self.close()
+
+    def close(self) -> None:
+        if self.uplink is not None:
+            self.uplink.stop()
+        if self.doorbell is not None:
+            self.doorbell.close()
+        self.source.close()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (every artifact confirmed), up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.outbox.depth == 0
+
+
+def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = None,
+          connect: bool = True) -> Service:
+    """Wire every stage from the config. ``pin_factory``: gpiozero factory (None: the
+    default for this machine; tests pass MockFactory)."""
+    data_dir = Path(cfg.device.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = resolve_secret(cfg.device.key_file, data_dir)
+    if not key_path.exists():
+        raise KeyFileError(f"{key_path}: no device key; create it with `doorstep keys device "
+                           f"--out {key_path.parent}` or run first-boot provisioning")
+    key = SigningKey.load(key_path)
+    recipients = [X25519Recipient.parse(r) for r in cfg.owner.recipients]
+    inbox_public = parse_public_key(cfg.owner.inbox_key) if cfg.owner.inbox_key else None
+    quota = int(cfg.outbox.quota_mb * 1024 * 1024)
+    outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key, quota_bytes=quota)
+    src = source if source is not None else open_source(cfg)
+    encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
+                           fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
+                           gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
+                           source=src)
+    detector = MotionDetector(cfg.motion, (cfg.camera.lores_width, cfg.camera.lores_height),
+                              float(src.fps)) if cfg.motion.enabled else None
+    sealer = Sealer(outbox, recipients)
+    holder: dict[str, Doorbell] = {}
+
+    def led(state: str) -> None:
+        bell = holder.get("bell")
+        if bell is not None:
+            bell.set_led({"recording": LedState.RECORDING, "privacy": LedState.PRIVACY}
+                         .get(state, LedState.IDLE))
+
+    agent = Agent(cfg, encoder=encoder, sealer=sealer, detector=detector, on_state=led)
+    uplink: Uplink | None = None
+    service = Service(cfg, src, agent, outbox, None, None, key)
+    if connect:
+        topics = Topics(cfg.topic_prefix)
+        gate = (CommandGate(parse_public_key(cfg.owner.command_key), cfg.device.id,
+                            data_dir / "command_counter.json") if cfg.owner.command_key else None)
+
+        def on_command(payload: bytes) -> None:
+            cmd = gate.check(payload) if gate is not None else None
+            if cmd is not None:
+                agent.owner_request(cmd.action)
+
+        uplink = Uplink(cfg.mqtt, topics, outbox, client_id=cfg.mqtt.client_id or
+                        f"doorstep-{cfg.device.id}", inbox_public=inbox_public,
+                        status=service.status, on_command=on_command,
+                        credentials_dir=Path(os.environ["CREDENTIALS_DIRECTORY"])
+                        if "CREDENTIALS_DIRECTORY" in os.environ else None)
+        outbox.on_commit = uplink.notify
+        service.uplink = uplink
+    if cfg.button.enabled:
+        from agent.sdnotify import _SystemMonotonic
+
+        def emit(event: object) -> None:
+            if isinstance(event, Ring):
+                service.press(RingPress(event.at_wall, event.at_mono, event.count, event.first))
+            elif isinstance(event, LongPress) and cfg.button.long_press_action == "privacy":
+                agent.owner_request("privacy_off" if agent.privacy else "privacy_on")
+
+        bell = Doorbell(cfg.button, cfg.chime, cfg.led, pin_factory=pin_factory,
+                        clock=_SystemMonotonic(), emit=emit)
+        holder["bell"] = bell
+        service.doorbell = bell
+    return service
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the doorbell agent",
+                       description="Capture, detect motion, record sealed clips and upload "
+                       "them. Stops on SIGTERM or when a file source ends.")
+    p.add_argument("--config", required=True, metavar="FILE", help="doorstep.toml")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+        service = build(cfg)
+    except DoorstepError as exc:
+        print(f"doorstep run: {exc}", file=sys.stderr)
+        return 2
+    log.info("doorstep %s: device %s, key %s", __version__, cfg.device.id,
+             fingerprint(service.device_key.public_key))
+    signal.signal(signal.SIGTERM, lambda *_: service.stop_event.set())
+    try:
+        service.run()
+    except KeyboardInterrupt:
+        service.stop_event.set()
+    except DoorstepError as exc:
+        log.error("doorstep run: %s", exc)
+        return 1
+    return 0

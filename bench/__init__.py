@@ -1,0 +1,1 @@
+"""bench/: the performance table (`doorstep bench`)."""

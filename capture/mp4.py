@@ -1,0 +1,140 @@
+"""FragmentedMp4Writer: encoded H.264 packets into a fragmented MP4 written straight to a sink
+that cannot seek (the sealing writer), so plaintext video never needs a file of its own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import av
+
+from capture.frames import EncodedPacket, StreamInfo
+from doorstep.errors import CaptureError
+
+log = logging.getLogger(__name__)
+
+# One fragment per GOP, the moov written up front (with no samples), and fragments that address
+# their own data: each fragment is self-contained and nothing is ever rewritten.
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+
+class ByteSink(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
+
+
+class _ForwardOnly:
+    """Shows PyAV only ``write``: with no seek/tell it treats the output as non-seekable and
+    never goes back to patch earlier bytes. Also counts what passed through."""
+
+    def __init__(self, sink: ByteSink) -> None:
+        self._sink = sink
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        chunk = bytes(data)
+        self._sink.write(chunk)
+        self.written += len(chunk)
+        return len(chunk)
+
+
+class FragmentedMp4Writer:
+    """Muxes EncodedPackets into fragmented MP4 on ``sink`` (anything with ``write(bytes)``).
+
+    The sink receives ftyp+moov once the first keyframe arrives, then one moof+mdat fragment per
+    GOP, each as soon as the next keyframe closes it; ``close()`` writes the last fragment and
+    the mfra index. A copy cut off after any fragment still plays up to that fragment.
+
+    Timestamps are rebased so the clip starts at 0 (the first packet written); the wall-clock
+    start is the first packet's ``wall``, kept in ``start_wall`` for the clip's manifest.
+    The SPS/PPS come in-band on the keyframe; the MP4 muxer builds its avcC from the first one,
+    so the first packet must be a keyframe (packets before one are dropped, with a log line).
+    """
+
+    def __init__(self, sink: ByteSink, info: StreamInfo) -> None:
+        if info.codec != "h264":
+            raise CaptureError(f"mp4 writer: codec {info.codec!r} is not supported, only h264")
+        self.info = info
+        self._out = _ForwardOnly(sink)
+        try:
+            self._container: Any = av.open(self._out, "w", format="mp4",
+                                           options={"movflags": MOVFLAGS})
+            self._stream = self._container.add_mux_stream(
+                "h264", rate=info.fps, width=info.width, height=info.height)
+            self._stream.time_base = info.time_base
+        except (av.FFmpegError, ValueError) as e:
+            raise CaptureError(f"mp4 writer: cannot set up the muxer: {e}") from e
+        self._origin: int | None = None  # first packet's dts, in info.time_base
+        self._last_dts: int | None = None
+        self.start_wall: float | None = None
+        self.packets = 0
+        self.dropped = 0
+        self._closed = False
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes handed to the sink so far."""
+        return self._out.written
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video written so far (start of first packet to start of last)."""
+        if self._origin is None or self._last_dts is None:
+            return 0.0
+        return float((self._last_dts - self._origin) * self.info.time_base)
+
+    def write(self, packets: Iterable[EncodedPacket]) -> None:
+        for packet in packets:
+            self.write_packet(packet)
+
+    def write_packet(self, packet: EncodedPacket) -> None:
+        if self._closed:
+            raise CaptureError("mp4 writer: write after close")
+        if self._origin is None and not packet.keyframe:
+            self.dropped += 1
+            log.debug("mp4 writer: dropping a packet before the first keyframe")
+            return
+        tb = self.info.time_base
+        pts = self._rescale(packet.pts, packet.time_base)
+        dts = self._rescale(packet.dts, packet.time_base)
+        if self._origin is None:
+            self._origin = dts
+            self.start_wall = packet.wall
+        pts -= self._origin
+        dts -= self._origin
+        if self._last_dts is not None and dts <= self._last_dts - self._origin:
+            raise CaptureError(f"mp4 writer: packet dts {dts} does not follow "
+                               f"{self._last_dts - self._origin} (time base {tb})")
+        av_packet = av.Packet(packet.data)
+        av_packet.pts = pts
+        av_packet.dts = dts
+        av_packet.time_base = tb
+        av_packet.stream = self._stream
+        av_packet.is_keyframe = packet.keyframe
+        try:
+            self._container.mux(av_packet)
+        except av.FFmpegError as e:
+            raise CaptureError(f"mp4 writer: muxing failed at packet {self.packets}: {e}") from e
+        self._last_dts = dts + self._origin
+        self.packets += 1
+
+    def close(self) -> None:
+        """Write the last fragment and the trailer. Does not close the sink."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.close()
+        except av.FFmpegError as e:
+            raise CaptureError(f"mp4 writer: finishing the file failed: {e}") from e
+
+    def __enter__(self) -> FragmentedMp4Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rescale(self, value: int, time_base: Any) -> int:
+        if time_base == self.info.time_base:
+            return int(value)
+        return round(value * time_base / self.info.time_base)

@@ -1,0 +1,259 @@
+"""FileSource: frames from a video file, a network stream (RTSP/HTTP) or a V4L2 device, via PyAV.
+
+Every frame leaves here as I420 at the source's native size with privacy masks already applied,
+plus the lores grey image the motion detector reads (DESIGN.md decisions 7 and 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from capture.clock import Clock, SystemClock
+from capture.frames import Frame, FrameSource
+from capture.masks import Polygon, PrivacyMask
+from config.schema import CameraConfig
+from doorstep.errors import CameraUnavailable, CaptureError
+from motion.lores import make_lores
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
+                   "srt://")
+NETWORK_TIMEOUT_S = 10.0
+# A stream this far behind its real-time schedule is re-anchored rather than raced to catch up.
+MAX_LAG_S = 1.0
+# A file with this many undecodable packets in a row is treated as broken, not merely damaged.
+MAX_BAD_PACKETS = 25
+
+
+def source_kind(url_or_path: str) -> str:
+    """'network', 'device' or 'file'."""
+    lowered = url_or_path.lower()
+    if lowered.startswith(NETWORK_SCHEMES):
+        return "network"
+    if url_or_path.startswith("/dev/video"):
+        return "device"
+    return "file"
+
+
+def default_options(url_or_path: str, *, size: tuple[int, int] | None = None,
+                    fps: float | None = None) -> tuple[str | None, dict[str, str]]:
+    """The (format, options) FileSource uses unless told otherwise.
+
+    RTSP goes over TCP (no smeared frames from lost UDP packets) with a 5 s socket timeout; HTTP
+    gets a read/write timeout; a /dev/videoN device opens with format "v4l2" and, when given, the
+    wanted size and frame rate.
+    """
+    kind = source_kind(url_or_path)
+    lowered = url_or_path.lower()
+    if kind == "device":
+        opts: dict[str, str] = {}
+        if size is not None:
+            opts["video_size"] = f"{size[0]}x{size[1]}"
+        if fps is not None:
+            opts["framerate"] = f"{fps:g}"
+        return "v4l2", opts
+    if lowered.startswith(("rtsp://", "rtsps://")):
+        return None, {"rtsp_transport": "tcp", "timeout": "5000000", "fflags": "nobuffer"}
+    if lowered.startswith(("http://", "https://")):
+        return None, {"rw_timeout": "5000000", "reconnect": "1"}
+    if kind == "network":
+        return None, {"rw_timeout": "5000000"}
+    return None, {}
+
+
+def _to_i420(frame: av.VideoFrame) -> np.ndarray:
+    """The decoded frame as an (h*3/2, w) I420 array (even size), converting when needed."""
+    width, height = frame.width & ~1, frame.height & ~1
+    if frame.format.name != "yuv420p" or (width, height) != (frame.width, frame.height):
+        frame = frame.reformat(width=width, height=height, format="yuv420p")
+    return np.ascontiguousarray(frame.to_ndarray())
+
+
+class FileSource:
+    """A FrameSource over anything PyAV can open: a file, an RTSP/HTTP URL or a V4L2 device.
+
+    ``realtime`` paces a file to its timestamps using ``clock`` (live sources pace themselves).
+    ``loop`` starts a file again at its end, with pts carrying on upwards. ``privacy`` polygons
+    are blacked out before the lores image is made. Opening problems raise CaptureError; a live
+    stream that drops part-way raises CameraUnavailable (retryable).
+    """
+
+    def __init__(self, url_or_path: str, *, lores_size: tuple[int, int] = (320, 240),
+                 realtime: bool, loop: bool = False, clock: Clock | None = None,
+                 privacy: Sequence[Polygon] = (), options: Mapping[str, str] | None = None,
+                 format: str | None = None) -> None:
+        self.url = url_or_path
+        self.kind = source_kind(url_or_path)
+        self.lores_size = lores_size
+        self.realtime = realtime
+        self.loop = loop and self.kind == "file"
+        self.clock: Clock = clock or SystemClock()
+        self.privacy = PrivacyMask(privacy)
+        default_format, default_opts = default_options(url_or_path)
+        self.format = format if format is not None else default_format
+        self.options: dict[str, str] = {**default_opts, **(options or {})}
+        self._container: Any = None
+        self._closed = False
+        self._open()  # fail fast on a missing or unreadable source
+
+    # -- FrameSource -------------------------------------------------------------------------
+    @property
+    def fps(self) -> Fraction:
+        return self._fps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        offset = 0.0          # added to every pts; grows on each loop
+        last_pts = -math.inf  # the last pts handed out, after offset
+        start_wall = self.clock.wall()
+        anchor: tuple[float, float] | None = None  # (monotonic, pts) the pacing counts from
+        step = 1.0 / float(self._fps)
+        while not self._closed:
+            first_pts: float | None = None
+            for decoded in self._decode():
+                raw = decoded.time if decoded.time is not None else index * step
+                if first_pts is None:
+                    first_pts = raw
+                pts = offset + (raw - first_pts)
+                if pts <= last_pts:  # broken or missing timestamps: keep time moving forward
+                    pts = last_pts + step
+                last_pts = pts
+                if self.realtime and self.kind == "file":
+                    anchor = self._pace(anchor, pts)
+                if self.realtime or self.kind != "file":
+                    wall = self.clock.wall()
+                else:
+                    wall = start_wall + pts
+                i420 = _to_i420(decoded)
+                self.privacy.apply(i420, self._size[0], self._size[1])
+                lores = make_lores(i420[: self._size[1]], self.lores_size)
+                yield Frame(index=index, pts=pts, wall=wall, i420=i420, lores=lores)
+                index += 1
+            if self.kind != "file" and not self._closed:
+                self.close()  # a live stream does not end: it dropped
+                raise CameraUnavailable(f"video source {self.url!r}: stream ended after "
+                                        f"{index} frames")
+            if not self.loop or self._closed or first_pts is None:
+                break
+            log.debug("source %s: looping at pts %.3f", self.url, last_pts)
+            offset = last_pts + step
+            self._reopen()
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._container is not None:
+            container, self._container = self._container, None
+            container.close()
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self.kind == "file" and not os.path.exists(self.url):
+            raise CaptureError(f"video source {self.url!r}: no such file")
+        timeout = NETWORK_TIMEOUT_S if self.kind == "network" else None
+        try:
+            container = av.open(self.url, mode="r", format=self.format,
+                                options=dict(self.options), timeout=timeout)
+        except (av.FFmpegError, OSError) as e:
+            raise CaptureError(f"video source {self.url!r}: cannot open: {e}") from e
+        if not container.streams.video:
+            container.close()
+            raise CaptureError(f"video source {self.url!r}: has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self._fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(30)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            container.close()
+            raise CaptureError(f"video source {self.url!r}: unknown frame size")
+        self._size = (width & ~1, height & ~1)
+        self._container = container
+        log.info("video source %s: %s %dx%d at %.3g fps (%s)", self.url, self.kind,
+                 self._size[0], self._size[1], float(self._fps), stream.codec_context.name)
+
+    def _reopen(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._open()
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames of the open container, mapping FFmpeg errors to ours."""
+        container = self._container
+        stream = container.streams.video[0]
+        bad = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.InvalidDataError as e:
+                    if self.kind != "file":
+                        raise
+                    bad += 1
+                    log.warning("video source %s: skipping undecodable packet: %s", self.url, e)
+                    if bad >= MAX_BAD_PACKETS:
+                        raise CaptureError(f"video source {self.url!r}: {bad} undecodable "
+                                           f"packets in a row; the file is corrupt") from e
+                    continue
+                bad = 0
+                yield from decoded
+        except av.FFmpegError as e:
+            if self._closed:
+                return
+            if self.kind == "file":
+                raise CaptureError(f"video source {self.url!r}: read failed: {e}") from e
+            raise CameraUnavailable(f"video source {self.url!r}: stream dropped: {e}") from e
+        except OSError as e:  # PyAV's read timeout surfaces as an OSError
+            if self._closed:
+                return
+            raise CameraUnavailable(f"video source {self.url!r}: stream dropped: {e}") from e
+
+    def _pace(self, anchor: tuple[float, float] | None, pts: float) -> tuple[float, float]:
+        """Sleep until the frame at ``pts`` is due; returns the (possibly new) pacing anchor."""
+        now = self.clock.monotonic()
+        if anchor is None:
+            return (now, pts)
+        due = anchor[0] + (pts - anchor[1])
+        if due - now > 0:
+            self.clock.sleep(due - now)
+            return anchor
+        if now - due > MAX_LAG_S:
+            log.debug("video source %s: %.2f s behind real time; re-anchoring", self.url,
+                      now - due)
+            return (now, pts)
+        return anchor
+
+
+def open_source(camera: CameraConfig, *, privacy: Sequence[Polygon] = (),
+                clock: Clock | None = None) -> FrameSource:
+    """The FrameSource the [camera] config section names: "picamera2", a file, a URL or a
+    /dev/videoN device (opened at the configured size and frame rate)."""
+    lores = (camera.lores_width, camera.lores_height)
+    if camera.source == "picamera2":
+        from capture.picam import Picamera2Source
+        return Picamera2Source((camera.width, camera.height), camera.fps, lores_size=lores,
+                               privacy=privacy, clock=clock)
+    fmt, opts = default_options(camera.source, size=(camera.width, camera.height),
+                                fps=camera.fps)
+    return FileSource(camera.source, lores_size=lores, realtime=camera.realtime,
+                      loop=camera.loop, clock=clock, privacy=privacy, options=opts, format=fmt)

@@ -1,0 +1,190 @@
+"""Reads doorstep.toml into a typed Config. Every problem is found in one pass and reported
+together, each naming the dotted key, the value given and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from config.schema import Config
+from doorstep.errors import ConfigError
+
+_AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+_QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file. Raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror}"], source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text: {exc}"], source=str(path)) from exc
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "config") -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=source) from exc
+    problems: list[str] = []
+    config = _build(Config, doc, "", problems)
+    if not problems:
+        _check_semantics(config, problems)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return typing.cast(Config, config)
+
+
+def _build(cls: type, table: Any, prefix: str, problems: list[str]) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(table, dict):
+        problems.append(f"{where}: expected a table, got {_show(table)}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            problems.append(f"{prefix}{key}: unknown key (allowed here: {allowed})")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in table:
+            continue
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(typing.cast(type, hint), table[name], key + ".", problems)
+            continue
+        value = _coerce(hint, table[name], key, problems)
+        if value is not _BAD:
+            _check_field(f.metadata, value, key, problems)
+            values[name] = value
+    try:
+        return cls(**values)
+    except TypeError:  # pragma: no cover - only if a schema class is malformed
+        return cls()
+
+
+class _Bad:
+    pass
+
+
+_BAD = _Bad()
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected true or false, got {_show(value)}")
+        return _BAD
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected a whole number, got {_show(value)}")
+        return _BAD
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        problems.append(f"{key}: expected a number, got {_show(value)}")
+        return _BAD
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        problems.append(f"{key}: expected a string, got {_show(value)}")
+        return _BAD
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {_show(value)}")
+            return _BAD
+        inner = args[0]
+        if inner is str:
+            bad = [v for v in value if not isinstance(v, str)]
+            if bad:
+                problems.append(f"{key}: expected a list of strings, got {_show(bad[0])}")
+                return _BAD
+            return tuple(value)
+        return tuple(_polygon(v, f"{key}[{i}]", problems) for i, v in enumerate(value))
+    raise TypeError(f"unsupported config type {hint!r}")  # pragma: no cover
+
+
+def _polygon(value: Any, key: str, problems: list[str]) -> tuple[tuple[float, float], ...]:
+    rule = "a list of at least 3 [x, y] points, each coordinate from 0 to 1"
+    if not isinstance(value, list) or len(value) < 3:
+        problems.append(f"{key}: expected {rule}, got {_show(value)}")
+        return ()
+    points: list[tuple[float, float]] = []
+    for j, p in enumerate(value):
+        ok = (isinstance(p, list) and len(p) == 2
+              and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p))
+        if not ok or not all(0.0 <= float(c) <= 1.0 for c in p):
+            problems.append(f"{key}[{j}]: expected [x, y] with 0 <= x, y <= 1, got {_show(p)}")
+            return ()
+        points.append((float(p[0]), float(p[1])))
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1], strict=True):
+        area += x0 * y1 - x1 * y0
+    if abs(area) / 2 < 1e-6:
+        problems.append(f"{key}: the polygon has no area (its points are in a line or repeated)")
+        return ()
+    return tuple(points)
+
+
+def _check_field(meta: Any, value: Any, key: str, problems: list[str]) -> None:
+    lo, hi, choices, pattern = meta.get("lo"), meta.get("hi"), meta.get("choices"), \
+        meta.get("pattern")
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if numeric and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        problems.append(f"{key}: {_show(value)} is out of range (allowed: {lo} to {hi})")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        problems.append(f"{key}: {_show(value)} is not allowed (allowed: {allowed})")
+    if pattern is not None and isinstance(value, str) and not re.match(pattern, value):
+        problems.append(f"{key}: {_show(value)} is not allowed ({meta.get('doc') or pattern})")
+
+
+def _check_semantics(config: Config, problems: list[str]) -> None:
+    for i, r in enumerate(config.owner.recipients):
+        if not _AGE_RECIPIENT.match(r):
+            problems.append(f"owner.recipients[{i}]: {_show(r)} is not an age X25519 recipient "
+                            "(expected age1 followed by 58 bech32 characters)")
+    if not config.owner.recipients:
+        problems.append("owner.recipients: at least one age recipient (age1...) is required, "
+                        "or nobody could open the clips")
+    for i, q in enumerate(config.chime.quiet_hours):
+        if not _QUIET.match(q):
+            problems.append(f"chime.quiet_hours[{i}]: {_show(q)} is not a period like "
+                            "\"22:00-07:00\"")
+    if config.camera.lores_width > config.camera.width:
+        problems.append(f"camera.lores_width: {config.camera.lores_width} is larger than "
+                        f"camera.width ({config.camera.width})")
+    if config.camera.lores_height > config.camera.height:
+        problems.append(f"camera.lores_height: {config.camera.lores_height} is larger than "
+                        f"camera.height ({config.camera.height})")
+    if config.camera.width % 2 or config.camera.height % 2:
+        problems.append(f"camera.width/height: {config.camera.width}x{config.camera.height} "
+                        "must both be even for 4:2:0 video")
+    tls_files = [("mqtt.ca_file", config.mqtt.ca_file), ("mqtt.cert_file", config.mqtt.cert_file),
+                 ("mqtt.key_file", config.mqtt.key_file)]
+    for key, value in tls_files:
+        if value and not config.mqtt.tls:
+            problems.append(f"{key}: set to {_show(value)} but mqtt.tls is false")
+    if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
+        problems.append("mqtt.cert_file/mqtt.key_file: a client certificate needs both")
+    if config.mqtt.password_file and not config.mqtt.username:
+        problems.append("mqtt.password_file: set, but mqtt.username is empty")

@@ -1,0 +1,161 @@
+"""The shape of doorstep.toml: one frozen dataclass per section, with the allowed range of each
+value in the field's metadata. config.load validates a TOML document against these classes.
+
+Polygons (motion zones, privacy masks) use coordinates normalised to 0..1 of the frame's width and
+height, so one config works at any resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]
+
+
+def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple[Any, ...] | None = None, pattern: str | None = None,
+       doc: str = "") -> Any:
+    meta: dict[str, Any] = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "doc": doc}
+    if isinstance(default, (list, tuple, dict)):
+        value = default
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    id: str = _f("doorstep", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+                 doc="lower-case letters, digits, '-' and '_', 1 to 32 characters")
+    data_dir: str = _f("/var/lib/doorstep", doc="where the outbox and state live")
+    key_file: str = _f("device.key", doc="the device's Ed25519 signing key; relative to data_dir "
+                                         "or $CREDENTIALS_DIRECTORY")
+
+
+@dataclass(frozen=True)
+class OwnerConfig:
+    recipients: tuple[str, ...] = _f((), doc="age X25519 recipients (age1...), at least one")
+    command_key: str = _f("", doc="owner's Ed25519 public key for signed commands (base64)")
+    inbox_key: str = _f("", doc="the inbox's Ed25519 public key, for signed receipts (base64)")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = _f("picamera2", doc="'picamera2', a video file path, a URL, or /dev/videoN")
+    width: int = _f(1280, lo=64, hi=4096)
+    height: int = _f(720, lo=64, hi=4096)
+    fps: float = _f(30.0, lo=1, hi=120)
+    realtime: bool = _f(True, doc="pace file sources to real time")
+    loop: bool = _f(False, doc="start a file source again when it ends")
+    lores_width: int = _f(320, lo=32, hi=1280)
+    lores_height: int = _f(240, lo=24, hi=960)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    name: str = _f("auto", choices=("auto", "libx264", "h264_v4l2m2m", "picamera2"))
+    bitrate_kbps: int = _f(2500, lo=100, hi=50000)
+    gop_seconds: float = _f(1.0, lo=0.25, hi=10)
+    preset: str = _f("superfast", choices=("ultrafast", "superfast", "veryfast", "faster",
+                                          "fast", "medium"))
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    preroll_seconds: float = _f(5.0, lo=0, hi=30)
+    postroll_seconds: float = _f(5.0, lo=0, hi=120)
+    max_seconds: float = _f(120.0, lo=1, hi=3600)
+    snapshot_quality: int = _f(90, lo=10, hi=100)
+    thumbnail_width: int = _f(320, lo=32, hi=1280)
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    enabled: bool = _f(True)
+    sensitivity: str = _f("normal", choices=("low", "normal", "high"))
+    start_frames: int = _f(2, lo=1, hi=30, doc="frames of motion needed to start an event")
+    hold_seconds: float = _f(2.0, lo=0, hi=60, doc="how long motion stays on after the last "
+                                                   "moving frame")
+    max_seconds: float = _f(120.0, lo=1, hi=3600, doc="longest motion event")
+    zones: tuple[Polygon, ...] = _f((), doc="polygons where motion counts; empty = whole frame")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    masks: tuple[Polygon, ...] = _f((), doc="polygons blacked out before motion and encoding")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = _f("localhost")
+    port: int = _f(1883, lo=1, hi=65535)
+    protocol: str = _f("5", choices=("5", "3.1.1"))
+    prefix: str = _f("doorstep/{device}/", doc="topic prefix; {device} is the device id")
+    client_id: str = _f("", doc="defaults to doorstep-<device id>")
+    keepalive: int = _f(30, lo=5, hi=3600)
+    tls: bool = _f(False)
+    ca_file: str = _f("")
+    cert_file: str = _f("")
+    key_file: str = _f("")
+    username: str = _f("")
+    password_file: str = _f("", doc="file holding the password; never put it in this file")
+    chunk_bytes: int = _f(65536, lo=1024, hi=4 * 1024 * 1024)
+    chunks_in_flight: int = _f(4, lo=1, hi=64)
+    receipt_timeout_seconds: float = _f(30.0, lo=1, hi=86400)
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    quota_mb: float = _f(1024.0, lo=1, hi=1_000_000)
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    enabled: bool = _f(True)
+    pin: str = _f("GPIO17", doc="gpiozero pin name, e.g. GPIO17 or BOARD11")
+    pull_up: bool = _f(True)
+    bounce_ms: int = _f(30, lo=0, hi=1000)
+    repeat_window_seconds: float = _f(3.0, lo=0, hi=60, doc="presses within this merge into one "
+                                                            "ring with a count")
+    long_press_seconds: float = _f(0.0, lo=0, hi=30, doc="0 disables the long press")
+    long_press_action: str = _f("privacy", choices=("privacy", "none"))
+
+
+@dataclass(frozen=True)
+class ChimeConfig:
+    enabled: bool = _f(False)
+    pin: str = _f("GPIO27")
+    active_high: bool = _f(True, doc="false for relay boards that switch on when the input "
+                                     "is low (most cheap opto-isolated modules)")
+    pulse_ms: int = _f(300, lo=10, hi=5000)
+    quiet_hours: tuple[str, ...] = _f((), doc='periods like "22:00-07:00" with no chime, in '
+                                             "local time")
+
+
+@dataclass(frozen=True)
+class LedConfig:
+    enabled: bool = _f(False)
+    pin: str = _f("GPIO22")
+    active_high: bool = _f(True, doc="false if the LED is wired from 3.3 V to the pin")
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    owner: OwnerConfig = field(default_factory=OwnerConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    button: ButtonConfig = field(default_factory=ButtonConfig)
+    chime: ChimeConfig = field(default_factory=ChimeConfig)
+    led: LedConfig = field(default_factory=LedConfig)
+
+    @property
+    def topic_prefix(self) -> str:
+        prefix = self.mqtt.prefix.replace("{device}", self.device.id)
+        return prefix if prefix.endswith("/") else prefix + "/"

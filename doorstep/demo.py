@@ -1,0 +1,219 @@
+"""`doorstep demo`: the whole pipeline on a bundled real clip, on this machine, in one command.
+
+Throwaway keys, a private Mosquitto, the agent on `doorstep/data/vtest.mp4` (OpenCV sample data:
+pedestrians on a plaza) with a simulated doorbell press, the owner's inbox on the same broker,
+and then the owner's side: verify, decrypt, and a summary of what arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capture.frames import Frame
+from config import parse_config
+from doorstep.broker import Mosquitto
+from doorstep.errors import DoorstepError
+from owner.inbox import Inbox
+from owner.keys import make_owner, make_signing
+from owner.open import EXTENSIONS, open_artifact
+from owner.store import InboxStore, Stored
+from uplink.age import load_identities
+
+log = logging.getLogger(__name__)
+
+BUNDLED_CLIP = Path(__file__).parent / "data" / "vtest.mp4"
+
+
+@dataclass
+class DemoResult:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: int = 0
+    ring_latency_ms: float | None = None
+    stored: int = 0
+    outbox_left: int = 0
+
+
+def demo_config(out: Path, clip: Path, port: int, recipient: str, command: str,
+                inbox_key: str, realtime: bool) -> str:
+    return f"""
+[device]
+id = "demo"
+data_dir = "{out / 'device'}"
+key_file = "{out / 'device' / 'device.key'}"
+
+[owner]
+recipients = ["{recipient}"]
+command_key = "{command}"
+inbox_key = "{inbox_key}"
+
+[camera]
+source = "{clip}"
+realtime = {str(realtime).lower()}
+
+[encoder]
+name = "libx264"
+gop_seconds = 1.0
+
+[clip]
+preroll_seconds = 3.0
+postroll_seconds = 3.0
+max_seconds = 30.0
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+chunk_bytes = 32768
+chunks_in_flight = 2
+
+[button]
+pin = "GPIO17"
+"""
+
+
+def run_demo(out: Path, *, clip: Path = BUNDLED_CLIP, press_at: float = 4.0,
+             realtime: bool = True) -> DemoResult:
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.service import build
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "device").mkdir(exist_ok=True)
+    recipient, command = make_owner(out)
+    device_key = make_signing(out / "device" / "device.key")
+    inbox_key = make_signing(out / "inbox.key")
+    result = DemoResult()
+    stored_at: dict[int, float] = {}
+    with Mosquitto() as broker:
+        cfg = parse_config(demo_config(out, clip, broker.port, recipient, command,
+                                       inbox_key.public_text(), realtime), source="demo config")
+        store = InboxStore(out / "inbox", {"demo": device_key.public_key})
+
+        def on_stored(s: Stored) -> None:
+            stored_at[s.manifest.seq] = time.time()
+
+        inbox = Inbox(store, inbox_key, host="127.0.0.1", port=broker.port, on_stored=on_stored)
+        inbox.start()
+        inbox.connected.wait(10)
+        factory = MockFactory()
+        service = build(cfg, pin_factory=factory)
+        pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))
+        pressed: dict[str, float] = {}
+
+        def on_frame(frame: Frame) -> None:
+            if "wall" not in pressed and frame.pts >= press_at:
+                pressed["wall"] = time.time()
+                pin.drive_low()
+            elif "wall" in pressed and "released" not in pressed and \
+                    time.time() - pressed["wall"] > 0.2:
+                pressed["released"] = time.time()
+                pin.drive_high()
+
+        runner = threading.Thread(target=service.run, name="agent",
+                                  kwargs={"on_frame": on_frame, "connect_timeout": 10.0,
+                                          "drain_timeout": 30.0})
+        runner.start()
+        runner.join()
+        result.outbox_left = service.outbox.depth
+        inbox.stop()
+        ring_seqs = [seq for kind, seq in service.agent.events if kind == "ring"]
+        if ring_seqs and ring_seqs[0] in stored_at and "wall" in pressed:
+            result.ring_latency_ms = (stored_at[ring_seqs[0]] - pressed["wall"]) * 1000
+    result.stored = len(stored_at)
+    _open_all(out, result)
+    return result
+
+
+def _open_all(out: Path, result: DemoResult) -> None:
+    import av
+
+    identities = load_identities(out / "owner.key")
+    plain = out / "decrypted"
+    plain.mkdir(exist_ok=True)
+    for path in sorted((out / "inbox" / "demo").glob("*.age")):
+        manifest, data = open_artifact(path, identities)
+        target = plain / (path.name.removesuffix(".age") + EXTENSIONS[manifest.kind])
+        target.write_bytes(data)
+        if manifest.kind == "event":
+            body = json.loads(data)
+            body.pop("thumbnail", None)
+            result.events.append({"seq": manifest.seq, **body})
+        elif manifest.kind == "snapshot":
+            result.snapshots += 1
+        elif manifest.kind == "clip":
+            with av.open(str(target)) as container:
+                stream = container.streams.video[0]
+                frames = [f.time for f in container.decode(stream) if f.time is not None]
+            duration = (max(frames) - min(frames) + 1 / float(stream.average_rate or 10)
+                        if frames else 0.0)
+            result.clips.append({"seq": manifest.seq, "file": target.name, "frames": len(frames),
+                                 "duration": duration})
+    for clip in result.clips:
+        meta = next((e for e in result.events if e.get("type") == "clip"
+                     and e.get("clip_seq") == clip["seq"]), None)
+        if meta is not None:
+            clip["preroll"] = meta["preroll"]
+            clip["trigger"] = meta["trigger"]
+            clip["trigger_pts"] = meta["trigger_pts"]
+
+
+def print_summary(result: DemoResult, out: Path) -> None:
+    kinds: dict[str, int] = {}
+    for e in result.events:
+        kinds[e["type"]] = kinds.get(e["type"], 0) + 1
+    print()
+    print("Doorstep demo: summary")
+    print(f"  artifacts stored by the inbox: {result.stored} (left in the device outbox: "
+          f"{result.outbox_left})")
+    print("  events received: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
+    print(f"  snapshots received: {result.snapshots}")
+    print(f"  clips received: {len(result.clips)}")
+    for c in result.clips:
+        print(f"    seq {c['seq']}: {c['duration']:.1f} s, {c['frames']} frames, pre-roll "
+              f"{c.get('preroll', float('nan')):.1f} s, trigger {c.get('trigger', '?')} "
+              f"-> {c['file']}")
+    if result.ring_latency_ms is not None:
+        print(f"  ring: button press to ring event stored at the inbox: "
+              f"{result.ring_latency_ms:.1f} ms")
+    print(f"  files: {out}/owner.key, {out}/inbox/demo/*.age, {out}/decrypted/")
+    print(f"  check one yourself: age -d -i {out}/owner.key FILE.age > out.mp4")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on a bundled real clip",
+                       description="Throwaway keys, a private Mosquitto, the agent on a bundled "
+                       "clip with a simulated doorbell press, the owner's inbox, decryption and "
+                       "a summary.")
+    p.add_argument("--out", metavar="DIR", help="keep everything here (default: a temp dir)")
+    p.add_argument("--clip", metavar="VIDEO", default=str(BUNDLED_CLIP),
+                   help="video to play instead of the bundled one")
+    p.add_argument("--press-at", type=float, default=4.0, metavar="SECONDS",
+                   help="when the simulated doorbell press happens (default 4)")
+    p.add_argument("--fast", action="store_true", help="play the clip as fast as possible "
+                   "instead of in real time")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="doorstep-demo-"))
+    if args.out and any(out.glob("*.key")):
+        print(f"doorstep demo: {out} already holds keys; use an empty directory",
+              file=sys.stderr)
+        return 2
+    try:
+        result = run_demo(out, clip=Path(args.clip), press_at=args.press_at,
+                          realtime=not args.fast)
+    except DoorstepError as exc:
+        print(f"doorstep demo: {exc}", file=sys.stderr)
+        return 1
+    print_summary(result, out)
+    return 0 if result.clips and result.events else 1

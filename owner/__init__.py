@@ -1,0 +1,1 @@
+"""owner/: what the homeowner runs: keys, inbox, open, share."""

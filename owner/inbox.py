@@ -1,0 +1,231 @@
+"""The owner's inbox: receives artifacts from every device over MQTT, verifies them, stores the
+ciphertext and answers each with a signed receipt. It never holds a decryption key.
+
+It subscribes with an MQTT v5 shared subscription ($share/<group>/...), so several workers can
+split one fleet's load on a clustered broker. Malformed or forged messages on any topic are
+logged (once per reason) and dropped; nothing a message contains can stop the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from doorstep.errors import DoorstepError, KeyFileError, SealError
+from owner.store import InboxStore, Stored, verify_store
+from uplink.keys import SigningKey, parse_public_key
+from uplink.wire import Receipt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the worker did with one message, for callers that watch (the demo, tests)."""
+
+    stored: Stored
+
+
+class Inbox:
+    """One inbox worker. ``base`` is the topic root that holds ``<device>/...`` (default
+    ``doorstep``)."""
+
+    def __init__(self, store: InboxStore, key: SigningKey, *, host: str, port: int,
+                 base: str = "doorstep", group: str = "doorstep-inbox", protocol: str = "5",
+                 client_id: str = "", on_stored: Callable[[Stored], None] | None = None) -> None:
+        self.store = store
+        self.key = key
+        self.host, self.port = host, port
+        self.base = base.rstrip("/")
+        self.group = group
+        self.on_stored = on_stored
+        proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=proto)
+        self._shared = proto == mqtt.MQTTv5
+        self.client.on_connect = self._cb_connect
+        self.client.on_message = self._cb_message
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(1, 30)
+        self._work: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+        self.dropped = 0
+        self._drop_reasons: set[str] = set()
+
+    def topics(self) -> list[str]:
+        filters = [f"{self.base}/+/event", f"{self.base}/+/clip/+/+"]
+        if self._shared:
+            return [f"$share/{self.group}/{f}" for f in filters]
+        return filters
+
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._worker, name="inbox-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._work.put(None)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # paho callbacks: hand off only
+    def _cb_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
+                    properties: object = None) -> None:
+        client.subscribe([(t, 1) for t in self.topics()])
+        self.connected.set()
+
+    def _cb_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._work.put(msg)
+
+    def _worker(self) -> None:
+        while True:
+            msg = self._work.get()
+            if msg is None:
+                return
+            try:
+                self.handle(msg.topic, bytes(msg.payload))
+            except (DoorstepError, OSError, ValueError) as exc:
+                self._drop(msg.topic, str(exc))
+            except Exception as exc:  # the worker must outlive any message
+                log.exception("inbox: unexpected failure on %s", msg.topic)
+                self._drop(msg.topic, f"unexpected {type(exc).__name__}")
+
+    def handle(self, topic: str, payload: bytes) -> Stored | None:
+        """Process one message. Raises SealError (or OSError) for one that must be dropped."""
+        parts = topic.split("/")
+        base = self.base.split("/")
+        if parts[:len(base)] != base or len(parts) < len(base) + 2:
+            raise SealError(f"unexpected topic {topic!r}")
+        device, rest = parts[len(base)], parts[len(base) + 1:]
+        stored: Stored | None
+        if rest == ["event"]:
+            stored = self.store.accept_single(device, payload)
+        elif len(rest) == 3 and rest[0] == "clip":
+            try:
+                seq = int(rest[1])
+            except ValueError as exc:
+                raise SealError(f"bad clip sequence in topic {topic!r}") from exc
+            if rest[2] == "m":
+                stored = self.store.accept_manifest(device, seq, payload)
+            else:
+                try:
+                    index = int(rest[2])
+                except ValueError as exc:
+                    raise SealError(f"bad chunk index in topic {topic!r}") from exc
+                stored = self.store.accept_chunk(device, seq, index, payload)
+        else:
+            raise SealError(f"unexpected topic {topic!r}")
+        if stored is not None:
+            self._receipt(stored)
+            if self.on_stored is not None and not stored.duplicate:
+                self.on_stored(stored)
+        return stored
+
+    def _receipt(self, stored: Stored) -> None:
+        receipt = Receipt(stored.device, stored.manifest.seq, stored.manifest.sha256)
+        self.client.publish(f"{self.base}/{stored.device}/receipt", receipt.sign(self.key),
+                            qos=1)
+
+    def _drop(self, topic: str, reason: str) -> None:
+        self.dropped += 1
+        key = reason.split(":")[0][:80]
+        if key not in self._drop_reasons:
+            self._drop_reasons.add(key)
+            log.warning("inbox: dropped a message on %s: %s", topic, reason)
+
+
+def load_devices(entries: list[str], files: list[str]) -> dict[str, Ed25519PublicKey]:
+    """Devices from ``ID=ed25519:...`` arguments and files of ``ID ed25519:...`` lines."""
+    devices: dict[str, Ed25519PublicKey] = {}
+    lines = [(e, "--device") for e in entries]
+    for f in files:
+        try:
+            text = Path(f).read_text()
+        except OSError as exc:
+            raise KeyFileError(f"{f}: cannot read the device list: {exc.strerror}") from exc
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                lines.append((line.replace("=", " ", 1), f"{f}:{n}"))
+    for line, where in lines:
+        fields = line.replace("=", " ", 1).split()
+        if len(fields) != 2:
+            raise KeyFileError(f"{where}: expected 'DEVICE-ID ed25519:...', got {line!r}")
+        devices[fields[0]] = parse_public_key(fields[1])
+    return devices
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("inbox", help="receive, verify and store sealed artifacts (no keys to "
+                       "decrypt)", description="Receive artifacts from devices over MQTT, "
+                       "verify their signatures and hash chain, store the ciphertext and send "
+                       "signed receipts. `doorstep inbox verify DIR` checks a store.")
+    p.add_argument("action", nargs="?", choices=["run", "verify"], default="run",
+                   help="run the inbox (default) or verify a store's chains")
+    p.add_argument("dir", nargs="?", help="the store to verify (for `verify`)")
+    p.add_argument("--store", default="inbox", metavar="DIR", help="where to keep artifacts")
+    p.add_argument("--key", default="inbox.key", metavar="FILE",
+                   help="the inbox's Ed25519 key for signing receipts (see `doorstep keys`)")
+    p.add_argument("--device", action="append", default=[], metavar="ID=ed25519:...",
+                   help="a device and its public key (repeatable)")
+    p.add_argument("--devices", action="append", default=[], metavar="FILE",
+                   help="a file of 'ID ed25519:...' lines")
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--base", default="doorstep", help="topic root above the device ids")
+    p.add_argument("--group", default="doorstep-inbox", help="shared subscription group")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        root = Path(args.dir or args.store)
+        if not root.is_dir():
+            print(f"doorstep inbox verify: {root} is not a directory", file=sys.stderr)
+            return 2
+        bad = 0
+        for report in verify_store(root):
+            state = "OK" if not report.problems else f"{len(report.problems)} problem(s)"
+            print(f"{report.device}: {report.artifacts} artifacts, last seq {report.last_seq}: "
+                  f"{state}")
+            for problem in report.problems:
+                print(f"  - {problem}")
+            bad += bool(report.problems)
+        return 1 if bad else 0
+    try:
+        devices = load_devices(args.device, args.devices)
+        if not devices:
+            print("doorstep inbox: name at least one device with --device or --devices",
+                  file=sys.stderr)
+            return 2
+        key = SigningKey.load(args.key)
+        store = InboxStore(Path(args.store), devices)
+    except (DoorstepError, OSError) as exc:
+        print(f"doorstep inbox: {exc}", file=sys.stderr)
+        return 2
+    inbox = Inbox(store, key, host=args.host, port=args.port, base=args.base, group=args.group,
+                  protocol=args.protocol)
+    inbox.start()
+    stop = threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        inbox.stop()
+    return 0

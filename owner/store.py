@@ -1,0 +1,242 @@
+"""The inbox's store: verified ciphertext only, one file per artifact, named by device and
+sequence, plus an index. It reassembles chunked artifacts idempotently: a duplicate or a chunk
+seen twice does no harm, and a half-received artifact waits for its missing chunks.
+
+Layout under the store root:
+    <device>/device.pub                  the device's Ed25519 public key (from the inbox config)
+    <device>/NNNNNNNNNN.<kind>.age       ciphertext, exactly as the device sealed it
+    <device>/NNNNNNNNNN.<kind>.env       the device's signed manifest for it
+    <device>/index.jsonl                 one line per stored artifact
+    .partial/<device>/<seq>/             chunks and manifest of an artifact still arriving
+
+Several inbox workers may share one store (MQTT shared subscriptions split the messages of one
+clip between them): every write is atomic, and assembly is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from doorstep.errors import SealError
+from uplink.keys import public_text
+from uplink.manifest import Manifest, manifest_hash, open_envelope, verify_chain
+from uplink.outbox import write_atomic
+from uplink.wire import unpack_chunked_manifest, unpack_single
+
+log = logging.getLogger(__name__)
+
+MAX_PARTIAL_BYTES = 4 * 1024 * 1024 * 1024
+_STORED = re.compile(r"^(\d{10})\.([a-z]+)\.age$")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An artifact that is safely in the store (now, or already before: ``duplicate``)."""
+
+    device: str
+    manifest: Manifest
+    path: Path
+    duplicate: bool
+
+
+class InboxStore:
+    def __init__(self, root: Path, devices: dict[str, Ed25519PublicKey]) -> None:
+        self.root = Path(root)
+        self.devices = dict(devices)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for device, public in self.devices.items():
+            d = self.root / device
+            d.mkdir(exist_ok=True)
+            pub = d / "device.pub"
+            text = public_text(public) + "\n"
+            if not pub.exists() or pub.read_text() != text:
+                write_atomic(pub, text.encode())
+
+    # -- accepting messages -------------------------------------------------------------------
+    def accept_single(self, device: str, payload: bytes) -> Stored:
+        envelope, ciphertext = unpack_single(payload)
+        manifest = self._open(device, envelope)
+        if manifest.kind == "clip":
+            raise SealError(f"{device} seq {manifest.seq}: a clip cannot come as one message")
+        return self._store(device, manifest, envelope, ciphertext)
+
+    def accept_manifest(self, device: str, seq: int, payload: bytes) -> Stored | None:
+        envelope, chunk_bytes, chunks = unpack_chunked_manifest(payload)
+        manifest = self._open(device, envelope)
+        if manifest.seq != seq:
+            raise SealError(f"{device}: manifest for seq {manifest.seq} arrived on the topic of "
+                            f"seq {seq}")
+        if -(-manifest.size // chunk_bytes) not in (chunks, 0) and manifest.size:
+            raise SealError(f"{device} seq {seq}: {chunks} chunks of {chunk_bytes} bytes cannot "
+                            f"hold {manifest.size} bytes")
+        done = self._existing(device, manifest)
+        if done is not None:
+            return done
+        part = self._partial(device, seq)
+        write_atomic(part / "manifest", payload, durable=False)
+        return self._try_assemble(device, seq)
+
+    def accept_chunk(self, device: str, seq: int, index: int, payload: bytes) -> Stored | None:
+        if device not in self.devices:
+            raise SealError(f"chunk from unknown device {device!r}")
+        if index < 0 or index > 1 << 20 or len(payload) > 16 * 1024 * 1024:
+            raise SealError(f"{device} seq {seq}: impossible chunk {index} "
+                            f"({len(payload)} bytes)")
+        if self._find(device, seq) is not None:
+            return None  # already stored: a late duplicate
+        if self._partial_bytes(device) + len(payload) > MAX_PARTIAL_BYTES:
+            raise SealError(f"{device}: too much unassembled data; dropping chunk")
+        part = self._partial(device, seq)
+        write_atomic(part / f"{index}", payload, durable=False)
+        return self._try_assemble(device, seq)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _open(self, device: str, envelope: bytes) -> Manifest:
+        public = self.devices.get(device)
+        if public is None:
+            raise SealError(f"message from unknown device {device!r}")
+        manifest = open_envelope(envelope, public)
+        if manifest.device != device:
+            raise SealError(f"manifest names device {manifest.device!r} but came on the topic "
+                            f"of {device!r}")
+        return manifest
+
+    def _partial(self, device: str, seq: int) -> Path:
+        p = self.root / ".partial" / device / str(seq)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def _partial_bytes(self, device: str) -> int:
+        base = self.root / ".partial" / device
+        if not base.exists():
+            return 0
+        return sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
+
+    def _try_assemble(self, device: str, seq: int) -> Stored | None:
+        part = self.root / ".partial" / device / str(seq)
+        mpath = part / "manifest"
+        if not mpath.exists():
+            return None
+        envelope, _, chunks = unpack_chunked_manifest(mpath.read_bytes())
+        manifest = self._open(device, envelope)
+        paths = [part / str(i) for i in range(chunks)]
+        if not all(p.exists() for p in paths):
+            return None
+        data = b"".join(p.read_bytes() for p in paths)
+        if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
+            log.warning("inbox: %s seq %d reassembled to the wrong bytes; discarding its chunks "
+                        "and waiting for the device to send them again", device, seq)
+            for p in paths:
+                p.unlink(missing_ok=True)
+            return None
+        stored = self._store(device, manifest, envelope, data)
+        for p in part.iterdir():
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            part.rmdir()
+        return stored
+
+    def _find(self, device: str, seq: int) -> Path | None:
+        matches = sorted((self.root / device).glob(f"{seq:010d}.*.age"))
+        return matches[0] if matches else None
+
+    def _existing(self, device: str, manifest: Manifest) -> Stored | None:
+        path = self._find(device, manifest.seq)
+        if path is None:
+            return None
+        env = path.with_suffix(".env")
+        try:
+            old = open_envelope(env.read_bytes(), self.devices[device])
+        except (OSError, SealError):
+            return None
+        if old != manifest:
+            log.error("inbox: %s seq %d: a second, different manifest for a stored seq "
+                      "(fork or forgery); keeping the first", device, manifest.seq)
+            raise SealError(f"{device} seq {manifest.seq}: conflicts with the stored artifact")
+        return Stored(device, manifest, path, duplicate=True)
+
+    def _store(self, device: str, manifest: Manifest, envelope: bytes,
+               ciphertext: bytes) -> Stored:
+        if len(ciphertext) != manifest.size or \
+                hashlib.sha256(ciphertext).hexdigest() != manifest.sha256:
+            raise SealError(f"{device} seq {manifest.seq}: ciphertext does not match its "
+                            "signed hash (altered in transit)")
+        existing = self._existing(device, manifest)
+        if existing is not None:
+            return existing
+        stem = f"{manifest.seq:010d}.{manifest.kind}"
+        path = self.root / device / f"{stem}.age"
+        write_atomic(path.with_suffix(".env"), envelope)
+        write_atomic(path, ciphertext)
+        line = json.dumps({"seq": manifest.seq, "kind": manifest.kind, "file": path.name,
+                           "size": manifest.size, "sha256": manifest.sha256,
+                           "created": manifest.created, "parent": manifest.parent,
+                           "priority": manifest.priority, "stored": time.time()},
+                          sort_keys=True)
+        self._append_index(device, line)
+        log.info("inbox: stored %s seq %d %s (%d bytes)", device, manifest.seq, manifest.kind,
+                 manifest.size)
+        return Stored(device, manifest, path, duplicate=False)
+
+    def _append_index(self, device: str, line: str) -> None:
+        path = self.root / device / "index.jsonl"
+        with open(path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    device: str
+    artifacts: int
+    last_seq: int
+    problems: list[str]
+
+
+def verify_store(root: Path) -> list[ChainReport]:
+    """Check every device's chain in a store: signatures, hashes, gaps and broken links."""
+    from uplink.keys import parse_public_key
+
+    reports = []
+    for ddir in sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name != ".partial"):
+        problems: list[str] = []
+        pub_path = ddir / "device.pub"
+        try:
+            public = parse_public_key(pub_path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            reports.append(ChainReport(ddir.name, 0, 0, [f"{pub_path}: {exc}"]))
+            continue
+        manifests: list[Manifest] = []
+        hashes: list[str] = []
+        for age_path in sorted(ddir.glob("*.age")):
+            if not _STORED.match(age_path.name):
+                continue
+            env = age_path.with_suffix(".env")
+            try:
+                envelope = env.read_bytes()
+                m = open_envelope(envelope, public)
+            except (OSError, SealError) as exc:
+                problems.append(f"{env.name}: {exc}")
+                continue
+            data = age_path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != m.sha256 or len(data) != m.size:
+                problems.append(f"{age_path.name}: ciphertext does not match its manifest")
+            manifests.append(m)
+            hashes.append(manifest_hash(envelope))
+        problems.extend(verify_chain(manifests, hashes))
+        last = max((m.seq for m in manifests), default=0)
+        reports.append(ChainReport(ddir.name, len(manifests), last, problems))
+    return reports

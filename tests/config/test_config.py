@@ -1,0 +1,92 @@
+"""Config: typed sections, unknown keys refused, every problem named by its dotted key, at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import load_config, parse_config
+from doorstep.cli import main
+from doorstep.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_config(REPO / "config" / "example.toml")
+    assert cfg.device.id == "frontdoor"
+    assert cfg.topic_prefix == "doorstep/frontdoor/"
+
+
+def test_every_problem_is_reported_at_once_with_its_dotted_key() -> None:
+    text = f"""
+[owner]
+recipients = ["{RECIPIENT}"]
+[device]
+id = "Front Door"
+colour = "red"
+[camera]
+fps = 500
+width = "wide"
+[mqtt]
+protocol = "4"
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    problems = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 5
+    assert "device.id: 'Front Door'" in problems
+    assert "device.colour: unknown key" in problems
+    assert "camera.fps: 500.0 is out of range (allowed: 1 to 120)" in problems
+    assert "camera.width: expected a whole number, got 'wide'" in problems
+    assert "mqtt.protocol: '4' is not allowed (allowed: '5', '3.1.1')" in problems
+
+
+def test_unknown_section_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"camra: unknown key"):
+        parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[camra]\nfps = 3\n')
+
+
+@pytest.mark.parametrize(("polygon", "message"), [
+    ("[[0, 0], [1, 1]]", "at least 3"),
+    ("[[0, 0], [1.5, 0], [1, 1]]", "motion.zones[0][1]: expected [x, y] with 0 <= x, y <= 1"),
+    ("[[0, 0], [0.5, 0.5], [1, 1]]", "no area"),
+    ('"everywhere"', "motion.zones[0]: expected a list"),
+])
+def test_invalid_polygons_are_named(polygon: str, message: str) -> None:
+    text = f'[owner]\nrecipients = ["{RECIPIENT}"]\n[motion]\nzones = [{polygon}]\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert message in str(info.value)
+
+
+def test_valid_polygons_are_kept_as_tuples() -> None:
+    cfg = parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[privacy]\n'
+                       'masks = [[[0, 0], [0.5, 0], [0.5, 0.5]]]\n')
+    assert cfg.privacy.masks == (((0.0, 0.0), (0.5, 0.0), (0.5, 0.5)),)
+
+
+def test_recipients_are_required_and_checked() -> None:
+    with pytest.raises(ConfigError, match=r"owner\.recipients: at least one"):
+        parse_config("")
+    with pytest.raises(ConfigError, match=r"owner\.recipients\[0\]: 'age1nope'"):
+        parse_config('[owner]\nrecipients = ["age1nope"]\n')
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config("[device\nid=")
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = REPO / "config" / "example.toml"
+    assert main(["-q", "check-config", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[clip]\npreroll_seconds = -1\n')
+    assert main(["-q", "check-config", str(bad)]) == 1
+    assert "clip.preroll_seconds: -1.0 is out of range" in capsys.readouterr().err

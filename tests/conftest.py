@@ -1,0 +1,45 @@
+"""Shared fixtures: a real Mosquitto on a free port, and throwaway owner, device and inbox keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from doorstep.broker import Mosquitto
+from uplink.age import X25519Identity
+from uplink.keys import SigningKey
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+BUNDLED_CLIP = REPO / "doorstep" / "data" / "vtest.mp4"
+
+
+@pytest.fixture
+def broker() -> Iterator[Mosquitto]:
+    with Mosquitto() as b:
+        yield b
+
+
+@dataclass
+class Keys:
+    owner: X25519Identity
+    owner_file: Path
+    command: SigningKey
+    device: SigningKey
+    device_file: Path
+    inbox: SigningKey
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    owner = X25519Identity.generate()
+    owner_file = tmp_path / "owner.key"
+    owner_file.write_text(f"{owner}\n")
+    device = SigningKey.generate()
+    device_file = tmp_path / "device.key"
+    device.save(device_file)
+    return Keys(owner, owner_file, SigningKey.generate(), device, device_file,
+                SigningKey.generate())

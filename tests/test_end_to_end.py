@@ -1,0 +1,105 @@
+"""Issue 2's end-to-end check: a real clip through the agent with a (mock) doorbell press, a real
+Mosquitto, the owner's inbox, the real `age` CLI and PyAV decoding of what arrived."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from agent.service import build
+from config import parse_config
+from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
+from tests.conftest import Keys
+from uplink.age import decrypt
+from uplink.manifest import open_envelope, verify_chain
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    result = run_demo(out, press_at=3.0, realtime=False)
+    print_summary(result, out)
+    assert "clips received" in capsys.readouterr().out
+    assert result.outbox_left == 0
+    types = [e["type"] for e in result.events]
+    assert "ring" in types
+    ring = next(e for e in result.events if e["type"] == "ring")
+    assert ring["count"] == 1
+    assert result.ring_latency_ms is not None and result.ring_latency_ms > 0
+    assert result.snapshots >= 1
+    assert result.clips
+
+    store = out / "inbox" / "demo"
+    device_pub = (store / "device.pub").read_text().strip()
+    from uplink.keys import parse_public_key
+    public = parse_public_key(device_pub)
+    manifests = [open_envelope(p.read_bytes(), public) for p in sorted(store.glob("*.env"))]
+    assert verify_chain(manifests) == []
+    assert [m.seq for m in manifests] == list(range(1, len(manifests) + 1))
+
+    for clip in result.clips:
+        sealed = store / f"{clip['seq']:010d}.clip.age"
+        mp4 = tmp_path / f"{clip['seq']}.mp4"
+        with open(mp4, "wb") as f:
+            subprocess.run(["age", "-d", "-i", str(out / "owner.key"), str(sealed)], stdout=f,
+                           check=True)
+        with av.open(str(mp4)) as container:
+            stream = container.streams.video[0]
+            times = [fr.time for fr in container.decode(stream)]
+        duration = max(times) - min(times) + 0.1
+        # the configured 3 s of pre-roll (or all the video there was before the trigger),
+        # and at most one 1 s GOP more, since a clip starts on a keyframe
+        assert clip["preroll"] >= min(3.0, clip["trigger_pts"]) - 1e-6
+        assert clip["preroll"] <= 3.0 + 1.0 + 1e-6
+        assert duration >= clip["preroll"]
+        assert abs(duration - clip["duration"]) < 0.25
+
+
+def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record with no broker, so everything stays in the outbox, then scan every file the
+    agent wrote (and its TMPDIR) for MP4 and JPEG signatures."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    data = tmp_path / "device"
+    data.mkdir()
+    keys.device.save(data / "device.key")
+    text = demo_config(tmp_path, BUNDLED_CLIP, 1, str(keys.owner.recipient), "", "", False)
+    text = text.replace(str(tmp_path / "device" / "device.key"), str(data / "device.key"))
+    cfg = parse_config(text.replace('inbox_key = ""\n', "").replace('command_key = ""\n', ""))
+    factory = MockFactory()
+    service = build(cfg, pin_factory=factory, connect=False)
+    pin = factory.pin(17)
+
+    def press(frame: object) -> None:
+        if getattr(frame, "index", 0) == 40:
+            pin.drive_low()
+        if getattr(frame, "index", 0) == 43:
+            pin.drive_high()
+
+    service.run(on_frame=press)
+    files = [p for root in (data, tmpdir) for p in root.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".age" for p in files)
+    for p in files:
+        blob = p.read_bytes()
+        # signatures long enough that random ciphertext will not hold them by chance
+        assert b"ftypiso" not in blob and b"mfhd" not in blob and b"Lavf" not in blob, p
+        assert b"\xff\xd8\xff\xe0\x00\x10JFIF" not in blob, p
+        assert b'"thumbnail"' not in blob and b'"trigger"' not in blob, p
+    # and what is there is the owner's to open: a clip decrypts to an MP4 that PyAV reads
+    clip = next(p for p in files if p.suffix == ".age" and
+                json.loads(p.with_suffix(".env").read_text())["manifest"]["kind"] == "clip")
+    mp4 = tmp_path / "clip.mp4"
+    mp4.write_bytes(decrypt(clip.read_bytes(), [keys.owner]))
+    with av.open(str(mp4)) as container:
+        assert sum(1 for _ in container.decode(video=0)) > 10
+    assert os.listdir(tmpdir) == []

@@ -1,0 +1,131 @@
+"""The outbox: atomic commits, recovery after a crash, quota eviction by priority, full disk."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from doorstep.errors import DiskFull
+from uplink.keys import SigningKey
+from uplink.manifest import open_envelope, verify_chain
+from uplink.outbox import Outbox
+
+
+def make(root: Path, key: SigningKey, quota: int = 10_000_000) -> Outbox:
+    return Outbox(root, device="dev", key=key, quota_bytes=quota)
+
+
+def test_commit_signs_and_chains(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    a = box.put("event", b"A" * 100, priority=0)
+    b = box.put("clip", b"B" * 5000, priority=3)
+    assert (a.seq, b.seq) == (1, 2)
+    manifests = [open_envelope(i.envelope, key.public_key) for i in (a, b)]
+    assert verify_chain(manifests) == []
+    assert b.path.read_bytes() == b"B" * 5000
+    assert [i.seq for i in box.items()] == [1, 2]
+
+
+def test_restart_resumes_items_and_continues_the_sequence(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    box.put("event", b"x", priority=0)
+    box.put("event", b"y", priority=0)
+    box.remove(1)
+    again = make(tmp_path, key)
+    assert [i.seq for i in again.items()] == [2]
+    assert again.put("event", b"z", priority=0).seq == 3
+
+
+def test_torn_leftovers_are_removed_never_uploaded(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    box.put("event", b"ok", priority=0)
+    pending = box.open("clip", priority=3)
+    pending.write(b"half a clip")            # killed here: never committed
+    (tmp_path / "ready" / "0000000009.age").write_bytes(b"no manifest")   # torn commit
+    (tmp_path / "ready" / "0000000002.env").write_bytes(b"garbage")       # torn manifest
+    again = make(tmp_path, key)
+    assert [i.seq for i in again.items()] == [1]
+    assert again.recovery.torn_removed == 3
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert again.put("event", b"next", priority=0).seq == 2
+
+
+def test_quota_evicts_motion_before_ring_and_oldest_first(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key, quota=10_000)
+    ring = box.put("clip", b"r" * 3000, priority=0)
+    old_motion = box.put("clip", b"m" * 3000, priority=3)
+    new_motion = box.put("clip", b"n" * 3000, priority=3)
+    box.put("clip", b"o" * 3000, priority=3)     # needs room: the oldest motion clip goes
+    seqs = [i.seq for i in box.items()]
+    assert ring.seq in seqs and new_motion.seq in seqs and old_motion.seq not in seqs
+    assert box.evictions == 1
+    assert "evicting clip seq 2" in caplog.text
+    box.put("clip", b"R" * 6000, priority=0)     # a ring clip may evict every motion clip
+    assert [i.manifest.priority for i in box.items()] == [0, 0]
+    assert box.stats()["evictions"] == 3
+
+
+def test_motion_clip_never_evicts_a_ring_clip(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key, quota=5000)
+    box.put("clip", b"r" * 4000, priority=0)
+    with pytest.raises(DiskFull, match="quota"):
+        box.put("clip", b"m" * 2000, priority=3)
+    assert [i.seq for i in box.items()] == [1]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_enospc_evicts_then_reports_disk_full(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    box.put("clip", b"m" * 1000, priority=3)
+    pending = box.open("clip", priority=0)
+    real_file = pending._file
+    assert real_file is not None
+    calls = {"n": 0}
+
+    class FullOnce:
+        def write(self, data: bytes) -> int:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_file.write(data)  # type: ignore[union-attr]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real_file, name)
+
+    monkeypatch.setattr(pending, "_file", FullOnce())
+    pending.write(b"ring clip")                  # first write fails, eviction frees space
+    item = pending.commit()
+    assert item.path.read_bytes() == b"ring clip"
+    assert [i.seq for i in box.items()] == [item.seq]   # the motion clip was evicted
+
+    nothing_left = box.open("clip", priority=3)
+
+    class AlwaysFull(FullOnce):
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nothing_left, "_file", AlwaysFull())
+    with pytest.raises(DiskFull, match="disk is full"):
+        nothing_left.write(b"more")
+    monkeypatch.setattr(nothing_left, "_file", real_file)
+    nothing_left.abort()
+
+
+def test_progress_is_remembered(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    item = box.put("clip", b"c" * 100, priority=3)
+    assert box.acked_chunks(item.seq) == 0
+    box.set_acked_chunks(item.seq, 7)
+    assert make(tmp_path, key).acked_chunks(item.seq) == 7

@@ -1,0 +1,105 @@
+"""The upload scheduler: lanes, bounded chunks in flight, resume, receipts and their timeout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uplink.keys import SigningKey
+from uplink.outbox import Item, Outbox
+from uplink.sender import MANIFEST, Lane, Sender
+from uplink.wire import Topics, unpack_chunked_manifest, unpack_single
+
+
+def setup(tmp_path: Path, require_receipt: bool = True) -> tuple[Outbox, Sender]:
+    box = Outbox(tmp_path, device="d", key=SigningKey.generate(), quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), chunk_bytes=1000, in_flight=2, receipt_timeout=10,
+                    require_receipt=require_receipt)
+    sender.on_connect()
+    return box, sender
+
+
+def clip(box: Outbox, size: int = 4500) -> Item:
+    return box.put("clip", bytes(range(256)) * (size // 256) + b"x" * (size % 256), priority=3)
+
+
+def test_event_jumps_ahead_of_a_clip_in_progress(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    c = clip(box)
+    sender.add(c)
+    first = sender.next_publishes(0)
+    assert [(p.part, p.lane) for p in first] == [(MANIFEST, Lane.BULK), (0, Lane.BULK)]
+    ev = box.put("event", b"ring!", priority=0)
+    sender.add(ev)
+    nxt = sender.next_publishes(0)
+    # the clip is at its in-flight limit; the event goes out at once all the same
+    assert [(p.seq, p.topic) for p in nxt] == [(ev.seq, "doorstep/d/event")]
+    envelope, ciphertext = unpack_single(sender.payload(nxt[0]))
+    assert ciphertext == b"ring!" and envelope == ev.envelope
+
+
+def test_chunks_are_bounded_and_reassemble(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    c = clip(box)
+    sender.add(c)
+    received: dict[int, bytes] = {}
+    while True:
+        pubs = sender.next_publishes(0)
+        assert len(pubs) <= 2
+        if not pubs:
+            break
+        for p in pubs:
+            data = sender.payload(p)
+            if p.part == MANIFEST:
+                env, size, count = unpack_chunked_manifest(data)
+                assert (env, size, count) == (c.envelope, 1000, 5)
+            else:
+                assert p.topic == f"doorstep/d/clip/{c.seq}/{p.part}"
+                received[p.part] = data
+            sender.on_puback(p.seq, p.part, 0)
+    assert b"".join(received[i] for i in range(5)) == c.path.read_bytes()
+
+
+def test_resume_skips_acknowledged_chunks(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    c = clip(box)
+    sender.add(c, acked_chunks=3)
+    parts = []
+    while pubs := sender.next_publishes(0):
+        for p in pubs:
+            parts.append(p.part)
+            sender.on_puback(p.seq, p.part, 0)
+    assert parts == [MANIFEST, 3, 4]
+
+
+def test_disconnect_resends_unacknowledged(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    sender.add(clip(box))
+    pubs = sender.next_publishes(0)
+    sender.on_puback(pubs[0].seq, pubs[0].part, 0)
+    sender.on_disconnect()
+    assert sender.next_publishes(0) == []
+    sender.on_connect()
+    assert [p.part for p in sender.next_publishes(0)] == [0, 1]
+
+
+def test_receipt_removes_and_timeout_resends(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    ev = box.put("event", b"e", priority=0)
+    sender.add(ev)
+    (p,) = sender.next_publishes(0)
+    sender.on_puback(p.seq, p.part, 100.0)
+    assert sender.finished(100.0) == []          # a PUBACK alone is not enough
+    assert sender.next_publishes(105.0) == []
+    assert [q.seq for q in sender.next_publishes(110.0)] == [ev.seq]   # no receipt: again
+    assert not sender.on_receipt(ev.seq, "0" * 64)                    # wrong hash
+    assert sender.on_receipt(ev.seq, ev.manifest.sha256)
+    assert sender.pending == 0
+
+
+def test_without_an_inbox_key_pubacks_finish_an_artifact(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path, require_receipt=False)
+    ev = box.put("event", b"e", priority=0)
+    sender.add(ev)
+    (p,) = sender.next_publishes(0)
+    sender.on_puback(p.seq, p.part, 0)
+    assert sender.finished(0) == [ev.seq]

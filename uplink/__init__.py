@@ -1,0 +1,1 @@
+"""uplink/: sealing, the durable outbox and the MQTT link."""

@@ -1,0 +1,308 @@
+"""The paho-mqtt adapter: one connection per device, reconnects with jittered exponential
+backoff, a retained status with an offline last will, and the Sender's decisions carried out.
+
+Threads: paho's callbacks run on our network thread ("uplink-net") and only put events on a
+queue. The "uplink-send" thread owns the Sender and the Outbox bookkeeping, and is the only
+caller of ``publish``. Nothing else touches the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from config.schema import MqttConfig
+from doorstep.errors import BrokerRefused, ConfigError, SealError
+from uplink.outbox import Item, Outbox
+from uplink.sender import Publish, Sender
+from uplink.wire import Receipt, Topics
+
+log = logging.getLogger(__name__)
+
+
+def make_client(cfg: MqttConfig, client_id: str, *, credentials_dir: Path | None = None
+                ) -> mqtt.Client:
+    """A paho client configured from [mqtt]: protocol, TLS, username and password file."""
+    protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                         reconnect_on_failure=False)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    if cfg.tls:
+        try:
+            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                           keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError([f"mqtt.ca_file/cert_file/key_file: cannot load: {exc}"]) from exc
+    if cfg.username:
+        password = None
+        if cfg.password_file:
+            path = Path(cfg.password_file)
+            if not path.is_absolute() and credentials_dir is not None:
+                path = credentials_dir / path
+            try:
+                password = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError([f"mqtt.password_file: cannot read {str(path)!r}: "
+                                   f"{exc.strerror}"]) from exc
+        client.username_pw_set(cfg.username, password)
+    return client
+
+
+@dataclass(frozen=True)
+class _Event:
+    kind: str              # "connected", "disconnected", "puback", "message", "wake"
+    mid: int = 0
+    topic: str = ""
+    payload: bytes = b""
+    reason: str = ""
+
+
+class Backoff:
+    """Exponential backoff with jitter: the n-th delay is uniform in
+    [base, min(cap, base * 2**n)]."""
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0,
+                 rng: random.Random | None = None) -> None:
+        self.base, self.cap = base, cap
+        self._n = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        high = min(self.cap, self.base * (2 ** self._n))
+        self._n = min(self._n + 1, 30)
+        return self._rng.uniform(self.base, max(self.base, high))
+
+    def reset(self) -> None:
+        self._n = 0
+
+
+class Uplink:
+    """Uploads the outbox over MQTT and hands owner commands to ``on_command``."""
+
+    def __init__(self, cfg: MqttConfig, topics: Topics, outbox: Outbox, *, client_id: str,
+                 inbox_public: Any | None, status: Callable[[], dict[str, Any]],
+                 on_command: Callable[[bytes], None] | None = None,
+                 credentials_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self.outbox = outbox
+        self._inbox_public = inbox_public
+        self._status = status
+        self._on_command = on_command
+        self.client = make_client(cfg, client_id, credentials_dir=credentials_dir)
+        self.client.will_set(topics.status, self._status_payload("offline"), qos=1, retain=True)
+        self.client.on_connect = self._cb_connect
+        self.client.on_disconnect = self._cb_disconnect
+        self.client.on_publish = self._cb_publish
+        self.client.on_message = self._cb_message
+        self.sender = Sender(topics, chunk_bytes=cfg.chunk_bytes, in_flight=cfg.chunks_in_flight,
+                             receipt_timeout=cfg.receipt_timeout_seconds,
+                             require_receipt=inbox_public is not None)
+        self._events: queue.Queue[_Event] = queue.Queue()
+        self._mids: dict[int, Publish] = {}
+        self._mids_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.refused: str | None = None
+        self.dropped_messages = 0
+        self._drop_reasons: set[str] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        for item in self.outbox.items():
+            self.sender.add(item, self.outbox.acked_chunks(item.seq))
+        for target, name in ((self._net_loop, "uplink-net"), (self._send_loop, "uplink-send")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish offline status, disconnect cleanly and join the threads."""
+        if self._connected.is_set():
+            try:
+                info = self.client.publish(self.topics.status, self._status_payload("offline"),
+                                           qos=1, retain=True)
+                info.wait_for_publish(timeout=min(timeout, 2.0))
+            except (RuntimeError, ValueError) as exc:
+                log.warning("uplink: could not publish offline status: %s", exc)
+        self._stop.set()
+        self._events.put(_Event("wake"))
+        self.client.disconnect()
+        for t in self._threads:
+            t.join(timeout)
+
+    def notify(self, item: Item | None = None) -> None:
+        """A new artifact is in the outbox (safe to call from any thread)."""
+        self._events.put(_Event("wake", mid=item.seq if item else 0))
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def publish_status(self) -> None:
+        if self._connected.is_set():
+            self.client.publish(self.topics.status, self._status_payload("online"), qos=1,
+                                retain=True)
+
+    def _status_payload(self, state: str) -> bytes:
+        body = {"v": 1, "state": state, "time": time.time()}
+        if state == "online":
+            body.update(self._status())
+        return json.dumps(body, sort_keys=True).encode()
+
+    # -- paho callbacks: network thread; hand off and never raise ----------------------------
+    def _cb_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any = None) -> None:
+        try:
+            if reason.is_failure:
+                self._events.put(_Event("refused", reason=str(reason)))
+            else:
+                self._events.put(_Event("connected"))
+        except Exception:
+            log.exception("uplink: on_connect handler failed")
+
+    def _cb_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any = None) -> None:
+        self._events.put(_Event("disconnected", reason=str(reason)))
+
+    def _cb_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any = None) -> None:
+        self._events.put(_Event("puback", mid=mid))
+
+    def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._events.put(_Event("message", topic=msg.topic, payload=bytes(msg.payload)))
+
+    # -- network thread -----------------------------------------------------------------------
+    def _net_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+            except (OSError, ssl.SSLError) as exc:
+                delay = backoff.next()
+                log.warning("uplink: broker %s:%d unreachable (%s); retrying in %.1f s",
+                            self.cfg.host, self.cfg.port, exc, delay)
+                self._stop.wait(delay)
+                continue
+            rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            while not self._stop.is_set() and rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                rc = self.client.loop(timeout=1.0)
+            if self._connected.is_set():
+                backoff.reset()
+            self._connected.clear()
+            self._events.put(_Event("disconnected", reason=str(rc)))
+            if not self._stop.is_set():
+                delay = backoff.next()
+                if self.refused:
+                    delay = max(delay, 30.0)
+                log.info("uplink: connection lost (%s); reconnecting in %.1f s", rc, delay)
+                self._stop.wait(delay)
+
+    # -- sender thread ------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            deadline = self.sender.next_deadline()
+            timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            try:
+                event: _Event | None = self._events.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            while event is not None:
+                self._handle(event)
+                try:
+                    event = self._events.get_nowait()
+                except queue.Empty:
+                    event = None
+            self._pump()
+
+    def _handle(self, ev: _Event) -> None:
+        now = time.monotonic()
+        if ev.kind == "connected":
+            self.refused = None
+            self._connected.set()
+            log.info("uplink: connected to %s:%d", self.cfg.host, self.cfg.port)
+            with self._mids_lock:
+                self._mids.clear()
+            self.sender.on_connect()
+            self.client.subscribe([(self.topics.receipt, 1), (self.topics.cmd, 1)])
+            self.publish_status()
+        elif ev.kind == "refused":
+            self.refused = ev.reason
+            log.error("uplink: broker refused the connection: %s (%s)", ev.reason,
+                      BrokerRefused.__doc__)
+        elif ev.kind == "disconnected":
+            if self.sender.connected:
+                log.warning("uplink: disconnected (%s)", ev.reason)
+            self._connected.clear()
+            self.sender.on_disconnect()
+        elif ev.kind == "puback":
+            with self._mids_lock:
+                pub = self._mids.pop(ev.mid, None)
+            if pub is not None:
+                acked = self.sender.on_puback(pub.seq, pub.part, now)
+                if acked is not None:
+                    self.outbox.set_acked_chunks(pub.seq, acked)
+        elif ev.kind == "message":
+            self._on_message(ev.topic, ev.payload)
+        elif ev.kind == "wake" and ev.mid:
+            item = self.outbox.get(ev.mid)
+            if item is not None:
+                self.sender.add(item)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.receipt:
+            if self._inbox_public is None:
+                return
+            try:
+                receipt = Receipt.open(payload, self._inbox_public)
+            except SealError as exc:
+                self._drop_once("receipt", str(exc))
+                return
+            if receipt.device != self.outbox.device:
+                self._drop_once("receipt", f"for another device {receipt.device!r}")
+                return
+            if self.sender.on_receipt(receipt.seq, receipt.sha256):
+                self.outbox.remove(receipt.seq)
+                log.info("uplink: inbox confirmed seq %d; removed from the outbox", receipt.seq)
+        elif topic == self.topics.cmd and self._on_command is not None:
+            self._on_command(payload)
+
+    def _drop_once(self, what: str, reason: str) -> None:
+        self.dropped_messages += 1
+        if reason not in self._drop_reasons:
+            self._drop_reasons.add(reason)
+            log.warning("uplink: dropped a %s message: %s", what, reason)
+
+    def _pump(self) -> None:
+        for seq in self.sender.finished(time.monotonic()):
+            self.outbox.remove(seq)
+        for pub in self.sender.next_publishes(time.monotonic()):
+            try:
+                payload = self.sender.payload(pub)
+            except (OSError, KeyError) as exc:
+                log.warning("uplink: seq %d vanished before it was sent (%s)", pub.seq, exc)
+                self.sender.drop(pub.seq)
+                continue
+            with self._mids_lock:
+                info = self.client.publish(pub.topic, payload, qos=1)
+                if info.rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self.sender.forget_in_flight(pub)
+                    continue
+                self._mids[info.mid] = pub

@@ -1,0 +1,174 @@
+"""The MQTT wire contract, version 1: topic names and the byte layout of every payload.
+docs/wire.md is the prose version of this module; keep the two in step.
+
+Pure functions only: no sockets. Every parser rejects oversized or malformed input with a
+SealError that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from doorstep.errors import SealError
+from uplink.keys import SigningKey, verify
+
+WIRE_VERSION = 1
+ARTIFACT_MAGIC = b"DS1A"          # single-message artifact on the event topic
+CHUNKED_MAGIC = b"DS1M"           # manifest of a chunked artifact on clip/<seq>/m
+MAX_ENVELOPE = 16 * 1024
+MAX_SINGLE = 4 * 1024 * 1024      # largest artifact sent as one message (snapshots)
+MAX_CONTROL = 4096                # receipts and commands
+SINGLE_MESSAGE_KINDS = frozenset({"event", "snapshot", "thumbnail"})
+COMMAND_ACTIONS = frozenset({"snapshot", "arm", "disarm", "privacy_on", "privacy_off"})
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under one device's prefix, e.g. ``doorstep/frontdoor/``."""
+
+    prefix: str
+
+    @property
+    def status(self) -> str:
+        return self.prefix + "status"
+
+    @property
+    def event(self) -> str:
+        return self.prefix + "event"
+
+    @property
+    def receipt(self) -> str:
+        return self.prefix + "receipt"
+
+    @property
+    def cmd(self) -> str:
+        return self.prefix + "cmd"
+
+    def clip_manifest(self, seq: int) -> str:
+        return f"{self.prefix}clip/{seq}/m"
+
+    def clip_chunk(self, seq: int, index: int) -> str:
+        return f"{self.prefix}clip/{seq}/{index}"
+
+
+# -- artifacts ---------------------------------------------------------------------------------
+def pack_single(envelope: bytes, ciphertext: bytes) -> bytes:
+    """An artifact in one message: magic, envelope length (u32 BE), envelope, ciphertext."""
+    return ARTIFACT_MAGIC + struct.pack(">I", len(envelope)) + envelope + ciphertext
+
+
+def unpack_single(payload: bytes) -> tuple[bytes, bytes]:
+    if len(payload) < 8 or payload[:4] != ARTIFACT_MAGIC:
+        raise SealError("event payload: not a Doorstep v1 artifact (bad magic)")
+    (n,) = struct.unpack(">I", payload[4:8])
+    if n > MAX_ENVELOPE or 8 + n > len(payload):
+        raise SealError(f"event payload: envelope length {n} is impossible for a "
+                        f"{len(payload)}-byte message")
+    if len(payload) > MAX_SINGLE + MAX_ENVELOPE + 8:
+        raise SealError(f"event payload: {len(payload)} bytes is over the limit")
+    return payload[8:8 + n], payload[8 + n:]
+
+
+def pack_chunked_manifest(envelope: bytes, chunk_bytes: int, chunks: int) -> bytes:
+    """Manifest of a chunked artifact: magic, chunk size (u32 BE), chunk count (u32 BE),
+    envelope."""
+    return CHUNKED_MAGIC + struct.pack(">II", chunk_bytes, chunks) + envelope
+
+
+def unpack_chunked_manifest(payload: bytes) -> tuple[bytes, int, int]:
+    if len(payload) < 12 or payload[:4] != CHUNKED_MAGIC:
+        raise SealError("clip manifest: not a Doorstep v1 chunked manifest (bad magic)")
+    chunk_bytes, chunks = struct.unpack(">II", payload[4:12])
+    envelope = payload[12:]
+    if not 0 < chunk_bytes <= 16 * 1024 * 1024 or chunks > 1 << 20:
+        raise SealError(f"clip manifest: impossible chunking ({chunks} x {chunk_bytes} bytes)")
+    if len(envelope) > MAX_ENVELOPE:
+        raise SealError(f"clip manifest: envelope of {len(envelope)} bytes is over the limit")
+    return envelope, chunk_bytes, chunks
+
+
+def chunk_count(size: int, chunk_bytes: int) -> int:
+    return max(1, -(-size // chunk_bytes))
+
+
+# -- signed control messages (receipts, commands) ----------------------------------------------
+def sign_json(key: SigningKey, body: dict[str, Any]) -> bytes:
+    """``{"body": {...}, "sig": base64(Ed25519(canonical JSON of body))}``."""
+    canonical = canonical_json(body)
+    return json.dumps({"body": body, "sig": base64.b64encode(key.sign(canonical)).decode()},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def open_signed_json(payload: bytes, public: Ed25519PublicKey, what: str) -> dict[str, Any]:
+    if len(payload) > MAX_CONTROL:
+        raise SealError(f"{what}: {len(payload)} bytes is over the {MAX_CONTROL}-byte limit")
+    try:
+        doc = json.loads(payload)
+        body, sig = doc["body"], base64.b64decode(doc["sig"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise SealError(f"{what}: malformed ({exc.__class__.__name__})") from exc
+    if not isinstance(body, dict):
+        raise SealError(f"{what}: body is not an object")
+    verify(public, sig, canonical_json(body))
+    if body.get("v") != WIRE_VERSION:
+        raise SealError(f"{what}: unsupported version {body.get('v')!r}")
+    return body
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The inbox's word that it stored artifact ``seq`` of ``device`` with this hash."""
+
+    device: str
+    seq: int
+    sha256: str
+
+    def sign(self, key: SigningKey) -> bytes:
+        return sign_json(key, {"v": WIRE_VERSION, **asdict(self)})
+
+    @classmethod
+    def open(cls, payload: bytes, inbox_public: Ed25519PublicKey) -> Receipt:
+        body = open_signed_json(payload, inbox_public, "receipt")
+        try:
+            receipt = cls(device=str(body["device"]), seq=int(body["seq"]),
+                          sha256=str(body["sha256"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SealError(f"receipt: missing or bad field ({exc})") from exc
+        return receipt
+
+
+@dataclass(frozen=True)
+class Command:
+    """An owner command. ``counter`` must exceed every counter the device has accepted."""
+
+    device: str
+    counter: int
+    action: str
+    issued: float
+
+    def sign(self, key: SigningKey) -> bytes:
+        return sign_json(key, {"v": WIRE_VERSION, **asdict(self)})
+
+    @classmethod
+    def open(cls, payload: bytes, owner_public: Ed25519PublicKey) -> Command:
+        body = open_signed_json(payload, owner_public, "command")
+        try:
+            cmd = cls(device=str(body["device"]), counter=int(body["counter"]),
+                      action=str(body["action"]), issued=float(body["issued"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SealError(f"command: missing or bad field ({exc})") from exc
+        if cmd.action not in COMMAND_ACTIONS:
+            raise SealError(f"command: unknown action {cmd.action!r} "
+                            f"(allowed: {', '.join(sorted(COMMAND_ACTIONS))})")
+        return cmd
