@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.errors import DoorstepError, KeyFileError, SealError
-from uplink.age import X25519Identity, decrypt, load_identities
+from uplink.age import AgeReader, X25519Identity, decrypt, load_identities
 from uplink.keys import parse_public_key
 from uplink.manifest import Manifest, open_envelope
 from uplink.outbox import write_atomic
 
-EXTENSIONS = {"clip": ".mp4", "snapshot": ".jpg", "thumbnail": ".jpg", "event": ".json"}
+EXTENSIONS = {"clip": ".mp4", "clip_partial": ".mp4", "snapshot": ".jpg", "thumbnail": ".jpg",
+              "event": ".json"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ def open_artifact(path: Path, identities: list[X25519Identity],
             hashlib.sha256(ciphertext).hexdigest() != manifest.sha256:
         raise SealError(f"{path}: the ciphertext does not match the device's signed manifest "
                         "(altered or corrupt)")
+    if manifest.kind == "clip_partial":
+        # the device signed it as cut short by a crash: every whole chunk authenticates, and
+        # only the missing final chunk is excused
+        return manifest, AgeReader(io.BytesIO(ciphertext), identities,
+                                   allow_truncated=True).read()
     return manifest, decrypt(ciphertext, identities)
 
 

@@ -67,7 +67,7 @@ class InboxStore:
     def accept_single(self, device: str, payload: bytes) -> Stored:
         envelope, ciphertext = unpack_single(payload)
         manifest = self._open(device, envelope)
-        if manifest.kind == "clip":
+        if manifest.kind in ("clip", "clip_partial"):
             raise SealError(f"{device} seq {manifest.seq}: a clip cannot come as one message")
         return self._store(device, manifest, envelope, ciphertext)
 

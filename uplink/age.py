@@ -361,6 +361,15 @@ class AgeWriter:
             self._closed = True
 
 
+def whole_chunks_length(src: BinaryIO, size: int) -> int:
+    """For an age stream cut off at ``size`` bytes (a crash while writing): the length of its
+    longest prefix that ends on a whole payload chunk, or 0 if not even one chunk is whole."""
+    header = read_header(src)
+    start = header.length + NONCE_LEN
+    chunks = (size - start) // ENC_CHUNK if size > start else 0
+    return start + chunks * ENC_CHUNK if chunks > 0 else 0
+
+
 def encrypt(data: bytes, recipients: Sequence[X25519Recipient]) -> bytes:
     """Seal `data` to `recipients` as one age file in memory."""
     out = io.BytesIO()
@@ -375,7 +384,13 @@ class AgeReader:
     """Open an age file from a stream. The header (and its MAC) is checked on construction; each
     chunk is released only after it authenticates. Iterate for chunks, or read()."""
 
-    def __init__(self, source: BinaryIO, identities: Sequence[X25519Identity]) -> None:
+    def __init__(self, source: BinaryIO, identities: Sequence[X25519Identity], *,
+                 allow_truncated: bool = False) -> None:
+        """``allow_truncated``: accept a stream that ends after a whole middle chunk (a
+        recording cut short by a crash) and set ``truncated``; every chunk still authenticates.
+        """
+        self.allow_truncated = allow_truncated
+        self.truncated = False
         name = getattr(source, "name", None)
         self._where = f"{name}: " if isinstance(name, str) else ""
         self._src = source
@@ -421,7 +436,13 @@ class AgeReader:
                                 "without a final chunk")
             plain = self._open(chunk, last=True)
             if plain is None:
-                if len(chunk) == ENC_CHUNK and self._open(chunk, last=False) is not None:
+                middle = self._open(chunk, last=False) if len(chunk) == ENC_CHUNK else None
+                if middle is not None and self.allow_truncated:
+                    self.truncated = True
+                    self._done = True
+                    self._chunks = n
+                    return middle
+                if middle is not None:
                     raise self._err(f"truncated: ended after chunk {n} without a final chunk")
                 raise self._err(f"chunk {n} failed authentication "
                                 "(corrupt, tampered, truncated or followed by extra data)")

@@ -30,7 +30,7 @@ from uplink.keys import SigningKey, verify
 VERSION = 1
 MAX_ENVELOPE = 16 * 1024
 SIGN_CONTEXT = b"doorstep/manifest/v1\n"
-KINDS = ("event", "snapshot", "thumbnail", "clip")
+KINDS = ("event", "snapshot", "thumbnail", "clip", "clip_partial")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -27,10 +28,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from doorstep.errors import DiskFull, OutboxError, SealError
+from uplink.age import whole_chunks_length
 from uplink.keys import SigningKey
 from uplink.manifest import Chain, Manifest, manifest_hash, open_envelope, sign_manifest
 
 log = logging.getLogger(__name__)
+
+_TMP_NAME = re.compile(r"^(?P<kind>[a-z_]+)-p(?P<priority>\d)-[0-9a-f]{32}\.part$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Recovery:
 
     resumed: int
     torn_removed: int
+    salvaged: int = 0
 
 
 def fsync_dir(path: Path) -> None:
@@ -94,7 +99,9 @@ class PendingArtifact:
         self.priority = priority
         self.parent = parent
         self.created = time.time()
-        self._file: BinaryIO | None = open(path, "xb")  # noqa: SIM115 - closed in commit/abort
+        # Unbuffered: every write reaches the kernel at once, so a killed process leaves all the
+        # ciphertext it produced (each write is one sealed 64 KiB age chunk).
+        self._file: BinaryIO | None = open(path, "xb", buffering=0)  # noqa: SIM115
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -137,7 +144,9 @@ class PendingArtifact:
 
     def commit(self) -> Item:
         self._close_file(sync=True)
-        return self._outbox._commit(self)
+        return self._outbox._commit(self.path, kind=self.kind, priority=self.priority,
+                                    parent=self.parent, created=self.created, size=self.size,
+                                    sha256=self.sha256)
 
     def abort(self) -> None:
         self._close_file(sync=False)
@@ -180,12 +189,8 @@ class Outbox:
     # -- start-up -----------------------------------------------------------------------------
     def _recover(self) -> Recovery:
         torn = 0
-        for leftover in self._tmp.iterdir():
-            log.warning("outbox: removing torn leftover %s (%d bytes) from an interrupted write",
-                        leftover.name, leftover.stat().st_size)
-            leftover.unlink()
-            torn += 1
         chain = self._load_chain()
+        leftovers = sorted(self._tmp.iterdir())
         for env_path in sorted(self._ready.glob("*.env")):
             age_path = env_path.with_suffix(".age")
             try:
@@ -213,11 +218,49 @@ class Outbox:
                 age_path.with_suffix(".ack").unlink(missing_ok=True)
                 torn += 1
         self._chain = chain
+        salvaged = 0
+        for leftover in leftovers:
+            if self._salvage(leftover):
+                salvaged += 1
+            else:
+                log.warning("outbox: removing torn leftover %s (%d bytes) from an interrupted "
+                            "write", leftover.name, leftover.stat().st_size)
+                leftover.unlink()
+                torn += 1
         fsync_dir(self._ready)
         if self._items or torn:
-            log.info("outbox: resuming %d artifact(s), removed %d torn leftover(s)",
-                     len(self._items), torn)
-        return Recovery(resumed=len(self._items), torn_removed=torn)
+            log.info("outbox: resuming %d artifact(s) (%d salvaged), removed %d torn "
+                     "leftover(s)", len(self._items), salvaged, torn)
+        return Recovery(resumed=len(self._items), torn_removed=torn, salvaged=salvaged)
+
+    def _salvage(self, path: Path) -> bool:
+        """A clip cut short by a crash keeps every whole age chunk it wrote: trim it to them and
+        commit it as ``clip_partial``. The owner's tools open it, flagged as cut short; every
+        chunk still authenticates, and the fragmented MP4 inside plays to its last fragment."""
+        match = _TMP_NAME.match(path.name)
+        if match is None or match["kind"] != "clip":
+            return False
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                keep = whole_chunks_length(f, size)
+        except SealError:
+            return False
+        if keep == 0:
+            return False
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            f.seek(0)
+            digest = hashlib.sha256()
+            while block := f.read(1 << 20):
+                digest.update(block)
+            os.fsync(f.fileno())
+        log.warning("outbox: salvaged %s cut short by a crash: %d of %d bytes kept as a "
+                    "partial clip", path.name, keep, size)
+        self._used += keep
+        self._commit(path, kind="clip_partial", priority=int(match["priority"]), parent="",
+                     created=path.stat().st_mtime, size=keep, sha256=digest.hexdigest())
+        return True
 
     def _load_chain(self) -> Chain:
         path = self.root / "chain.json"
@@ -232,7 +275,7 @@ class Outbox:
     # -- writing ------------------------------------------------------------------------------
     def open(self, kind: str, *, priority: int, parent: str = "") -> PendingArtifact:
         """Start a new artifact. Write ciphertext to it, then ``commit()`` or ``abort()``."""
-        path = self._tmp / f"{kind}-{uuid.uuid4().hex}.part"
+        path = self._tmp / f"{kind}-p{priority}-{uuid.uuid4().hex}.part"
         pending = PendingArtifact(self, path, kind, priority, parent)
         with self._lock:
             self._pending[path] = pending
@@ -277,20 +320,21 @@ class Outbox:
             if self._pending.pop(pending.path, None) is not None:
                 self._used -= pending.size
 
-    def _commit(self, pending: PendingArtifact) -> Item:
+    def _commit(self, path: Path, *, kind: str, priority: int, parent: str, created: float,
+                size: int, sha256: str) -> Item:
         with self._lock:
-            manifest = self._chain.next(kind=pending.kind, size=pending.size,
-                                        sha256=pending.sha256, created=pending.created,
-                                        clock_synced=self._clock_synced(),
-                                        priority=pending.priority, parent=pending.parent)
+            chain = Chain(self.device, self._chain.last_seq, self._chain.last_hash)
+            manifest = chain.next(kind=kind, size=size, sha256=sha256, created=created,
+                                  clock_synced=self._clock_synced(), priority=priority,
+                                  parent=parent)
             envelope = sign_manifest(self._key, manifest)
             stem = f"{manifest.seq:010d}"
             age_path = self._ready / f"{stem}.age"
-            os.replace(pending.path, age_path)
+            os.replace(path, age_path)
             write_atomic(self._ready / f"{stem}.env", envelope)
-            self._chain = Chain.after(manifest, manifest_hash(envelope))
-            write_atomic(self.root / "chain.json", self._chain.to_json().encode())
-            self._pending.pop(pending.path, None)
+            self._chain = chain
+            write_atomic(self.root / "chain.json", chain.to_json().encode())
+            self._pending.pop(path, None)
             item = Item(manifest, envelope, age_path)
             self._items[manifest.seq] = item
         log.info("outbox: committed %s seq %d (%d bytes)", manifest.kind, manifest.seq,

@@ -129,3 +129,42 @@ def test_progress_is_remembered(tmp_path: Path) -> None:
     assert box.acked_chunks(item.seq) == 0
     box.set_acked_chunks(item.seq, 7)
     assert make(tmp_path, key).acked_chunks(item.seq) == 7
+
+
+def test_a_clip_cut_short_by_a_crash_is_salvaged_as_partial(tmp_path: Path) -> None:
+    """kill -9 mid-recording: the whole age chunks already written are kept, signed as a
+    partial clip, and the owner can open them; nothing unauthenticated is accepted."""
+    import io
+
+    from uplink.age import AgeReader, AgeWriter, X25519Identity
+
+    owner = X25519Identity.generate()
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    pending = box.open("clip", priority=3)
+    writer = AgeWriter(pending, [owner.recipient])
+    plaintext = bytes(range(256)) * 1024          # 256 KiB: four whole chunks
+    writer.write(plaintext + b"tail not yet sealed")
+    # the process dies here: no close(), no commit
+    again = make(tmp_path, key)
+    assert again.recovery.salvaged == 1
+    (item,) = again.items()
+    assert item.manifest.kind == "clip_partial"
+    reader = AgeReader(io.BytesIO(item.path.read_bytes()), [owner], allow_truncated=True)
+    assert reader.read() == plaintext
+    assert reader.truncated
+    from doorstep.errors import SealError
+    from uplink.age import decrypt
+    with pytest.raises(SealError, match="truncated"):
+        decrypt(item.path.read_bytes(), [owner])   # never mistaken for a whole clip
+
+
+def test_a_clip_too_short_to_salvage_is_removed(tmp_path: Path) -> None:
+    from uplink.age import AgeWriter, X25519Identity
+
+    key = SigningKey.generate()
+    box = make(tmp_path, key)
+    pending = box.open("clip", priority=3)
+    AgeWriter(pending, [X25519Identity.generate().recipient]).write(b"less than a chunk")
+    again = make(tmp_path, key)
+    assert again.items() == [] and again.recovery.torn_removed == 1
