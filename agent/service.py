@@ -27,9 +27,10 @@ from agent.health import collect_health
 from agent.run import Agent, RingPress
 from agent.sdnotify import FrameWatchdog, Notifier
 from agent.sealing import Sealer
+from capture.clock import SystemClock
 from capture.encoder import open_encoder
 from capture.frames import Frame, FrameSource
-from capture.source import FileSource
+from capture.source import open_source
 from config import load_config
 from config.schema import Config
 from doorstep import __version__
@@ -54,17 +55,6 @@ def resolve_secret(name: str, data_dir: Path) -> Path:
     if creds and (Path(creds) / path.name).exists():
         return Path(creds) / path.name
     return data_dir / path
-
-
-def open_source(cfg: Config) -> FrameSource:
-    cam = cfg.camera
-    lores = (cam.lores_width, cam.lores_height)
-    if cam.source == "picamera2":
-        from capture.picam import Picamera2Source
-        return Picamera2Source((cam.width, cam.height), cam.fps, lores_size=lores,
-                               privacy=cfg.privacy.masks)
-    return FileSource(cam.source, lores_size=lores, realtime=cam.realtime, loop=cam.loop,
-                      privacy=cfg.privacy.masks)
 
 
 class CommandGate:
@@ -168,6 +158,7 @@ class Service:
             if len(window) > 1:
                 self.fps = (len(window) - 1) / max(1e-6, window[-1] - window[0])
             if self.doorbell is not None:
+                self._led_connectivity()
                 self.doorbell.tick()
             if self.uplink is not None and now - last_status > 60:
                 last_status = now
@@ -184,6 +175,18 @@ class Service:
             if drain_timeout:
                 self.drain(drain_timeout)
             self.close()
+
+    def _led_connectivity(self) -> None:
+        """Show OFFLINE while the broker is unreachable, unless something more specific
+        (recording, privacy) is showing."""
+        assert self.doorbell is not None
+        if self.uplink is None:
+            return
+        state = self.doorbell.led_state
+        if not self.uplink.connected and state is LedState.IDLE:
+            self.doorbell.set_led(LedState.OFFLINE)
+        elif self.uplink.connected and state is LedState.OFFLINE:
+            self.doorbell.set_led(LedState.IDLE)
 
     def close(self) -> None:
         if self.uplink is not None:
@@ -215,7 +218,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
     inbox_public = parse_public_key(cfg.owner.inbox_key) if cfg.owner.inbox_key else None
     quota = int(cfg.outbox.quota_mb * 1024 * 1024)
     outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key, quota_bytes=quota)
-    src = source if source is not None else open_source(cfg)
+    src = source if source is not None else open_source(cfg.camera, privacy=cfg.privacy.masks)
     encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
                            fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
                            gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
@@ -251,9 +254,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
                         if "CREDENTIALS_DIRECTORY" in os.environ else None)
         outbox.on_commit = uplink.notify
         service.uplink = uplink
-    if cfg.button.enabled:
-        from agent.sdnotify import _SystemMonotonic
-
+    if cfg.button.enabled or cfg.chime.enabled or cfg.led.enabled:
         def emit(event: object) -> None:
             if isinstance(event, Ring):
                 service.press(RingPress(event.at_wall, event.at_mono, event.count, event.first))
@@ -261,7 +262,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
                 agent.owner_request("privacy_off" if agent.privacy else "privacy_on")
 
         bell = Doorbell(cfg.button, cfg.chime, cfg.led, pin_factory=pin_factory,
-                        clock=_SystemMonotonic(), emit=emit)
+                        clock=SystemClock(), emit=emit)
         holder["bell"] = bell
         service.doorbell = bell
     return service

@@ -18,10 +18,10 @@ import numpy as np
 
 from capture.clock import Clock, SystemClock
 from capture.frames import Frame, FrameSource
+from capture.lores import make_lores
 from capture.masks import Polygon, PrivacyMask
 from config.schema import CameraConfig
 from doorstep.errors import CameraUnavailable, CaptureError
-from motion.lores import make_lores
 
 log = logging.getLogger(__name__)
 

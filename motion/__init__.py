@@ -2,6 +2,5 @@
 scoring of detectors against labelled footage."""
 
 from motion.detector import MotionDetector, MotionResult
-from motion.lores import make_lores
 
-__all__ = ["MotionDetector", "MotionResult", "make_lores"]
+__all__ = ["MotionDetector", "MotionResult"]

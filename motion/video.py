@@ -9,8 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from capture.lores import make_lores
 from doorstep.errors import CaptureError
-from motion.lores import make_lores
 
 
 @dataclass(frozen=True)

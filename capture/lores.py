@@ -1,5 +1,6 @@
-"""The lores grey image: a luma (Y) plane shrunk to the motion detector's size. The capture code
-and the motion tools call this one function, so every path feeds the detector the same image."""
+"""The lores grey image: a luma (Y) plane shrunk to the motion detector's size. Every frame
+source and the motion tools call this one function, so every path feeds the detector the same
+image."""
 
 from __future__ import annotations
 
