@@ -31,6 +31,7 @@ from uplink.age import load_identities
 log = logging.getLogger(__name__)
 
 BUNDLED_CLIP = Path(__file__).parent / "data" / "vtest.mp4"
+PREROLL = 3.0
 
 
 @dataclass
@@ -65,7 +66,7 @@ name = "libx264"
 gop_seconds = 1.0
 
 [clip]
-preroll_seconds = 3.0
+preroll_seconds = {PREROLL}
 postroll_seconds = 3.0
 max_seconds = 30.0
 
@@ -86,6 +87,7 @@ def run_demo(out: Path, *, clip: Path = BUNDLED_CLIP, press_at: float = 4.0,
 
     from agent.service import build
 
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "device").mkdir(exist_ok=True)
     recipient, command = make_owner(out)
@@ -178,8 +180,12 @@ def print_summary(result: DemoResult, out: Path) -> None:
     print(f"  snapshots received: {result.snapshots}")
     print(f"  clips received: {len(result.clips)}")
     for c in result.clips:
-        print(f"    seq {c['seq']}: {c['duration']:.1f} s, {c['frames']} frames, pre-roll "
-              f"{c.get('preroll', float('nan')):.1f} s, trigger {c.get('trigger', '?')} "
+        preroll = c.get("preroll", float("nan"))
+        note = ""
+        if c.get("trigger_pts", PREROLL) < PREROLL:
+            note = f" (all the video there was: the trigger came {c['trigger_pts']:.1f} s in)"
+        print(f"    seq {c['seq']}: {c['duration']:.1f} s, {c['frames']} frames, trigger "
+              f"{c.get('trigger', '?')}, pre-roll {preroll:.1f} s of {PREROLL:.0f}{note} "
               f"-> {c['file']}")
     if result.ring_latency_ms is not None:
         print(f"  ring: button press to ring event stored at the inbox: "
