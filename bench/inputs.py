@@ -1,0 +1,79 @@
+"""Benchmark inputs, built at bench time from the OpenCV sample clip and cached: 30 fps H.264
+files at 1280x720 and 1920x1080, and a still 720p30 scene for the idle rows. Nothing is
+downloaded."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from doorstep.errors import DoorstepError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = REPO / "doorstep" / "data" / "vtest.mp4"
+# The full 768x576 10 fps original, where the shared data folder sits next to the repository.
+SHARED = REPO.parent / "shared" / "data" / "video" / "vtest.avi"
+MOTION_DIR = REPO.parent / "shared" / "data" / "motion"
+FPS = 30
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Paths of the built inputs, and what they were made from."""
+
+    video: dict[str, Path]
+    still: Path
+    seconds: float
+    origin: Path
+
+    def describe(self, name: str) -> str:
+        w, h = SIZES[name]
+        return (f"{w}x{h} {FPS} fps H.264, {self.seconds:g} s ({int(self.seconds * FPS)} frames) "
+                f"from {self.origin.name} sped up 3x")
+
+
+def source_clip() -> Path:
+    return SHARED if SHARED.exists() else BUNDLED
+
+
+def _ffmpeg(args: list[str], target: Path) -> None:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise DoorstepError("ffmpeg is not installed (apt-get install ffmpeg); the benchmark "
+                            "builds its inputs with it")
+    tmp = target.with_name(target.name + ".tmp.mp4")
+    cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", *args, str(tmp)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DoorstepError(f"building bench input {target.name} failed: {done.stderr.strip()}")
+    tmp.replace(target)
+
+
+def build_inputs(cache: Path, seconds: float) -> Inputs:
+    """Make (or reuse) the inputs in ``cache``. The 10 fps sample is played 3x faster at
+    30 fps, so every frame is a distinct picture (no duplicated frames for the encoder)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    origin = source_clip()
+    videos: dict[str, Path] = {}
+    encode = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-g", str(FPS),
+              "-pix_fmt", "yuv420p", "-an"]
+    for name, (w, h) in SIZES.items():
+        target = cache / f"vtest-{name}-{FPS}fps-{seconds:g}s.mp4"
+        if not target.exists():
+            log.info("bench: building %s", target)
+            _ffmpeg(["-i", str(origin), "-vf", f"setpts=PTS/3,fps={FPS},scale={w}:{h}",
+                     "-frames:v", str(int(seconds * FPS)), *encode], target)
+        videos[name] = target
+    still = cache / f"still-720p-{FPS}fps-{seconds:g}s.mp4"
+    if not still.exists():
+        log.info("bench: building %s", still)
+        _ffmpeg(["-i", str(origin), "-vf",
+                 f"trim=end_frame=1,loop=loop=-1:size=1,setpts=N/{FPS}/TB,scale=1280:720",
+                 "-frames:v", str(int(seconds * FPS)), "-r", str(FPS), *encode], still)
+    return Inputs(videos, still, seconds, origin)

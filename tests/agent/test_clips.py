@@ -1,0 +1,170 @@
+"""Issue 4's clip checks, through the agent's own wiring (agent.service.build) with a synthetic
+video: pre-roll against the sealed metadata, duration = pre-roll + event + post-roll within one
+GOP, decoding with PyAV, and a damaged clip refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from agent.service import build
+from config import parse_config
+from doorstep.cli import main
+from doorstep.errors import SealError
+from tests.conftest import Keys
+from uplink.age import decrypt
+
+FPS = 30
+PREROLL, POSTROLL, GOP = 3.0, 2.0, 1.0
+
+
+def synthetic_video(path: Path, seconds: float, move: tuple[float, float] | None) -> None:
+    """A still, textured scene; a bright square crosses it between ``move`` seconds."""
+    rng = np.random.default_rng(7)
+    scene = (rng.integers(60, 120, (240, 320), dtype=np.uint8))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for i in range(round(seconds * FPS)):
+            t = i / FPS
+            img = scene.copy()
+            if move and move[0] <= t < move[1]:
+                x = int(20 + (t - move[0]) / (move[1] - move[0]) * 240)
+                img[90:150, x:x + 50] = 235
+            yuv = np.concatenate([img, np.full((120, 320), 128, np.uint8)])
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            frame.pts = i
+            frame.time_base = Fraction(1, FPS)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def config(tmp_path: Path, keys: Keys, video: Path, motion: bool) -> str:
+    return f"""
+[device]
+id = "test"
+data_dir = "{tmp_path / 'data'}"
+key_file = "{keys.device_file}"
+[owner]
+recipients = ["{keys.owner.recipient}"]
+[camera]
+source = "{video}"
+realtime = false
+[encoder]
+name = "libx264"
+gop_seconds = {GOP}
+preset = "ultrafast"
+[clip]
+preroll_seconds = {PREROLL}
+postroll_seconds = {POSTROLL}
+[motion]
+enabled = {str(motion).lower()}
+hold_seconds = 1.0
+"""
+
+
+def record(tmp_path: Path, keys: Keys, video: Path, *, motion: bool,
+           press_frame: int | None = None) -> list[tuple[str, bytes]]:
+    """Run the agent over ``video`` with no broker; return the decrypted outbox, in order."""
+    factory = MockFactory()
+    service = build(parse_config(config(tmp_path, keys, video, motion)), pin_factory=factory,
+                    connect=False)
+    pin = factory.pin(17)
+
+    def on_frame(frame: object) -> None:
+        if press_frame is not None and getattr(frame, "index", -1) == press_frame:
+            pin.drive_low()
+            pin.drive_high()
+
+    service.run(on_frame=on_frame)
+    out = []
+    for item in service.outbox.items():
+        out.append((item.manifest.kind, decrypt(item.path.read_bytes(), [keys.owner])))
+    return sorted(out, key=lambda kv: kv[0])
+
+
+def decoded_seconds(tmp_path: Path, mp4: bytes) -> float:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(mp4)
+    with av.open(str(path)) as container:
+        times = [f.time for f in container.decode(video=0)]
+    return max(times) - min(times) + 1 / FPS
+
+
+def events(items: list[tuple[str, bytes]]) -> list[dict[str, object]]:
+    return [json.loads(data) for kind, data in items if kind == "event"]
+
+
+def test_ring_clip_holds_preroll_and_postroll(tmp_path: Path, keys: Keys) -> None:
+    video = tmp_path / "still.mp4"
+    synthetic_video(video, 10, None)
+    items = record(tmp_path, keys, video, motion=False, press_frame=150)   # t = 5 s
+    clips = [data for kind, data in items if kind == "clip"]
+    assert len(clips) == 1
+    (meta,) = [e for e in events(items) if e["type"] == "clip"]
+    assert meta["trigger"] == "ring" and meta["rings"]
+    preroll = float(meta["preroll"])                                    # type: ignore[arg-type]
+    assert PREROLL <= preroll <= PREROLL + GOP
+    seconds = decoded_seconds(tmp_path, clips[0])
+    # pre-roll + event (a press: no length) + post-roll, within one GOP
+    assert abs(seconds - (preroll + POSTROLL)) <= GOP
+    assert abs(seconds - float(meta["duration"])) < 2 / FPS           # type: ignore[arg-type]
+    ring = next(e for e in events(items) if e["type"] == "ring")
+    assert ring["thumbnail"]                                # the ring carries its picture
+    assert sum(1 for kind, _ in items if kind == "snapshot") == 1
+
+
+def test_motion_clip_is_preroll_plus_event_plus_postroll(tmp_path: Path, keys: Keys) -> None:
+    video = tmp_path / "visitor.mp4"
+    synthetic_video(video, 14, (5.0, 7.0))
+    items = record(tmp_path, keys, video, motion=True)
+    clips = [data for kind, data in items if kind == "clip"]
+    assert len(clips) == 1
+    evs = events(items)
+    (meta,) = [e for e in evs if e["type"] == "clip"]
+    start = next(e for e in evs if e["type"] == "motion")
+    end = next(e for e in evs if e["type"] == "motion_end")
+    assert meta["trigger"] == "motion"
+    preroll = float(meta["preroll"])                                    # type: ignore[arg-type]
+    assert PREROLL <= preroll <= PREROLL + GOP
+    event = float(end["wall"]) - float(start["wall"])                  # type: ignore[arg-type]
+    assert 1.5 < event < 4.5            # the square crosses for 2 s, plus the detector's hold
+    seconds = decoded_seconds(tmp_path, clips[0])
+    assert abs(seconds - (preroll + event + POSTROLL)) <= GOP
+
+
+def test_damaged_clip_is_refused_with_a_clear_error(tmp_path: Path, keys: Keys,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "still.mp4"
+    synthetic_video(video, 6, None)
+    factory = MockFactory()
+    service = build(parse_config(config(tmp_path, keys, video, False)), pin_factory=factory,
+                    connect=False)
+    pin = factory.pin(17)
+    service.run(on_frame=lambda f: pin.drive_low() if f.index == 100 else None)
+    clip = next(i for i in service.outbox.items() if i.manifest.kind == "clip")
+    data = clip.path.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    with pytest.raises(SealError, match="failed authentication"):
+        decrypt(bytes(flipped), [keys.owner])
+    with pytest.raises(SealError, match="truncated"):
+        decrypt(data[: len(data) - 70_000], [keys.owner])
+    # and the owner's tool says so, naming the file, for a tampered store entry
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "device.pub").write_text(keys.device.public_text() + "\n")
+    (store / "0000000001.clip.age").write_bytes(bytes(flipped))
+    (store / "0000000001.clip.env").write_bytes(clip.envelope)
+    assert main(["-q", "open", str(store / "0000000001.clip.age"), "-i", str(keys.owner_file),
+                 "--out-dir", str(tmp_path / "plain")]) == 1
+    assert "does not match the device's signed manifest" in capsys.readouterr().err
