@@ -81,12 +81,12 @@ class Health:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
-def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=5, check=False)
 
 
 def collect_health(*, sysfs_root: str | os.PathLike[str] = "/", data_dir: str | os.PathLike[str],
-                   frame_rate: float, outbox_depth: int, runner: Runner = _run) -> Health:
+                   frame_rate: float, outbox_depth: int, runner: Runner = run_command) -> Health:
     """Probe everything once. Cheap enough to call every status interval (tens of seconds)."""
     root = Path(sysfs_root)
     total, free, used_pct = disk_use(data_dir)

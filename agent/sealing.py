@@ -8,7 +8,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from capture.frames import EncodedPacket, StreamInfo
@@ -34,7 +34,7 @@ class Sealer:
     """Seals things for the owner and commits them to the outbox."""
 
     def __init__(self, outbox: Outbox, recipients: Sequence[X25519Recipient],
-                 clock_synced: bool = True) -> None:
+                 clock_synced: Callable[[], bool] = lambda: True) -> None:
         if not recipients:
             raise ValueError("at least one recipient is needed to seal anything")
         self.outbox = outbox
@@ -45,7 +45,7 @@ class Sealer:
               thumbnail: bytes | None = None) -> Item:
         """A sealed JSON event: ``{"v": 1, "type": kind, "time": ..., ...body}``."""
         doc: dict[str, Any] = {"v": EVENT_VERSION, "type": kind, "time": time.time(),
-                               "clock_synced": self.clock_synced, **body}
+                               "clock_synced": self.clock_synced(), **body}
         if thumbnail is not None:
             doc["thumbnail"] = base64.b64encode(thumbnail).decode("ascii")
         data = json.dumps(doc, sort_keys=True).encode()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.doorbell import Doorbell, LedState, LongPress, Ring
-from agent.health import collect_health
+from agent.health import clock_synchronised, collect_health, run_command
 from agent.run import Agent, RingPress
 from agent.sdnotify import FrameWatchdog, Notifier
 from agent.sealing import Sealer
@@ -55,6 +55,26 @@ def resolve_secret(name: str, data_dir: Path) -> Path:
     if creds and (Path(creds) / path.name).exists():
         return Path(creds) / path.name
     return data_dir / path
+
+
+class ClockSync:
+    """Whether the wall clock is NTP-synchronised, asked at most once a minute. Unknown (no
+    timesyncd, no timedatectl) counts as not synchronised: until then, times are flagged and
+    the owner orders by sequence number."""
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self._ttl = ttl
+        self._checked = -ttl
+        self._value = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self._ttl:
+                self._checked = now
+                self._value = clock_synchronised(Path("/"), run_command) is True
+            return self._value
 
 
 class CommandGate:
@@ -217,7 +237,9 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
     recipients = [X25519Recipient.parse(r) for r in cfg.owner.recipients]
     inbox_public = parse_public_key(cfg.owner.inbox_key) if cfg.owner.inbox_key else None
     quota = int(cfg.outbox.quota_mb * 1024 * 1024)
-    outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key, quota_bytes=quota)
+    synced = ClockSync()
+    outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key, quota_bytes=quota,
+                    clock_synced=synced)
     src = source if source is not None else open_source(cfg.camera, privacy=cfg.privacy.masks)
     encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
                            fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
@@ -225,7 +247,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
                            source=src)
     detector = MotionDetector(cfg.motion, (cfg.camera.lores_width, cfg.camera.lores_height),
                               float(src.fps)) if cfg.motion.enabled else None
-    sealer = Sealer(outbox, recipients)
+    sealer = Sealer(outbox, recipients, clock_synced=synced)
     holder: dict[str, Doorbell] = {}
 
     def led(state: str) -> None:
