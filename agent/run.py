@@ -84,6 +84,8 @@ class Agent:
     def ring(self, press: RingPress) -> None:
         """The fast path: seal and commit the ring event with its thumbnail now, then the full
         snapshot; the clip is started or marked on the next frame. Safe from any thread."""
+        if press.first:
+            self._rings.put(press)       # first, so the recorder never waits for the sealing
         with self._ring_lock:
             frame = self._latest
             thumb = (thumbnail(frame.i420, self.cfg.clip.thumbnail_width, 80)
@@ -99,8 +101,6 @@ class Agent:
                                      parent=str(item.seq))
             except DiskFull as exc:
                 log.error("ring: could not store the ring event: %s", exc)
-        if press.first:
-            self._rings.put(press)
 
     def owner_request(self, action: str) -> None:
         """A verified owner command: snapshot, arm, disarm, privacy_on, privacy_off."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.service import Service
 from doorstep.broker import Mosquitto
 from uplink.age import X25519Identity
 from uplink.keys import SigningKey
@@ -43,3 +46,14 @@ def keys(tmp_path: Path) -> Keys:
     device.save(device_file)
     return Keys(owner, owner_file, SigningKey.generate(), device, device_file,
                 SigningKey.generate())
+
+
+def press_bell(service: Service, pin: Any) -> None:
+    """Press the bell and, since the file plays far faster than real time, give the ring
+    thread the moment it would have had between two camera frames."""
+    pin.drive_low()
+    pin.drive_high()
+    deadline = time.monotonic() + 10
+    while not any(kind == "ring" for kind, _ in service.agent.events):
+        assert time.monotonic() < deadline, "the ring was never handled"
+        time.sleep(0.001)

@@ -15,7 +15,7 @@ from gpiozero.pins.mock import MockFactory
 from agent.service import build
 from config import parse_config
 from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
-from tests.conftest import Keys
+from tests.conftest import Keys, press_bell
 from uplink.age import decrypt
 from uplink.manifest import open_envelope, verify_chain
 
@@ -80,13 +80,11 @@ def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
     service = build(cfg, pin_factory=factory, connect=False)
     pin = factory.pin(17)
 
-    def press(frame: object) -> None:
+    def on_frame(frame: object) -> None:
         if getattr(frame, "index", 0) == 40:
-            pin.drive_low()
-        if getattr(frame, "index", 0) == 43:
-            pin.drive_high()
+            press_bell(service, pin)
 
-    service.run(on_frame=press)
+    service.run(on_frame=on_frame)
     files = [p for root in (data, tmpdir) for p in root.rglob("*") if p.is_file()]
     assert any(p.suffix == ".age" for p in files)
     for p in files:

@@ -17,7 +17,7 @@ from agent.service import build
 from config import parse_config
 from doorstep.cli import main
 from doorstep.errors import SealError
-from tests.conftest import Keys
+from tests.conftest import Keys, press_bell
 from uplink.age import decrypt
 
 FPS = 30
@@ -82,8 +82,7 @@ def record(tmp_path: Path, keys: Keys, video: Path, *, motion: bool,
 
     def on_frame(frame: object) -> None:
         if press_frame is not None and getattr(frame, "index", -1) == press_frame:
-            pin.drive_low()
-            pin.drive_high()
+            press_bell(service, pin)
 
     service.run(on_frame=on_frame)
     out = []
@@ -150,7 +149,7 @@ def test_damaged_clip_is_refused_with_a_clear_error(tmp_path: Path, keys: Keys,
     service = build(parse_config(config(tmp_path, keys, video, False)), pin_factory=factory,
                     connect=False)
     pin = factory.pin(17)
-    service.run(on_frame=lambda f: pin.drive_low() if f.index == 100 else None)
+    service.run(on_frame=lambda f: press_bell(service, pin) if f.index == 100 else None)
     clip = next(i for i in service.outbox.items() if i.manifest.kind == "clip")
     data = clip.path.read_bytes()
     flipped = bytearray(data)
