@@ -100,8 +100,11 @@ class CommandGate:
                 raise SealError(f"command: counter {cmd.counter} is not above {self.counter} "
                                 "(replayed)")
         except SealError as exc:
-            reason = str(exc).split("(")[0]
+            # one line per distinct reason: a flood of one bad message cannot flood the log
+            reason = str(exc)
             if reason not in self._reasons:
+                if len(self._reasons) >= 1000:
+                    self._reasons.clear()
                 self._reasons.add(reason)
                 log.warning("dropped an owner command: %s", exc)
             return None

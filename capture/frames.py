@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -70,6 +71,29 @@ class StreamInfo:
     fps: Fraction
     time_base: Fraction
     codec: str = "h264"
+
+
+class CameraState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class CameraHealth:
+    """What the status topic reports about the camera."""
+
+    state: CameraState
+    retries: int            # consecutive failed attempts since the last good frame
+    restarts: int           # times the camera was reopened after a failure
+    frames: int             # frames delivered since this source was made
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"state": self.state.value, "retries": self.retries, "restarts": self.restarts,
+                "frames": self.frames, "last_error": self.last_error}
 
 
 class FrameSource(Protocol):

@@ -3,48 +3,23 @@ the Encoder interface. picamera2 exists only on a Pi, so it is imported lazily, 
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from capture.clock import Clock, SystemClock
-from capture.frames import EncodedPacket, Frame, StreamInfo
+from capture.frames import CameraHealth, CameraState, EncodedPacket, Frame, StreamInfo
 from capture.masks import Polygon, PrivacyMask, i420_planes
 from doorstep.errors import CameraUnavailable, CaptureError
 
 log = logging.getLogger(__name__)
 
 PICAM_TIME_BASE = Fraction(1, 1_000_000)  # picamera2 encoders stamp frames in microseconds
-
-
-class CameraState(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class CameraHealth:
-    """What the status topic reports about the camera."""
-
-    state: CameraState
-    retries: int            # consecutive failed attempts since the last good frame
-    restarts: int           # times the camera was reopened after a failure
-    frames: int             # frames delivered since this source was made
-    last_error: str | None
-
-    def as_dict(self) -> dict[str, object]:
-        return {"state": self.state.value, "retries": self.retries, "restarts": self.restarts,
-                "frames": self.frames, "last_error": self.last_error}
 
 
 def _default_camera_factory(camera_num: int) -> Any:

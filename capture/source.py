@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from capture.clock import Clock, SystemClock
-from capture.frames import Frame, FrameSource
+from capture.frames import CameraHealth, CameraState, Frame, FrameSource
 from capture.lores import make_lores
 from capture.masks import Polygon, PrivacyMask
 from config.schema import CameraConfig
@@ -90,7 +90,8 @@ class FileSource:
     def __init__(self, url_or_path: str, *, lores_size: tuple[int, int] = (320, 240),
                  realtime: bool, loop: bool = False, clock: Clock | None = None,
                  privacy: Sequence[Polygon] = (), options: Mapping[str, str] | None = None,
-                 format: str | None = None) -> None:
+                 format: str | None = None, backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, max_retries: int | None = None) -> None:
         self.url = url_or_path
         self.kind = source_kind(url_or_path)
         self.lores_size = lores_size
@@ -103,7 +104,14 @@ class FileSource:
         self.options: dict[str, str] = {**default_opts, **(options or {})}
         self._container: Any = None
         self._closed = False
-        self._open()  # fail fast on a missing or unreadable source
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.max_retries = max_retries
+        self._health_state = CameraState.STARTING
+        self._retries = self._restarts = self._frames = 0
+        self._last_error: str | None = None
+        self._open()
+        self._health_state = CameraState.RUNNING  # fail fast on a missing or unreadable source
 
     # -- FrameSource -------------------------------------------------------------------------
     @property
@@ -123,29 +131,37 @@ class FileSource:
         step = 1.0 / float(self._fps)
         while not self._closed:
             first_pts: float | None = None
-            for decoded in self._decode():
-                raw = decoded.time if decoded.time is not None else index * step
-                if first_pts is None:
-                    first_pts = raw
-                pts = offset + (raw - first_pts)
-                if pts <= last_pts:  # broken or missing timestamps: keep time moving forward
-                    pts = last_pts + step
-                last_pts = pts
-                if self.realtime and self.kind == "file":
-                    anchor = self._pace(anchor, pts)
-                if self.realtime or self.kind != "file":
-                    wall = self.clock.wall()
-                else:
-                    wall = start_wall + pts
-                i420 = _to_i420(decoded)
-                self.privacy.apply(i420, self._size[0], self._size[1])
-                lores = make_lores(i420[: self._size[1]], self.lores_size)
-                yield Frame(index=index, pts=pts, wall=wall, i420=i420, lores=lores)
-                index += 1
+            dropped: CameraUnavailable | None = None
+            try:
+                for decoded in self._decode():
+                    raw = decoded.time if decoded.time     is not None else index * step
+                    if first_pts is None:
+                        first_pts = raw
+                    pts = offset + (raw - first_pts)
+                    if pts <= last_pts:  # broken or missing timestamps: keep time moving forward
+                        pts = last_pts + step
+                    last_pts = pts
+                    if self.realtime and self.kind == "file":
+                        anchor = self._pace(anchor, pts)
+                    if self.realtime or self.kind != "file":
+                        wall = self.clock.wall()
+                    else:
+                        wall = start_wall + pts
+                    i420 = _to_i420(decoded)
+                    self.privacy.apply(i420, self._size[0], self._size[1])
+                    lores = make_lores(i420[: self._size[1]], self.lores_size)
+                    self._frames += 1
+                    yield Frame(index=index, pts=pts, wall=wall, i420=i420, lores=lores)
+                    index += 1
+            except CameraUnavailable as exc:
+                dropped = exc
             if self.kind != "file" and not self._closed:
-                self.close()  # a live stream does not end: it dropped
-                raise CameraUnavailable(f"video source {self.url!r}: stream ended after "
-                                        f"{index} frames")
+                # a live stream does not end: it dropped. Reconnect, and carry time on.
+                self._reconnect(dropped or CameraUnavailable(
+                    f"video source {self.url!r}: stream ended after {index} frames"))
+                offset = last_pts + step
+                anchor = None
+                continue
             if not self.loop or self._closed or first_pts is None:
                 break
             log.debug("source %s: looping at pts %.3f", self.url, last_pts)
@@ -190,6 +206,42 @@ class FileSource:
         self._container = container
         log.info("video source %s: %s %dx%d at %.3g fps (%s)", self.url, self.kind,
                  self._size[0], self._size[1], float(self._fps), stream.codec_context.name)
+
+    def _reconnect(self, error: CameraUnavailable) -> None:
+        """Reopen a live source after it dropped, backing off exponentially on ``clock``.
+        Gives up (raising) after ``max_retries`` failed attempts in a row; None: never."""
+        self._last_error = str(error)
+        if self.max_retries == 0:
+            self._health_state = CameraState.FAILED
+            raise error
+        self._health_state = CameraState.RETRYING
+        attempt = 0
+        while not self._closed:
+            delay = min(self.backoff_max, self.backoff_initial * (2 ** attempt))
+            log.warning("video source %s: %s; reconnecting in %.1f s", self.url, error, delay)
+            self.clock.sleep(delay)
+            try:
+                self._reopen()
+            except CaptureError as exc:
+                attempt += 1
+                self._retries += 1
+                error = CameraUnavailable(str(exc))
+                self._last_error = str(exc)
+                if self.max_retries is not None and attempt >= self.max_retries:
+                    self._health_state = CameraState.FAILED
+                    raise error from exc
+                continue
+            self._restarts += 1
+            self._health_state = CameraState.RUNNING
+            log.info("video source %s: reconnected", self.url)
+            return
+
+    @property
+    def health(self) -> CameraHealth:
+        """How the source is doing, for the status topic."""
+        return CameraHealth(state=self._health_state, retries=self._retries,
+                            restarts=self._restarts, frames=self._frames,
+                            last_error=self._last_error)
 
     def _reopen(self) -> None:
         if self._container is not None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from doorstep.errors import BrokerUnavailable, DoorstepError
@@ -21,11 +22,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener: the CA that signed the client certificates (and the server's), the
+    server's certificate and key, and whether a client certificate is required."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+
 class Mosquitto:
-    """``with Mosquitto() as broker:`` starts it; ``broker.port`` is where it listens."""
+    """``with Mosquitto() as broker:`` starts it; ``broker.port`` is where it listens.
+    ``tls``: listen with TLS instead of plain TCP. ``password_file``: a mosquitto password file
+    (``mosquitto_passwd -b -c``); anonymous clients are then refused."""
 
     def __init__(self, port: int | None = None, *, persistence: bool = False,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, tls: BrokerTls | None = None,
+                 password_file: Path | None = None) -> None:
         exe = shutil.which("mosquitto") or next(
             (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).exists()), None)
         if exe is None:
@@ -35,18 +50,39 @@ class Mosquitto:
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="doorstep-broker-"))
         self.persistence = persistence
+        self.tls = tls
+        self.password_file = password_file
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
 
     def _conf(self) -> Path:
         conf = self.dir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                 "max_inflight_messages 0", "max_queued_messages 100000",
+        lines = [f"listener {self.port} 127.0.0.1"]
+        if self.tls is not None:
+            lines += [f"cafile {self._readable(self.tls.ca_file, 'ca.pem')}",
+                      f"certfile {self._readable(self.tls.cert_file, 'server.pem')}",
+                      f"keyfile {self._readable(self.tls.key_file, 'server.key')}",
+                      f"require_certificate {str(self.tls.require_certificate).lower()}"]
+        if self.password_file is not None:
+            lines += ["allow_anonymous false",
+                      f"password_file {self._readable(self.password_file, 'passwd')}"]
+        else:
+            lines += ["allow_anonymous true"]
+        lines += ["max_inflight_messages 0", "max_queued_messages 100000",
                  f"persistence {'true' if self.persistence else 'false'}",
                  f"persistence_location {self.dir}/", "log_type error", "log_type warning",
                  f"log_dest file {self.log}"]
         conf.write_text("\n".join(lines) + "\n")
         return conf
+
+    def _readable(self, source: Path, name: str) -> Path:
+        """A copy of ``source`` in the broker's directory that mosquitto can read after it
+        drops root for its own user (test credentials only)."""
+        copy = self.dir / name
+        shutil.copyfile(source, copy)
+        copy.chmod(0o644)
+        self.dir.chmod(0o755)
+        return copy
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         self.proc = subprocess.Popen([self.exe, "-c", str(self._conf())],

@@ -11,11 +11,12 @@ from doorstep import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import bench.cli as bench_cli
     import motion.cli as motion_cli
     from agent import firstboot, install, service
     from config import check
     from doorstep import demo
-    from owner import inbox, keys, share
+    from owner import command, inbox, keys, share
     from owner import open as open_cmd
 
     parser = argparse.ArgumentParser(
@@ -25,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (service, inbox, open_cmd, keys, share, check, demo, motion_cli, install,
-                   firstboot):
+    for module in (service, inbox, open_cmd, keys, share, command, check, demo, motion_cli, install,
+                   firstboot, bench_cli):
         module.register(sub)
     return parser
 

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from uplink.wire import unpack_chunked_manifest, unpack_single
 log = logging.getLogger(__name__)
 
 MAX_PARTIAL_BYTES = 4 * 1024 * 1024 * 1024
-_STORED = re.compile(r"^(\d{10})\.([a-z]+)\.age$")
+_STORED = re.compile(r"^(\d{10})\.([a-z_]+)\.age$")
 
 
 @dataclass(frozen=True)
@@ -123,29 +124,42 @@ class InboxStore:
             return 0
         return sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
 
+    @contextlib.contextmanager
+    def _locked(self, device: str) -> Iterator[None]:
+        """One writer per device at a time, across threads, workers and processes: two workers
+        that receive the last two chunks of one clip must not both store it."""
+        with open(self.root / device / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
     def _try_assemble(self, device: str, seq: int) -> Stored | None:
         part = self.root / ".partial" / device / str(seq)
-        mpath = part / "manifest"
-        if not mpath.exists():
-            return None
-        envelope, _, chunks = unpack_chunked_manifest(mpath.read_bytes())
-        manifest = self._open(device, envelope)
-        paths = [part / str(i) for i in range(chunks)]
-        if not all(p.exists() for p in paths):
-            return None
-        data = b"".join(p.read_bytes() for p in paths)
-        if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
-            log.warning("inbox: %s seq %d reassembled to the wrong bytes; discarding its chunks "
-                        "and waiting for the device to send them again", device, seq)
-            for p in paths:
-                p.unlink(missing_ok=True)
-            return None
-        stored = self._store(device, manifest, envelope, data)
-        for p in part.iterdir():
-            p.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            part.rmdir()
-        return stored
+        with self._locked(device):
+            mpath = part / "manifest"
+            if not mpath.exists():
+                if self._find(device, seq) is not None:
+                    _clear(part)  # a late chunk of an artifact another worker stored
+                return None
+            envelope, _, chunks = unpack_chunked_manifest(mpath.read_bytes())
+            manifest = self._open(device, envelope)
+            done = self._existing(device, manifest)
+            if done is not None:
+                _clear(part)
+                return done
+            paths = [part / str(i) for i in range(chunks)]
+            if not all(p.exists() for p in paths):
+                return None
+            data = b"".join(p.read_bytes() for p in paths)
+            if len(data) != manifest.size or \
+                    hashlib.sha256(data).hexdigest() != manifest.sha256:
+                log.warning("inbox: %s seq %d reassembled to the wrong bytes; discarding its "
+                            "chunks and waiting for the device to send them again", device, seq)
+                for p in paths:
+                    p.unlink(missing_ok=True)
+                return None
+            stored = self._store_locked(device, manifest, envelope, data)
+            _clear(part)
+            return stored
 
     def _find(self, device: str, seq: int) -> Path | None:
         matches = sorted((self.root / device).glob(f"{seq:010d}.*.age"))
@@ -168,6 +182,11 @@ class InboxStore:
 
     def _store(self, device: str, manifest: Manifest, envelope: bytes,
                ciphertext: bytes) -> Stored:
+        with self._locked(device):
+            return self._store_locked(device, manifest, envelope, ciphertext)
+
+    def _store_locked(self, device: str, manifest: Manifest, envelope: bytes,
+                      ciphertext: bytes) -> Stored:
         if len(ciphertext) != manifest.size or \
                 hashlib.sha256(ciphertext).hexdigest() != manifest.sha256:
             raise SealError(f"{device} seq {manifest.seq}: ciphertext does not match its "
@@ -196,6 +215,15 @@ class InboxStore:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _clear(part: Path) -> None:
+    """Remove an assembled (or abandoned) artifact's chunks and their directory."""
+    if part.is_dir():
+        for p in part.iterdir():
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            part.rmdir()
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,8 @@ class Uplink:
                     properties: Any = None) -> None:
         try:
             if reason.is_failure:
+                # set here, on the network thread, so its next wait is already the long one
+                self.refused = str(reason)
                 self._events.put(_Event("refused", reason=str(reason)))
             else:
                 self._events.put(_Event("connected"))
@@ -224,13 +226,17 @@ class Uplink:
                 event: _Event | None = self._events.get(timeout=timeout)
             except queue.Empty:
                 event = None
-            while event is not None:
-                self._handle(event)
-                try:
-                    event = self._events.get_nowait()
-                except queue.Empty:
-                    event = None
-            self._pump()
+            try:
+                while event is not None:
+                    self._handle(event)
+                    try:
+                        event = self._events.get_nowait()
+                    except queue.Empty:
+                        event = None
+                self._pump()
+            except Exception:  # this thread must outlive any one event: log it and go on
+                log.exception("uplink: handling %s failed", event.kind if event else "a send")
+                self._stop.wait(0.5)
 
     def _handle(self, ev: _Event) -> None:
         now = time.monotonic()
@@ -244,7 +250,6 @@ class Uplink:
             self.client.subscribe([(self.topics.receipt, 1), (self.topics.cmd, 1)])
             self.publish_status()
         elif ev.kind == "refused":
-            self.refused = ev.reason
             log.error("uplink: broker refused the connection: %s (%s)", ev.reason,
                       BrokerRefused.__doc__)
         elif ev.kind == "disconnected":

@@ -196,6 +196,8 @@ class Outbox:
             try:
                 envelope = env_path.read_bytes()
                 manifest = open_envelope(envelope, self._public)
+                if not age_path.exists():
+                    self._reclaim(manifest, age_path, leftovers)
                 ok = age_path.exists() and age_path.stat().st_size == manifest.size
             except (OSError, SealError) as exc:
                 log.warning("outbox: unreadable manifest %s: %s", env_path.name, exc)
@@ -232,6 +234,26 @@ class Outbox:
             log.info("outbox: resuming %d artifact(s) (%d salvaged), removed %d torn "
                      "leftover(s)", len(self._items), salvaged, torn)
         return Recovery(resumed=len(self._items), torn_removed=torn, salvaged=salvaged)
+
+    def _reclaim(self, manifest: Manifest, age_path: Path, leftovers: list[Path]) -> None:
+        """A crash fell between writing a manifest and renaming its ciphertext into ready/:
+        find the tmp file it signed (same size and SHA-256) and finish the commit."""
+        for leftover in leftovers:
+            try:
+                if leftover.stat().st_size != manifest.size:
+                    continue
+                digest = hashlib.sha256()
+                with open(leftover, "rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+            except OSError:
+                continue
+            if digest.hexdigest() == manifest.sha256:
+                os.replace(leftover, age_path)
+                leftovers.remove(leftover)
+                log.warning("outbox: finished the commit of %s seq %d interrupted by a crash",
+                            manifest.kind, manifest.seq)
+                return
 
     def _salvage(self, path: Path) -> bool:
         """A clip cut short by a crash keeps every whole age chunk it wrote: trim it to them and
@@ -330,8 +352,11 @@ class Outbox:
             envelope = sign_manifest(self._key, manifest)
             stem = f"{manifest.seq:010d}"
             age_path = self._ready / f"{stem}.age"
-            os.replace(path, age_path)
+            # The manifest first, then the rename: a crash between the two leaves a signed
+            # manifest whose ciphertext is still in tmp/, which start-up puts back in place.
             write_atomic(self._ready / f"{stem}.env", envelope)
+            os.replace(path, age_path)
+            fsync_dir(self._ready)
             self._chain = chain
             write_atomic(self.root / "chain.json", chain.to_json().encode())
             self._pending.pop(path, None)

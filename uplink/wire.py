@@ -112,7 +112,8 @@ def open_signed_json(payload: bytes, public: Ed25519PublicKey, what: str) -> dic
     try:
         doc = json.loads(payload)
         body, sig = doc["body"], base64.b64decode(doc["sig"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
+        # RecursionError: a few KiB of "[[[[..." nest deeper than the JSON parser can go
         raise SealError(f"{what}: malformed ({exc.__class__.__name__})") from exc
     if not isinstance(body, dict):
         raise SealError(f"{what}: body is not an object")
@@ -143,7 +144,7 @@ class Receipt:
         try:
             receipt = cls(device=str(body["device"]), seq=int(body["seq"]),
                           sha256=str(body["sha256"]))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"receipt: missing or bad field ({exc})") from exc
         return receipt
 
@@ -166,7 +167,7 @@ class Command:
         try:
             cmd = cls(device=str(body["device"]), counter=int(body["counter"]),
                       action=str(body["action"]), issued=float(body["issued"]))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"command: missing or bad field ({exc})") from exc
         if cmd.action not in COMMAND_ACTIONS:
             raise SealError(f"command: unknown action {cmd.action!r} "

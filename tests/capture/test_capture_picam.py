@@ -12,8 +12,9 @@ import pytest
 
 from capture.clock import FakeClock
 from capture.encoder import open_encoder
+from capture.frames import CameraState
 from capture.mp4 import FragmentedMp4Writer
-from capture.picam import CameraState, Picamera2Source, PicameraEncoder
+from capture.picam import Picamera2Source, PicameraEncoder
 from capture.preroll import PrerollRing
 from doorstep.errors import CameraUnavailable
 

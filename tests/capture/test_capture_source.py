@@ -177,7 +177,7 @@ def test_live_stream_that_ends_is_camera_unavailable(small_video: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/door.mkv"
-        src = FileSource(url, realtime=True, clock=FakeClock())
+        src = FileSource(url, realtime=True, clock=FakeClock(), max_retries=0)
         got = 0
         with pytest.raises(CameraUnavailable, match="stream ended after 30 frames"):
             for _ in src.frames():

@@ -1,0 +1,364 @@
+"""`doorstep bench`: the eight-row performance table (bench/README.md explains how to read it).
+Each row runs its measured code and its baseline in the same run, on the same inputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.child import ChildRun, doorstep_command, run_child
+from bench.inputs import MOTION_DIR, Inputs, build_inputs
+from bench.report import Line, Row, Stat, Table, machine_info, render
+from bench.rig import Keys, write_config
+from doorstep.broker import Mosquitto
+from doorstep.errors import DoorstepError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often each row measures."""
+
+    quick: bool
+    seconds: float        # length of the built inputs
+    repeats: int
+    cpu_window: tuple[float, float]
+    idle_window: tuple[float, float]
+    presses: int
+    startups: int
+    sequences: list[str] | None
+
+    @classmethod
+    def make(cls, quick: bool, presses: int | None = None) -> Plan:
+        if quick:
+            return cls(True, 3.0, 1, (0.5, 1.5), (0.5, 1.5), presses or 4, 1,
+                       ["wallflower-wavingtrees"])
+        return cls(False, 10.0, 3, (1.0, 7.0), (1.0, 31.0), presses or 100, 5, None)
+
+
+class Bench:
+    def __init__(self, out: Path, plan: Plan) -> None:
+        self.out = out.resolve()
+        self.plan = plan
+        self.work = self.out / "run"
+        shutil.rmtree(self.work, ignore_errors=True)  # the last run's keys, outboxes and logs
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.keys = Keys.make(self.work / "keys")
+        self.inputs: Inputs = build_inputs(self.out / "inputs", plan.seconds)
+        self.cpu = max(os.sched_getaffinity(0))
+        self.log = self.work / "children.log"
+        self._n = 0
+        self.port = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def config(self, source: Path, **knobs: Any) -> Path:
+        self._n += 1
+        data = self.work / f"device-{self._n}"
+        return write_config(self.work / f"config-{self._n}.toml", self.keys, data, source,
+                            self.port, **knobs)
+
+    def worker(self, mode: str, config: Path, *extra: str) -> dict[str, Any]:
+        report = self.work / f"report-{self._n}-{mode}.json"
+        cmd = [sys.executable, "-m", "bench.worker", mode, "--config", str(config),
+               "--report", str(report), "--cpu", str(self.cpu), *extra]
+        with open(self.log, "ab") as logf:
+            done = subprocess.run(cmd, stdout=logf, stderr=logf, check=False, timeout=600)
+        if done.returncode != 0:
+            raise DoorstepError(f"bench worker {mode} failed (exit {done.returncode}); see "
+                                f"{self.log}")
+        result: dict[str, Any] = json.loads(report.read_text())
+        return result
+
+    def agent_cli(self, config: Path) -> list[str]:
+        return [*doorstep_command(), "run", "--config", str(config)]
+
+    def bare_cli(self, config: Path, seconds: float = 0.0) -> list[str]:
+        return [sys.executable, "-m", "bench.worker", "bare", "--config", str(config),
+                "--seconds", str(seconds)]
+
+    # -- rows 1, 2 and 7 (per clip) -----------------------------------------------------------
+    def throughput(self) -> tuple[Row, Row, dict[str, Any]]:
+        lines: list[Line] = []
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for name in ("720p", "1080p"):
+            cfg = self.config(self.inputs.video[name], postroll=120.0, clip_max=3.0)
+            agent, bare = [], []
+            for _ in range(self.plan.repeats):
+                agent.append(self.worker("agent", cfg, "--ring-at-start"))
+                bare.append(self.worker("bare", cfg))
+            runs[name] = {"agent": agent, "bare": bare}
+            fps = Stat.of([r["fps"] for r in agent])
+            lines.append(Line(f"{name}30", "frames/s", fps, Stat.of([r["fps"] for r in bare]),
+                              target=">= 0.8x",
+                              note=f"{fps.median / 30:.1f}x real time (design target at 720p: "
+                              ">= 3x on one core)"))
+        row1 = Row(1, "Pipeline throughput", "bare PyAV decode->libx264 encode loop, same file "
+                   "and encoder settings, same core",
+                   f"{self.inputs.describe('720p')}; the same at 1920x1080; libx264 preset "
+                   "superfast, zerolatency, 2500 kbit/s, GOP 1 s; one CPU (affinity), so x264, "
+                   "FFmpeg and OpenCV run one thread; as fast as possible; a ring on the first "
+                   "frame and post-roll 120 s keep a clip recording (split every 3 s) and "
+                   "uploading to a local Mosquitto", tuple(lines))
+        a, b = runs["720p"]["agent"], runs["720p"]["bare"]
+
+        def ms(stage: str, rs: list[dict[str, Any]]) -> Stat:
+            return Stat.of([r["ms"].get(stage, float("nan")) for r in rs])
+
+        row2 = Row(2, "Per-stage cost at 720p30", "the bare loop's decode and encode",
+                   "the 720p runs of row 1 (same core); capture = decode + I420 + masks, "
+                   "lores = cv2 INTER_AREA to 320x240 (timed again on kept frames), seal = "
+                   "fMP4 mux + age encryption + outbox writes, per frame while recording", (
+                       Line("all stages", "ms/frame", Stat.of([1000 / r["fps"] for r in a]),
+                            Stat.of([1000 / r["fps"] for r in b]),
+                            note="whole loop per frame, including the ring thread and uplink"),
+                       Line("capture", "ms/frame", ms("capture", a), ms("decode", b)),
+                       Line("lores", "ms/frame", ms("lores", a)),
+                       Line("motion", "ms/frame", ms("motion", a), target="<= 0.5"),
+                       Line("encode", "ms/frame", ms("encode", a), ms("encode", b)),
+                       Line("seal", "ms/frame", ms("seal", a))))
+        return row1, row2, runs
+
+    # -- row 3 --------------------------------------------------------------------------------
+    def cpu_share(self) -> Row:
+        cfg = self.config(self.inputs.video["720p"], realtime=True, loop=True)
+        a, b = self.plan.cpu_window
+        agent: list[ChildRun] = []
+        bare: list[ChildRun] = []
+        for _ in range(self.plan.repeats):
+            agent.append(run_child(self.agent_cli(cfg), cpu=self.cpu, window=(a, b),
+                                   log=self.log))
+            bare.append(run_child(self.bare_cli(cfg, b + 5), cpu=self.cpu, window=(a, b),
+                                  log=self.log))
+        return Row(3, "CPU at real time", "the bare decode->encode loop paced the same way",
+                   f"`doorstep run` on {self.inputs.describe('720p')}, paced to real time and "
+                   f"looped; CPU time of all its threads from {a:g} s to {b:g} s after its "
+                   "first frame; pinned to one CPU", (
+                       Line("720p30", "% of a core",
+                            Stat.of([100 * (r.cpu_share or float("nan")) for r in agent]),
+                            Stat.of([100 * (r.cpu_share or float("nan")) for r in bare])),))
+
+    # -- row 4 --------------------------------------------------------------------------------
+    def memory(self) -> Row:
+        cfg = self.config(self.inputs.video["1080p"], preroll=5.0)
+        agent, bare, imports = [], [], []
+        for _ in range(self.plan.repeats):
+            agent.append(run_child(self.agent_cli(cfg), log=self.log).maxrss_kb / 1024)
+            bare.append(run_child(self.bare_cli(cfg), log=self.log).maxrss_kb / 1024)
+            imports.append(self._imports_rss() / 1024)
+        note = ("the pre-roll ring only fills after 7 s (5 s + 2 GOPs); the quick input is "
+                "shorter" if self.plan.quick else "")
+        return Row(4, "Peak resident memory", "the bare decode->encode loop at 1080p; a Python "
+                   "that only imports av, numpy and cv2",
+                   f"`doorstep run` on {self.inputs.describe('1080p')}, 5 s pre-roll, as fast as "
+                   f"possible, all {os.cpu_count()} CPUs; peak RSS (ru_maxrss from wait4)", (
+                       Line("1080p30", "MB", Stat.of(agent), Stat.of(bare), target="< 150 MB",
+                            note=note),
+                       Line("vs imports only", "MB", Stat.of(agent), Stat.of(imports))))
+
+    def _imports_rss(self) -> int:
+        with open(self.log, "ab") as logf:
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "imports"],
+                                    stdout=logf, stderr=logf)
+            _, status, rusage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        return int(rusage.ru_maxrss)
+
+    # -- row 5 --------------------------------------------------------------------------------
+    def ring(self) -> Row:
+        import numpy as np
+
+        from bench.ring import LINK_BPS, ring_agent, ring_bare
+
+        n = self.plan.presses
+        source = self.inputs.video["720p"]
+        lines: list[Line] = []
+        for label, link, upload, target in (("idle, loopback", None, False, "< 100 ms p99"),
+                                            ("2 Mbit/s link, clip uploading", LINK_BPS, True,
+                                             "< 300 ms p99")):
+            self._n += 1
+            agent = ring_agent(self.port, self.keys, self.work / f"ring-{self._n}", source, n,
+                               link_bps=link, upload=upload)
+            size = int(statistics.median(agent.sizes)) if agent.sizes else 20000
+            bare = ring_bare(self.port, n, size, link_bps=link, upload=upload)
+            a, b = np.array(agent.latencies_ms), np.array(bare.latencies_ms)
+
+            def pct(x: Any, q: float) -> Stat:
+                return Stat.of([float(np.percentile(x, q))] if len(x) else [])
+
+            missed = f"; missed {agent.missed}/{n}" if agent.missed else ""
+            lines.append(Line(f"{label}: p50", "ms", Stat(float(np.median(a)), float(a.min()),
+                                                          float(a.max()), len(a)) if len(a)
+                              else Stat.of([]),
+                              Stat(float(np.median(b)), float(b.min()), float(b.max()), len(b))
+                              if len(b) else Stat.of([]),
+                              note=f"{len(a)} presses, ring event {size} bytes{missed}"))
+            lines.append(Line(f"{label}: p99", "ms", pct(a, 99), pct(b, 99), target=target))
+        return Row(5, "Ring latency", "a bare paho client publishing a same-size QoS 1 payload "
+                   "over the same path (with its own 64 KiB x 4 chunk upload when uploading)",
+                   f"mock button press (gpiozero MockFactory) -> sealed ring event at a "
+                   f"subscriber of doorstep/<id>/event on a real Mosquitto; {n} presses, "
+                   "each a first ring (repeat window 0), the next one after its event and "
+                   "snapshot have left the outbox; the agent plays the 720p input in real "
+                   "time with motion off; the upload case goes through bench/link.py (asyncio "
+                   "token bucket, 2 Mbit/s each way) with 2 MiB clips kept queued in the "
+                   "outbox; chunk 64 KiB x 4 in flight (the defaults)", tuple(lines))
+
+    # -- row 6 --------------------------------------------------------------------------------
+    def onset(self) -> Row:
+        from bench.onset import run_onsets
+
+        if not MOTION_DIR.exists():
+            raise DoorstepError(f"{MOTION_DIR}: the labelled motion set is missing")
+        run = run_onsets(MOTION_DIR, self.port, self.keys, self.work / "onset",
+                         self.plan.sequences)
+        found = [o for o in run.onsets if o.ms is not None]
+        floor_ms = [o.floor_frames / o.fps * 1000 for o in run.onsets
+                    if o.floor_frames is not None]
+        names = sorted({o.sequence for o in run.onsets})
+        note = f"{len(found)} of {len(run.onsets)} labelled events got a motion event"
+        pipe = [o.pipeline_ms for o in found if o.pipeline_ms is not None]
+        return Row(6, "Motion onset", "the motion detector's own first 'on' frame for the same "
+                   "event (no recorder, sealing or MQTT)",
+                   f"{', '.join(names)} from {MOTION_DIR.name}/ (their own sizes and frame "
+                   "rates), played as fast as possible; ms = frames at the sequence's fps + "
+                   "measured time from that frame to the event at the subscriber; events "
+                   "already in view at start count from the warm-up's end", (
+                       Line("labelled start -> event", "ms",
+                            Stat.of([o.ms for o in found if o.ms is not None]),
+                            Stat.of(floor_ms), note=note),
+                       Line("in frames", "frames",
+                            Stat.of([o.frames for o in found if o.frames is not None]),
+                            Stat.of([o.floor_frames for o in run.onsets
+                                     if o.floor_frames is not None]), target="<= 2 median"),
+                       Line("of which frame -> subscriber", "ms", Stat.of(pipe))))
+
+    # -- rows 7 and 8 -------------------------------------------------------------------------
+    def wear(self, throughput: dict[str, Any]) -> Row:
+        cfg = self.config(self.inputs.still, realtime=True, loop=True)
+        a, b = self.plan.idle_window
+        agent = run_child(self.agent_cli(cfg), window=(a, b), log=self.log)
+        bare = run_child(self.bare_cli(cfg, b + 5), window=(a, b), log=self.log)
+
+        def per_hour(r: ChildRun) -> float:
+            return (r.write_bytes or 0) / (r.window or 1) * 3600
+
+        runs = throughput["720p"]["agent"]
+        per_clip = [r["write_bytes"] / r["clips"] for r in runs if r["clips"]]
+        sealed = [r["clip_bytes"] / r["clips"] for r in runs if r["clips"]]
+        return Row(7, "SD wear", "the bare loop (idle); the sealed clip's own size (per clip)",
+                   f"write_bytes from /proc/PID/io. Idle: `doorstep run` on a still 720p30 "
+                   f"scene (no motion) in real time, {b - a:g} s, scaled to an hour. Per clip: "
+                   "row 1's 720p runs (3 s clips, ring event and snapshot included)", (
+                       Line("idle", "bytes/hour", Stat.of([per_hour(agent)]),
+                            Stat.of([per_hour(bare)])),
+                       Line("per clip", "bytes", Stat.of(per_clip), Stat.of(sealed),
+                            note="ratio = write amplification")))
+
+    def startup(self) -> Row:
+        cfg = self.config(self.inputs.video["720p"])
+        agent, bare = [], []
+        for _ in range(self.plan.startups):
+            agent.append(run_child(self.agent_cli(cfg), stop_after_ready=0.0,
+                                   log=self.log).startup * 1000)
+            bare.append(run_child(self.bare_cli(cfg), stop_after_ready=0.0,
+                                  log=self.log).startup * 1000)
+        return Row(8, "Start-up", "the bare loop: start to its first encoded frame",
+                   "process start -> READY=1 on $NOTIFY_SOCKET (sent after the first processed "
+                   f"frame, as systemd sees it); `doorstep run` on the 720p input; "
+                   f"{self.plan.startups} starts", (
+                       Line("to first frame", "ms", Stat.of(agent), Stat.of(bare)),))
+
+    # -- all ----------------------------------------------------------------------------------
+    def run(self, rows: set[int]) -> Table:
+        started = time.monotonic()
+        table = Table(machine_info(), self.plan.quick)
+        with Mosquitto() as broker:
+            self.port = broker.port
+            steps: list[tuple[int, Callable[[], list[Row]]]] = []
+            cache: dict[str, Any] = {}
+
+            def through() -> list[Row]:
+                r1, r2, runs = self.throughput()
+                cache["runs"] = runs
+                return [r for r in (r1, r2) if r.number in rows]
+
+            if rows & {1, 2, 7}:
+                steps.append((1, through))
+            steps += [(3, lambda: [self.cpu_share()]), (4, lambda: [self.memory()]),
+                      (5, lambda: [self.ring()]), (6, lambda: [self.onset()]),
+                      (7, lambda: [self.wear(cache["runs"])]), (8, lambda: [self.startup()])]
+            for number, step in steps:
+                if number not in rows and number != 1:
+                    continue
+                t = time.monotonic()
+                for row in step():
+                    table.rows.append(row)
+                log.info("bench: row %d done in %.1f s", number, time.monotonic() - t)
+        table.rows.sort(key=lambda r: r.number)
+        table.seconds = time.monotonic() - started
+        return table
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="measure Doorstep against its floor and its peers",
+                       description="The performance table: each row's figure, its baseline "
+                       "measured in the same run, and the ratio, as a table on stdout and JSON "
+                       "in a file. See bench/README.md.")
+    p.add_argument("--quick", action="store_true",
+                   help="a few seconds per row (CI: proves every row still measures)")
+    p.add_argument("--out", default="bench-out", metavar="DIR",
+                   help="inputs, work files and results (default: bench-out)")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the JSON here (default: DIR/bench-<time>.json and DIR/latest.json)")
+    p.add_argument("--rows", default="1-8", metavar="LIST",
+                   help="rows to run, e.g. 1,5 or 3-4 (default: all)")
+    p.add_argument("--presses", type=int, metavar="N", help="ring presses per case (row 5)")
+    p.set_defaults(func=run)
+
+
+def parse_rows(text: str) -> set[int]:
+    rows: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            rows.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError as exc:
+            raise DoorstepError(f"--rows: {part!r} is not a row number or range") from exc
+    if not rows <= set(range(1, 9)):
+        raise DoorstepError(f"--rows: rows are 1 to 8, not {sorted(rows - set(range(1, 9)))}")
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):
+        # The agents run in this process for rows 5 and 6: keep their INFO lines out of the
+        # table's way, and keep the bench's own progress lines.
+        logging.getLogger().setLevel(logging.WARNING)
+        log.setLevel(logging.INFO)
+    try:
+        rows = parse_rows(args.rows)
+        bench = Bench(Path(args.out), Plan.make(args.quick, args.presses))
+        table = bench.run(rows)
+    except DoorstepError as exc:
+        print(f"doorstep bench: {exc}", file=sys.stderr)
+        return 1
+    print(render(table))
+    out = Path(args.out)
+    targets = [Path(args.json)] if args.json else [
+        out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json", out / "latest.json"]
+    for target in targets:
+        table.write_json(target)
+    print(f"\nJSON: {', '.join(str(t) for t in targets)}")
+    return 0 if all(r.complete for r in table.rows) else 1

@@ -1,0 +1,137 @@
+"""Row 6, motion onset: from the labelled first frame of each event in the shared motion set to
+the sealed motion event arriving at an MQTT subscriber. The agent plays each sequence as fast
+as it can; the delay is the frames between the labelled start and the frame that triggered the
+event (at the sequence's own frame rate, as a live camera would see them) plus the measured
+time from that frame leaving the source to the event's arrival. The baseline is the motion
+detector's own first "on" frame for the same event: the floor the agent can reach."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.rig import Keys, config_text
+from bench.ring import Subscriber
+from uplink.manifest import open_envelope
+from uplink.wire import unpack_single
+
+
+@dataclass
+class Onset:
+    sequence: str
+    start: int            # labelled start (or the warm-up's end)
+    fps: float
+    frames: int | None    # agent: triggering frame - start (None: no fresh motion event)
+    ms: float | None
+    floor_frames: int | None
+    pipeline_ms: float | None = None
+
+
+@dataclass
+class OnsetRun:
+    onsets: list[Onset] = field(default_factory=list)
+
+
+class _StampedSource:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.stamps: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def frames(self) -> Iterator[Any]:
+        for frame in self.inner.frames():
+            self.stamps.append(time.monotonic())
+            yield frame
+
+
+def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) -> list[Onset]:
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.service import build
+    from config import parse_config
+    from motion.evaluate import warmup_frames
+
+    labels = json.loads(label_file.read_text())
+    video = label_file.parent / labels["video"]
+    fps, margin = float(labels["fps"]), int(labels["margin"])
+    cfg = parse_config(config_text(keys, workdir / label_file.stem, video, broker_port,
+                                   button=False), source="bench onset config")
+
+    def parse(payload: bytes) -> int:
+        envelope, _ = unpack_single(payload)
+        return open_envelope(envelope, keys.device_public).seq
+
+    sub = Subscriber(broker_port, cfg.topic_prefix + "event", parse)
+    service = build(cfg, pin_factory=MockFactory())
+    source = _StampedSource(service.source)
+    service.source = source
+    detector = service.agent.detector
+    states: list[bool] = []
+    if detector is not None:
+        update = detector.update
+
+        def recording(lores: Any, t: float) -> Any:
+            result = update(lores, t)
+            states.append(bool(result.motion))
+            return result
+        setattr(detector, "update", recording)  # noqa: B010
+    motion_at: list[tuple[int, int]] = []   # (frame index, seq)
+    seen = [0]
+
+    def on_frame(frame: Any) -> None:
+        events = service.agent.events
+        for kind, seq in events[seen[0]:]:
+            if kind == "motion":
+                motion_at.append((frame.index, seq))
+        seen[0] = len(events)
+
+    runner = threading.Thread(target=service.run, name="bench-onset",
+                              kwargs={"on_frame": on_frame, "connect_timeout": 10.0,
+                                      "drain_timeout": 15.0})
+    runner.start()
+    runner.join()
+    arrivals = {seq: sub.wait_for(seq, 10) for _, seq in motion_at}
+    sub.close()
+    n = len(states)
+    warm = warmup_frames(fps)
+    onsets: list[Onset] = []
+    for s, e in labels["events"]:
+        if e < warm:
+            continue
+        start = max(s, warm)
+        lo = warm if s < warm else max(warm, s - margin)
+        hi = min(n - 1, e + margin)
+        floor = next((i for i in range(lo, hi + 1) if states[i]), None)
+        # An event already in view when the warm-up ends counts from the warm-up's end, and
+        # a recording the agent started during the warm-up is its answer (onset 0).
+        first = 0 if s < warm else lo
+        hit = next(((k, seq) for k, seq in motion_at if first <= k <= hi), None)
+        onset = Onset(label_file.stem, start, fps, None, None,
+                      None if floor is None else max(0, floor - start))
+        if hit is not None and arrivals.get(hit[1]) is not None:
+            k, seq = hit
+            arrived = arrivals[seq]
+            assert arrived is not None
+            pipeline = (arrived[0] - source.stamps[k]) * 1000
+            onset.frames = max(0, k - start)
+            onset.pipeline_ms = pipeline
+            onset.ms = onset.frames / fps * 1000 + pipeline
+        onsets.append(onset)
+    return onsets
+
+
+def run_onsets(motion_dir: Path, broker_port: int, keys: Keys, workdir: Path,
+               names: list[str] | None = None) -> OnsetRun:
+    run = OnsetRun()
+    for label in sorted(motion_dir.glob("*.json")):
+        if names is not None and label.stem not in names:
+            continue
+        run.onsets.extend(run_sequence(label, broker_port, keys, workdir))
+    return run

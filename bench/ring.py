@@ -1,0 +1,256 @@
+"""Row 5, ring latency: from the mock button's press to the sealed ring event arriving at an
+MQTT subscriber of ``doorstep/<id>/event`` on a real Mosquitto, with the agent connected
+directly (idle, loopback) or through a 2 Mbit/s link while a clip uploads. The baseline is a
+bare paho client publishing a payload of the same size over the same path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.link import Link
+from bench.rig import Keys, config_text
+from doorstep.errors import DoorstepError, SealError
+from uplink.manifest import open_envelope
+from uplink.wire import unpack_single
+
+log = logging.getLogger(__name__)
+
+LINK_BPS = 2_000_000
+FEED_CLIP_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class RingRun:
+    latencies_ms: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    missed: int = 0
+    link_bytes_up: int = 0
+
+
+class Subscriber:
+    """A paho client on the broker itself; timestamps every message on arrival."""
+
+    def __init__(self, port: int, topic: str, parse: Callable[[bytes], Any] | None = None
+                 ) -> None:
+        self.arrivals: dict[Any, tuple[float, int]] = {}
+        self.count = 0
+        self._parse = parse
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.errors: list[str] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}"
+                                  f"-{random.randrange(1 << 30)}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise DoorstepError(f"bench subscriber could not subscribe to {topic}")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        try:
+            payload = bytes(msg.payload)
+            key = self._parse(payload) if self._parse else payload[:16]
+        except (SealError, ValueError) as exc:
+            self.errors.append(str(exc))
+            return
+        with self._cond:
+            self.arrivals[key] = (now, len(payload))
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_for(self, key: Any, timeout: float) -> tuple[float, int] | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while key not in self.arrivals:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.arrivals[key]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _rings_above(agent: Any, n: int) -> bool:
+    return len([1 for kind, _ in agent.events if kind == "ring"]) > n
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise DoorstepError(f"bench: timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presses: int, *,
+               link_bps: float | None, upload: bool, seed: int = 7, **knobs: Any) -> RingRun:
+    """Press the agent's doorbell ``presses`` times; each latency is press -> ring event at
+    the subscriber. The next press waits until the ring's event and snapshot have both left
+    the outbox, plus a short random gap, so every press is a visitor's first ring."""
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.sealing import Priority
+    from agent.service import build
+    from config import parse_config
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    result = RingRun()
+    with Link(broker_port, link_bps) as link:
+        port = link.port if link_bps else broker_port
+        cfg = parse_config(config_text(keys, workdir / "device", source, port, realtime=True,
+                                       loop=True, motion=False, repeat_window=0.0, **knobs),
+                           source="bench ring config")
+
+        def parse(payload: bytes) -> int:
+            envelope, _ = unpack_single(payload)
+            return open_envelope(envelope, keys.device_public).seq
+
+        sub = Subscriber(broker_port, cfg.topic_prefix + "event", parse)
+        factory = MockFactory()
+        service = build(cfg, pin_factory=factory)
+        pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))
+        runner = threading.Thread(target=service.run, name="bench-agent",
+                                  kwargs={"connect_timeout": 10.0})
+        runner.start()
+        outbox = service.outbox
+        try:
+            _wait(lambda: service.uplink is not None and service.uplink.connected
+                  and service.agent.frames > 0, 15, "the agent's first frame and connection")
+
+            def feed() -> None:
+                clips = [i for i in outbox.items() if i.manifest.kind == "clip"]
+                if len(clips) < 2:
+                    pending = outbox.open("clip", priority=Priority.CLIP)
+                    for _ in range(FEED_CLIP_BYTES // 65536):
+                        pending.write(os.urandom(65536))  # ciphertext looks like this
+                    item = pending.commit()
+                    if service.uplink is not None:
+                        service.uplink.notify(item)
+
+            if upload:
+                feed()
+                time.sleep(1.0)  # the upload is under way before the first press
+            for _ in range(presses):
+                if upload:
+                    feed()
+                before = len([s for k, s in service.agent.events if k == "ring"])
+                t0 = time.monotonic()
+                pin.drive_low()
+                time.sleep(0.05)
+                pin.drive_high()
+                try:
+                    _wait(partial(_rings_above, service.agent, before), 10,
+                          "the agent to seal the ring event")
+                except DoorstepError:
+                    result.missed += 1
+                    continue
+                seq = [s for k, s in service.agent.events if k == "ring"][before]
+                got = sub.wait_for(seq, 30)
+                if got is None:
+                    result.missed += 1
+                    continue
+                result.latencies_ms.append((got[0] - t0) * 1000)
+                result.sizes.append(got[1])
+                _wait(lambda: not any(i.manifest.kind in ("event", "snapshot")
+                                      for i in outbox.items()), 30,
+                      "the ring's event and snapshot to leave the outbox")
+                time.sleep(rng.uniform(0.05, 0.15))
+        finally:
+            service.stop_event.set()
+            runner.join(30)
+            sub.close()
+        result.link_bytes_up = link.bytes_up
+    return result
+
+
+class _BareUploader:
+    """A bare paho client that keeps ``in_flight`` QoS 1 chunks outstanding, like a clip
+    upload, and publishes an event payload on demand on the same connection."""
+
+    def __init__(self, port: int, chunk_bytes: int, in_flight: int, upload: bool) -> None:
+        self.chunk = os.urandom(chunk_bytes)
+        self.in_flight = in_flight
+        self.upload = upload
+        self._outstanding: set[int] = set()
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._stop = False
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"bench-bare-{os.getpid()}-{random.randrange(1 << 30)}")
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_connect = lambda *a: self._connected.set()
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise DoorstepError("bench bare publisher could not connect")
+        if upload:
+            self._top_up()
+
+    def _top_up(self) -> None:
+        with self._lock:
+            while not self._stop and len(self._outstanding) < self.in_flight:
+                info = self.client.publish("bench/clip", self.chunk, qos=1)
+                self._outstanding.add(info.mid)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        with self._lock:
+            was = mid in self._outstanding
+            self._outstanding.discard(mid)
+        if was:
+            self._top_up()
+
+    def close(self) -> None:
+        self._stop = True
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def ring_bare(broker_port: int, presses: int, size: int, *, link_bps: float | None,
+              upload: bool, chunk_bytes: int = 65536, in_flight: int = 4,
+              seed: int = 7) -> RingRun:
+    """The floor: publish() of a ``size``-byte QoS 1 payload -> arrival at the subscriber."""
+    rng = random.Random(seed)
+    result = RingRun()
+    with Link(broker_port, link_bps) as link:
+        port = link.port if link_bps else broker_port
+        sub = Subscriber(broker_port, "bench/event")
+        bare = _BareUploader(port, chunk_bytes, in_flight, upload)
+        try:
+            if upload:
+                time.sleep(1.0)
+            for i in range(presses):
+                payload = i.to_bytes(16, "big") + os.urandom(max(0, size - 16))
+                t0 = time.monotonic()
+                bare.client.publish("bench/event", payload, qos=1)
+                got = sub.wait_for(payload[:16], 30)
+                if got is None:
+                    result.missed += 1
+                    continue
+                result.latencies_ms.append((got[0] - t0) * 1000)
+                result.sizes.append(got[1])
+                time.sleep(rng.uniform(0.05, 0.15))
+        finally:
+            bare.close()
+            sub.close()
+        result.link_bytes_up = link.bytes_up
+    return result

@@ -1,0 +1,128 @@
+"""`doorstep cmd`: the owner's side of device commands. Signs one command with the owner's
+Ed25519 key (owner-command.key), with a counter that only ever goes up, and publishes it on the
+device's ``cmd`` topic (docs/wire.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from config.schema import MqttConfig
+from doorstep.errors import BrokerRefused, BrokerUnavailable, DoorstepError
+from uplink.keys import SigningKey
+from uplink.mqtt import make_client
+from uplink.outbox import write_atomic
+from uplink.wire import COMMAND_ACTIONS, Command, Topics
+
+log = logging.getLogger(__name__)
+
+
+def next_counter(counter_file: Path | None, now: float | None = None) -> int:
+    """A counter above every one sent before: milliseconds since the epoch, or one more than
+    the last counter in ``counter_file`` if that is higher (a clock set back). The new value is
+    stored before the command leaves, so a crash can never reuse it."""
+    counter = int((time.time() if now is None else now) * 1000)
+    if counter_file is not None:
+        try:
+            last = int(json.loads(counter_file.read_text())["counter"])
+        except FileNotFoundError:
+            last = 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DoorstepError(f"{counter_file}: unreadable command counter ({exc}); fix or "
+                                "remove it") from exc
+        counter = max(counter, last + 1)
+        write_atomic(counter_file, json.dumps({"counter": counter}).encode())
+    return counter
+
+
+def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: MqttConfig,
+                 counter: int, prefix: str = "doorstep/{device}/",
+                 timeout: float = 10.0) -> Command:
+    """Sign ``action`` for ``device`` and publish it (QoS 1, not retained). Raises
+    BrokerRefused or BrokerUnavailable when it could not be handed to the broker."""
+    if action not in COMMAND_ACTIONS:
+        raise DoorstepError(f"unknown action {action!r} (allowed: "
+                            f"{', '.join(sorted(COMMAND_ACTIONS))})")
+    cmd = Command(device=device, counter=counter, action=action, issued=time.time())
+    topic = Topics(prefix.replace("{device}", device).rstrip("/") + "/").cmd
+    client = make_client(mqtt_cfg, f"doorstep-owner-{device}-{counter}")
+    answer: dict[str, Any] = {}
+    connected = threading.Event()
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: Any,
+                   properties: object = None) -> None:
+        answer["reason"] = reason
+        connected.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive)
+    except OSError as exc:
+        raise BrokerUnavailable(f"broker {mqtt_cfg.host}:{mqtt_cfg.port}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise BrokerUnavailable(f"broker {mqtt_cfg.host}:{mqtt_cfg.port} did not answer")
+        if answer["reason"].is_failure:
+            raise BrokerRefused(f"broker {mqtt_cfg.host}:{mqtt_cfg.port} refused us: "
+                                f"{answer['reason']}")
+        info = client.publish(topic, cmd.sign(key), qos=1)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise BrokerUnavailable(f"the broker did not acknowledge the command on {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    log.info("sent %s to %s (counter %d) on %s", action, device, counter, topic)
+    return cmd
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("cmd", help="send a signed command to a doorbell",
+                       description="Sign a command with the owner's command key and publish "
+                       "it on the device's cmd topic. The device accepts it only if the "
+                       "signature verifies and the counter is above every one it has seen.")
+    p.add_argument("action", choices=sorted(COMMAND_ACTIONS))
+    p.add_argument("--key", default="owner-command.key", metavar="FILE",
+                   help="the owner's Ed25519 command key (from `doorstep keys owner`)")
+    p.add_argument("--device", required=True, metavar="ID", help="the device id")
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--prefix", default="doorstep/{device}/",
+                   help="topic prefix, as in the device's mqtt.prefix")
+    p.add_argument("--counter-file", metavar="FILE",
+                   help="keeps the last counter, so commands stay in order even if this "
+                   "machine's clock goes back")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca-file", default="", metavar="FILE")
+    p.add_argument("--cert-file", default="", metavar="FILE", help="TLS client certificate")
+    p.add_argument("--cert-key-file", default="", metavar="FILE", help="its private key")
+    p.add_argument("--username", default="")
+    p.add_argument("--password-file", default="", metavar="FILE")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = MqttConfig(host=args.host, port=args.port, protocol=args.protocol, tls=args.tls,
+                     ca_file=args.ca_file, cert_file=args.cert_file,
+                     key_file=args.cert_key_file, username=args.username,
+                     password_file=args.password_file)
+    try:
+        key = SigningKey.load(args.key)
+        counter = next_counter(Path(args.counter_file) if args.counter_file else None)
+        cmd = send_command(key, args.device, args.action, mqtt_cfg=cfg, counter=counter,
+                           prefix=args.prefix)
+    except (DoorstepError, OSError) as exc:
+        print(f"doorstep cmd: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {cmd.action} to {cmd.device} (counter {cmd.counter})")
+    return 0

@@ -1,0 +1,206 @@
+"""Faults on the device's disk: the outbox quota is reached while recording (eviction by
+priority, counted in the retained status), the disk itself fills up (ENOSPC), and a crash lands
+inside a commit. Nothing crashes, and what is kept is whole."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.service import build
+from capture.frames import Frame
+from config import parse_config
+from doorstep.broker import Mosquitto
+from tests.faults.harness import (
+    DEVICE,
+    agent_toml,
+    device_outbox,
+    make_party,
+    put_clip,
+    put_event,
+)
+from uplink.age import decrypt
+from uplink.outbox import Outbox, PendingArtifact
+
+EVICTED = re.compile(r"evicting (\w+) seq (\d+) \((\d+) bytes, priority (\d)\)")
+
+
+def press_at(factory: MockFactory, index: int) -> Any:
+    """An on_frame hook that presses the (mock) doorbell at frame ``index``, releases at +3."""
+    pin = factory.pin(17)
+
+    def on_frame(frame: Frame) -> None:
+        if frame.index == index:
+            pin.drive_low()
+        elif frame.index == index + 3:
+            pin.drive_high()
+
+    return on_frame
+
+
+@pytest.mark.slow
+def test_quota_reached_while_recording(tmp_path: Path, broker: Mosquitto,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """No inbox answers, so nothing leaves the 1 MB outbox: motion clips are evicted oldest
+    first, ring artifacts never, each eviction is logged and counted in the retained status."""
+    caplog.set_level("INFO")
+    party = make_party(tmp_path / "home")
+    text = agent_toml(party, broker.port, realtime=False, loop=False, button=True,
+                      clip=(1.0, 1.0, 3.0), quota_mb=1.0)
+    cfg = parse_config(text.replace("bitrate_kbps = 800", "bitrate_kbps = 1500"))
+    statuses: list[dict[str, Any]] = []
+    got_status = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        statuses.append(json.loads(msg.payload))
+        got_status.set()
+
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = on_message
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe(f"doorstep/{DEVICE}/status", qos=1)
+    watcher.loop_start()
+    try:
+        factory = MockFactory()
+        service = build(cfg, pin_factory=factory)
+        ring_hook = press_at(factory, 150)
+
+        def on_frame(frame: Frame) -> None:
+            ring_hook(frame)
+            if frame.index == 190 and service.uplink is not None:
+                service.uplink.publish_status()
+
+        service.run(on_frame=on_frame, connect_timeout=10)
+        assert got_status.wait(10)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert service.agent.frames == 200          # the agent went on to the end of the video
+    evicted = [(kind, int(seq), int(prio)) for kind, seq, _, prio in EVICTED.findall(caplog.text)]
+    assert evicted, "the quota was never reached"
+    kept = {item.seq: item.manifest for item in service.outbox.items()}
+    assert all(prio > 0 for _, _, prio in evicted), "a ring artifact was evicted"
+    ring_seqs = [seq for kind, seq in service.agent.events if kind == "ring"]
+    assert ring_seqs and all(seq in kept for seq in ring_seqs)
+    assert any(m.kind == "clip" and m.priority == 0 for m in kept.values()), "no ring clip kept"
+    # motion clips go oldest first: every motion clip still kept is newer than every evicted one
+    evicted_clips = [seq for kind, seq, prio in evicted if kind == "clip" and prio == 3]
+    kept_clips = [seq for seq, m in kept.items() if m.kind == "clip" and m.priority == 3]
+    assert evicted_clips
+    assert not kept_clips or min(kept_clips) > max(evicted_clips)
+    # the retained status counts them
+    online = [s for s in statuses if s["state"] == "online"]
+    assert online[-1]["outbox"]["evictions"] == len(evicted)
+    assert online[-1]["outbox"]["evicted_bytes"] > 0
+    # and the outbox on disk is whole: a restart finds every kept item, and it decrypts
+    again = Outbox(tmp_path / "home" / "device" / "outbox", device=DEVICE, key=party.device,
+                   quota_bytes=1 << 20)
+    assert again.recovery.torn_removed == 0
+    assert sorted(item.seq for item in again.items()) == sorted(kept)
+    for item in again.items():
+        assert decrypt(item.path.read_bytes(), [party.owner])
+
+
+class SmallDisk:
+    """A disk with room for ``capacity`` bytes of outbox files: writes past it fail with ENOSPC,
+    exactly as os.write does on a full filesystem."""
+
+    def __init__(self, root: Path, capacity: int) -> None:
+        self.root = root
+        self.capacity = capacity
+        self.refusals = 0
+
+    def used(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def wrap(self, pending: PendingArtifact) -> None:
+        real = pending._file
+        disk = self
+
+        class File:
+            def write(self, data: bytes) -> int:
+                if disk.used() + len(data) > disk.capacity:
+                    disk.refusals += 1
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                assert real is not None
+                return int(real.write(data))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        pending._file = File()  # type: ignore[assignment]
+
+
+@pytest.mark.slow
+def test_full_disk_while_recording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filesystem fills up long before the quota: writes fail with ENOSPC, the outbox
+    evicts motion clips to make room, and when nothing may go the clip is dropped with a log
+    line. The agent records to the end and the outbox stays consistent."""
+    party = make_party(tmp_path / "home")
+    cfg = parse_config(agent_toml(party, 1, realtime=False, loop=False, button=True,
+                                  clip=(1.0, 1.0, 3.0), quota_mb=100.0))
+    disk = SmallDisk(tmp_path / "home" / "device" / "outbox", 700_000)
+    real_open = Outbox.open
+
+    def open_on_small_disk(self: Outbox, kind: str, *, priority: int,
+                           parent: str = "") -> PendingArtifact:
+        pending = real_open(self, kind, priority=priority, parent=parent)
+        disk.wrap(pending)
+        return pending
+
+    monkeypatch.setattr(Outbox, "open", open_on_small_disk)
+    factory = MockFactory()
+    service = build(cfg, pin_factory=factory, connect=False)
+    service.run(on_frame=press_at(factory, 150))
+    assert service.agent.frames == 200
+    assert disk.refusals > 0 and service.outbox.evictions > 0
+    assert disk.used() <= disk.capacity
+    ring_seqs = [seq for kind, seq in service.agent.events if kind == "ring"]
+    assert ring_seqs and all(service.outbox.get(seq) is not None for seq in ring_seqs)
+    again = Outbox(disk.root, device=DEVICE, key=party.device, quota_bytes=1 << 30)
+    assert again.recovery.torn_removed == 0
+    assert len(again.items()) == service.outbox.depth
+    for item in again.items():
+        assert decrypt(item.path.read_bytes(), [party.owner])
+
+
+def test_crash_inside_a_commit_is_finished_at_start(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 after the manifest is written but before the ciphertext is renamed into place:
+    the next start finds the ciphertext it signed in tmp/ and completes the commit."""
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    put_event(box, party)
+
+    class Killed(BaseException):
+        pass
+
+    real_replace = os.replace
+
+    def crash(src: str, dst: str) -> None:
+        if str(dst).endswith(".age"):
+            raise Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr("uplink.outbox.os.replace", crash)
+    with pytest.raises(Killed):
+        box.put("event", b"x" * 10, priority=0)
+    monkeypatch.undo()
+    # (a real kill -9 would also leave the tmp file; put's cleanup removed none of it)
+    assert len(list((tmp_path / "outbox" / "tmp").iterdir())) == 1
+    again = device_outbox(tmp_path / "outbox", party)
+    assert [item.seq for item in again.items()] == [1, 2]
+    item = again.get(2)
+    assert item is not None and item.path.read_bytes() == b"x" * 10
+    assert again.recovery.torn_removed == 0
+    assert put_clip(again, party, 1000).seq == 3

@@ -1,0 +1,259 @@
+"""The owner's inbox: shared subscriptions across workers, idempotent reassembly, a store of
+ciphertext only, `doorstep inbox verify`, and survival of whatever arrives on its topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from doorstep.broker import Mosquitto
+from doorstep.cli import main as doorstep_main
+from doorstep.errors import SealError
+from owner.inbox import Inbox
+from owner.store import InboxStore
+from tests.faults.harness import (
+    DEVICE,
+    Party,
+    check_store,
+    device_outbox,
+    device_uplink,
+    make_party,
+    put_clip,
+    put_event,
+    running_inbox,
+    stored_seqs,
+    wait_for,
+)
+from uplink.keys import SigningKey
+from uplink.manifest import Chain, sign_manifest
+from uplink.outbox import Item
+from uplink.wire import Receipt, chunk_count, pack_chunked_manifest, pack_single
+
+CHUNK = 4096
+
+
+def clip_messages(item: Item) -> tuple[bytes, list[bytes]]:
+    """The manifest message and chunk messages the device sends for a clip."""
+    data = item.path.read_bytes()
+    n = chunk_count(len(data), CHUNK)
+    return (pack_chunked_manifest(item.envelope, CHUNK, n),
+            [data[i * CHUNK:(i + 1) * CHUNK] for i in range(n)])
+
+
+def store_for(tmp_path: Path, party: Party) -> InboxStore:
+    return InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+
+
+@pytest.mark.slow
+def test_two_workers_split_the_load_and_store_each_artifact_once(tmp_path: Path,
+                                                                 broker: Mosquitto) -> None:
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    for n in range(6):
+        put_event(box, party)
+        put_clip(box, party, 150_000 + 7_000 * n)
+    last = box.stats()["last_seq"]
+    handled = {"a": 0, "b": 0}
+    store_dir = tmp_path / "store"
+    with running_inbox(store_dir, party, broker.port, client_id="inbox-a") as a, \
+            running_inbox(store_dir, party, broker.port, client_id="inbox-b") as b:
+        assert all(t.startswith("$share/doorstep-inbox/doorstep/") for t in a.topics())
+        for name, worker in (("a", a), ("b", b)):
+            real = worker.handle
+
+            def counting(topic: str, payload: bytes, name: str = name,
+                         real: object = real) -> object:
+                handled[name] += 1
+                return real(topic, payload)  # type: ignore[operator]
+
+            worker.handle = counting  # type: ignore[method-assign,assignment]
+        uplink = device_uplink(box, party, broker.port, chunk_bytes=CHUNK, chunks_in_flight=8)
+        uplink.start()
+        wait_for(lambda: box.depth == 0, 60, "a receipt for every artifact")
+        uplink.stop()
+    assert handled["a"] > 0 and handled["b"] > 0, handled
+    assert sorted(stored_seqs(store_dir)) == list(range(1, last + 1))
+    assert check_store(store_dir, party, last_seq=last, decode=False) == {"event": 6, "clip": 6}
+    assert not any((store_dir / ".partial").rglob("*[0-9]")), "chunks left behind"
+
+
+def test_duplicates_are_harmless_and_a_half_received_clip_resumes(tmp_path: Path) -> None:
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    clip = put_clip(box, party, 30_000)
+    manifest, chunks = clip_messages(clip)
+    store = store_for(tmp_path, party)
+    assert store.accept_manifest(DEVICE, clip.seq, manifest) is None
+    for i in (0, 1, 1, 0, 2):                   # duplicates, out of order
+        assert store.accept_chunk(DEVICE, clip.seq, i, chunks[i]) is None
+    # the inbox restarts; the device resumes from where its PUBACKs say it was
+    store = store_for(tmp_path, party)
+    assert store.accept_manifest(DEVICE, clip.seq, manifest) is None
+    results = [store.accept_chunk(DEVICE, clip.seq, i, chunks[i]) for i in range(3, len(chunks))]
+    stored = results[-1]
+    assert stored is not None and not stored.duplicate
+    assert stored.path.read_bytes() == clip.path.read_bytes()
+    # everything again, as after a lost receipt: harmless, and answered as a duplicate
+    again = store.accept_manifest(DEVICE, clip.seq, manifest)
+    assert again is not None and again.duplicate
+    assert store.accept_chunk(DEVICE, clip.seq, 0, chunks[0]) is None
+    assert stored_seqs(tmp_path / "store") == [clip.seq]
+    assert not (tmp_path / "store" / ".partial" / DEVICE / str(clip.seq)).exists()
+
+
+def test_a_corrupted_chunk_is_discarded_and_the_resent_clip_stored(tmp_path: Path) -> None:
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    clip = put_clip(box, party, 10_000)
+    manifest, chunks = clip_messages(clip)
+    store = store_for(tmp_path, party)
+    store.accept_manifest(DEVICE, clip.seq, manifest)
+    store.accept_chunk(DEVICE, clip.seq, 0, chunks[0])
+    store.accept_chunk(DEVICE, clip.seq, 1, b"\x00" * len(chunks[1]))      # altered in transit
+    assert store.accept_chunk(DEVICE, clip.seq, 2, chunks[2]) is None      # hash fails: waits
+    assert stored_seqs(tmp_path / "store") == []
+    for i, chunk in enumerate(chunks):                                      # the device resends
+        result = store.accept_chunk(DEVICE, clip.seq, i, chunk)
+    assert result is not None and result.path.read_bytes() == clip.path.read_bytes()
+
+
+def test_store_holds_ciphertext_named_by_device_and_seq_with_an_index(tmp_path: Path) -> None:
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    ring = put_event(box, party)
+    store = store_for(tmp_path, party)
+    inbox = Inbox(store, party.inbox, host="127.0.0.1", port=1)
+    stored = inbox.handle(f"doorstep/{DEVICE}/event", pack_single(ring.envelope,
+                                                                  ring.path.read_bytes()))
+    assert stored is not None
+    root = tmp_path / "store" / DEVICE
+    assert stored.path == root / "0000000001.event.age"
+    assert stored.path.read_bytes() == ring.path.read_bytes()              # ciphertext as sealed
+    assert (root / "0000000001.event.env").read_bytes() == ring.envelope
+    line = json.loads((root / "index.jsonl").read_text())
+    assert (line["seq"], line["kind"], line["file"]) == (1, "event", "0000000001.event.age")
+    assert line["sha256"] == ring.manifest.sha256
+    # it never holds a key that decrypts: no age identity anywhere in the store
+    for path in (tmp_path / "store").rglob("*"):
+        if path.is_file():
+            assert b"AGE-SECRET-KEY" not in path.read_bytes()
+
+
+def test_verify_reports_gaps_and_broken_links(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    items = [put_event(box, party) for _ in range(4)]
+    store = store_for(tmp_path, party)
+    for item in items:
+        store.accept_single(DEVICE, pack_single(item.envelope, item.path.read_bytes()))
+    root = tmp_path / "store"
+    assert doorstep_main(["inbox", "verify", str(root)]) == 0
+    assert f"{DEVICE}: 4 artifacts, last seq 4: OK" in capsys.readouterr().out
+
+    for suffix in (".age", ".env"):                                          # seq 2 is lost
+        (root / DEVICE / f"0000000002.event{suffix}").unlink()
+    # and seq 4 is replaced by a properly signed manifest that does not link to seq 3 (a fork)
+    m4 = items[3].manifest
+    forked = Chain(DEVICE, 3, "0" * 64).next(kind="event", size=m4.size, sha256=m4.sha256,
+                                             created=m4.created, clock_synced=True)
+    (root / DEVICE / "0000000004.event.env").write_bytes(sign_manifest(party.device, forked))
+    assert doorstep_main(["inbox", "verify", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "missing seq 2" in out
+    assert "seq 4: prev does not match seq 3 (broken link)" in out
+
+
+def test_forged_or_altered_artifacts_are_refused(tmp_path: Path) -> None:
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    ring = put_event(box, party)
+    store = store_for(tmp_path, party)
+    inbox = Inbox(store, party.inbox, host="127.0.0.1", port=1)
+    topic = f"doorstep/{DEVICE}/event"
+    ciphertext = ring.path.read_bytes()
+    altered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
+    with pytest.raises(SealError, match="altered"):
+        inbox.handle(topic, pack_single(ring.envelope, altered))
+    impostor = SigningKey.generate()
+    forged = sign_manifest(impostor, ring.manifest)
+    with pytest.raises(SealError, match="signature"):
+        inbox.handle(topic, pack_single(forged, ciphertext))
+    with pytest.raises(SealError, match="unknown device"):
+        inbox.handle("doorstep/stranger/event", pack_single(ring.envelope, ciphertext))
+    with pytest.raises(SealError, match="names device"):
+        InboxStore(tmp_path / "s2", {"other": party.device.public_key}).accept_single(
+            "other", pack_single(ring.envelope, ciphertext))
+    with pytest.raises(SealError, match="a clip cannot come as one message"):
+        clip = put_clip(box, party, 100)
+        inbox.handle(topic, pack_single(clip.envelope, clip.path.read_bytes()))
+    assert stored_seqs(tmp_path / "store") == []
+
+
+@pytest.mark.slow
+def test_fuzz_on_every_topic_leaves_the_inbox_working(tmp_path: Path, broker: Mosquitto,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    seed = int(os.environ.get("DOORSTEP_FUZZ_SEED", random.randrange(1 << 32)))
+    print(f"inbox fuzz: seed {seed} (rerun with DOORSTEP_FUZZ_SEED={seed})")
+    rng = random.Random(seed)
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    sample = put_event(box, party)
+    good = pack_single(sample.envelope, sample.path.read_bytes())
+    topics = ["event", "clip/1/m", "clip/1/0", "clip/7/3", "clip/x/m", "clip/1/y", "clip/-1/0",
+              "clip/99999999999999999999/0", "receipt", "cmd", "status", "clip", "clip/1",
+              "clip/1/m/extra", "", "é/🦀"]
+    store_dir = tmp_path / "store"
+    with running_inbox(store_dir, party, broker.port) as inbox:
+        fuzzer = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        fuzzer.connect("127.0.0.1", broker.port)
+        fuzzer.loop_start()
+        for _ in range(300):
+            device = rng.choice([DEVICE, DEVICE, "stranger", ".."])
+            topic = f"doorstep/{device}/{rng.choice(topics)}".rstrip("/")
+            kind = rng.random()
+            if kind < 0.4:
+                payload = rng.randbytes(rng.choice([0, 1, 7, 64, 5000]))
+            elif kind < 0.7:                       # a real message, bit-flipped
+                flipped = bytearray(good)
+                for _ in range(rng.randint(1, 4)):
+                    flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+                payload = bytes(flipped)
+            else:                                  # a real message, cut short or extended
+                payload = good[:rng.randrange(len(good))] + rng.randbytes(rng.randint(0, 9))
+            fuzzer.publish(topic, payload, qos=1).wait_for_publish(5)
+        fuzzer.loop_stop()
+        fuzzer.disconnect()
+        wait_for(lambda: inbox._work.empty(), 30, "the inbox to work through the fuzz")
+        assert inbox._thread is not None and inbox._thread.is_alive()
+        # the inbox still does its job: a real device's artifacts arrive and are receipted
+        receipts: list[bytes] = []
+        done = threading.Event()
+        listener = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+        def on_receipt(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            receipts.append(bytes(msg.payload))
+            done.set()
+
+        listener.on_message = on_receipt
+        listener.connect("127.0.0.1", broker.port)
+        listener.subscribe(f"doorstep/{DEVICE}/receipt", qos=1)
+        listener.loop_start()
+        clip = put_clip(box, party, 50_000)
+        uplink = device_uplink(box, party, broker.port)
+        uplink.start()
+        wait_for(lambda: box.depth == 0, 60, "the good artifacts after the fuzz")
+        uplink.stop()
+        listener.loop_stop()
+        listener.disconnect()
+    assert inbox.dropped > 0
+    assert "inbox: dropped a message" in caplog.text
+    assert {Receipt.open(r, party.inbox.public_key).seq for r in receipts} >= {1, clip.seq}
+    check_store(store_dir, party, last_seq=clip.seq, decode=False)

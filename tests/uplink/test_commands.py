@@ -1,0 +1,255 @@
+"""Owner commands: signed with the owner's Ed25519 key, with a counter that only goes up. The
+gate drops anything unsigned, forged, replayed, oversized or malformed with one log line, and
+never raises; a running agent carries out the genuine ones (snapshot, disarm, privacy)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.service import CommandGate, build
+from capture.frames import Frame
+from config import parse_config
+from config.schema import MqttConfig
+from doorstep.broker import Mosquitto
+from owner.command import next_counter, send_command
+from owner.open import open_artifact
+from tests.faults.harness import DEVICE, agent_toml, make_party, running_inbox, wait_for
+from uplink.keys import SigningKey
+from uplink.wire import MAX_CONTROL, WIRE_VERSION, Command, canonical_json, sign_json
+
+DROPPED = "dropped an owner command"
+
+
+def signed(key: SigningKey, counter: int, action: str = "snapshot",
+           device: str = DEVICE) -> bytes:
+    return Command(device, counter, action, 1.7e9).sign(key)
+
+
+def drop_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if DROPPED in r.getMessage()]
+
+
+def test_gate_accepts_in_order_and_remembers_across_restarts(tmp_path: Path) -> None:
+    owner = SigningKey.generate()
+    state = tmp_path / "command_counter.json"
+    gate = CommandGate(owner.public_key, DEVICE, state)
+    first = gate.check(signed(owner, 5, "disarm"))
+    assert first is not None and (first.action, first.counter) == ("disarm", 5)
+    assert gate.check(signed(owner, 6, "privacy_on")) is not None
+    restarted = CommandGate(owner.public_key, DEVICE, state)
+    assert restarted.check(signed(owner, 6, "privacy_on")) is None      # replay after reboot
+    assert restarted.check(signed(owner, 7, "arm")) is not None
+
+
+@pytest.mark.parametrize("name, payload, reason", [
+    ("unsigned", json.dumps({"body": {"v": 1, "device": DEVICE, "counter": 9,
+                                      "action": "disarm", "issued": 1.0}}).encode(),
+     "malformed"),
+    ("malformed", b"\xff\x00 not json", "malformed"),
+    ("not an object", b"[1, 2, 3]", "malformed"),
+    ("nested too deep", b"[" * (MAX_CONTROL - 1), "malformed"),
+    ("oversized", b" " * (MAX_CONTROL + 1), "over the"),
+])
+def test_gate_drops_bad_commands_with_one_log_line(tmp_path: Path, name: str, payload: bytes,
+                                                   reason: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    owner = SigningKey.generate()
+    gate = CommandGate(owner.public_key, DEVICE, tmp_path / "c.json")
+    assert gate.check(payload) is None
+    lines = drop_lines(caplog)
+    assert len(lines) == 1 and reason in lines[0], lines
+    assert gate.counter == 0
+
+
+def test_gate_drops_forged_replayed_foreign_and_unknown_commands(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    owner, impostor = SigningKey.generate(), SigningKey.generate()
+    gate = CommandGate(owner.public_key, DEVICE, tmp_path / "c.json")
+    assert gate.check(signed(owner, 10)) is not None
+    cases = [
+        (signed(impostor, 11), "bad signature"),                       # forged
+        (signed(owner, 10), "replayed"),                               # replayed
+        (signed(owner, 3), "replayed"),                                # an old one
+        (signed(owner, 12, device="garage"), "not us"),                # for another device
+        (sign_json(owner, {"v": WIRE_VERSION, "device": DEVICE, "counter": 13,
+                           "action": "add_recipient", "issued": 1.0}), "unknown action"),
+        (sign_json(owner, {"v": 2, "device": DEVICE, "counter": 14, "action": "arm",
+                           "issued": 1.0}), "unsupported version"),
+        (sign_json(owner, {"v": WIRE_VERSION, "device": DEVICE, "counter": 1e308 * 10,
+                           "action": "arm", "issued": 1.0}), "bad field"),
+    ]
+    for payload, reason in cases:
+        caplog.clear()
+        assert gate.check(payload) is None
+        lines = drop_lines(caplog)
+        assert len(lines) == 1 and reason in lines[0], (reason, lines)
+    caplog.clear()                     # the same bad command again: dropped without a line
+    assert gate.check(signed(impostor, 11)) is None and drop_lines(caplog) == []
+    # a signature over different bytes than the body: tampering after signing
+    doc = json.loads(signed(owner, 20, "snapshot"))
+    doc["body"]["action"] = "privacy_off"
+    assert gate.check(json.dumps(doc).encode()) is None
+    assert gate.counter == 10
+    assert canonical_json(doc["body"])  # the tampered body itself is well-formed
+
+
+def test_counter_file_only_goes_up(tmp_path: Path) -> None:
+    f = tmp_path / "counter.json"
+    a = next_counter(f, now=1000.0)
+    b = next_counter(f, now=999.0)          # the owner's clock went back
+    assert (a, b) == (1_000_000, 1_000_001)
+    assert json.loads(f.read_text())["counter"] == b
+
+
+@pytest.mark.slow
+def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: Mosquitto,
+                                                        caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    caplog.set_level(logging.INFO)
+    party = make_party(tmp_path / "home")
+    cfg = parse_config(agent_toml(party, broker.port, clip=(1.0, 1.0, 3.0)))
+    service = build(cfg)
+    assert service.agent.detector is not None
+    detector_updates = {"n": 0}
+    update = service.agent.detector.update
+
+    def counting_update(*args: Any) -> Any:
+        detector_updates["n"] += 1
+        return update(*args)
+
+    service.agent.detector.update = counting_update  # type: ignore[method-assign,assignment]
+    frames_seen = {"n": 0}
+
+    def on_frame(frame: Frame) -> None:
+        frames_seen["n"] += 1
+
+    def frames_pass(n: int) -> None:
+        target = frames_seen["n"] + n
+        wait_for(lambda: frames_seen["n"] >= target, 30, f"{n} more frames")
+
+    mqtt_cfg = MqttConfig(host="127.0.0.1", port=broker.port)
+    counter_file = tmp_path / "owner-counter.json"
+
+    def command(action: str, key: SigningKey = party.command) -> Command:
+        return send_command(key, DEVICE, action, mqtt_cfg=mqtt_cfg,
+                            counter=next_counter(counter_file))
+
+    store = tmp_path / "store"
+    runner = threading.Thread(target=service.run, kwargs={"on_frame": on_frame,
+                                                          "connect_timeout": 10})
+    with running_inbox(store, party, broker.port):
+        runner.start()
+        try:
+            wait_for(lambda: service.uplink is not None and service.uplink.connected, 10,
+                     "the agent to connect")
+            frames_pass(5)
+            # snapshot now: a sealed snapshot reaches the inbox, with its "snapshot" event
+            snap = command("snapshot")
+            wait_for(lambda: owner_snapshot(store, party) is not None, 20,
+                     "the owner's snapshot at the inbox")
+            # a replay of that command, a forgery, and junk: nothing happens, one line each
+            raw = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            raw.connect("127.0.0.1", broker.port)
+            raw.loop_start()
+            topic = f"doorstep/{DEVICE}/cmd"
+            caplog.clear()
+            for payload in (snap.sign(party.command),                       # replayed
+                            signed(SigningKey.generate(), snap.counter + 50, "privacy_on"),
+                            b"[" * 4000, b"\x00garbage"):
+                raw.publish(topic, payload, qos=1).wait_for_publish(5)
+            raw.loop_stop()
+            raw.disconnect()
+            # disarm: the detector stops (and the junk above did not stop the uplink)
+            command("disarm")
+            wait_for(lambda: not service.agent.armed, 20, "disarm to take effect")
+            lines = drop_lines(caplog)
+            assert len([x for x in lines if "replayed" in x]) == 1, lines
+            assert len([x for x in lines if "bad signature" in x]) == 1, lines
+            assert len(lines) == 4, lines
+            assert not service.agent.privacy                 # the forged privacy_on did nothing
+            assert owner_snapshot_count(store, party) == 1   # the replayed snapshot did nothing
+            frames_pass(2)
+            updates = detector_updates["n"]
+            frames_pass(10)
+            assert detector_updates["n"] == updates
+            # privacy on: frames are dropped and no clip is recorded, even with motion armed
+            command("arm")
+            wait_for(lambda: service.agent.armed, 20, "arm to take effect")
+            frames_pass(20)
+            command("privacy_on")
+            wait_for(lambda: service.agent.privacy, 20, "privacy to take effect")
+            frames_pass(2)
+            recorded, clips = service.agent.frames, service.outbox.stats()["last_seq"]
+            frames_pass(20)
+            assert service.agent.frames == recorded
+            assert service.outbox.stats()["last_seq"] == clips
+            assert service.agent._clip is None
+        finally:
+            service.stop_event.set()
+            runner.join(20)
+    assert not runner.is_alive()
+
+
+def owner_events(store: Path, party: Any) -> list[tuple[int, dict[str, Any]]]:
+    events = []
+    for path in sorted((store / DEVICE).glob("*.event.age")):
+        manifest, plain = open_artifact(path, [party.owner])
+        events.append((manifest.seq, json.loads(plain)))
+    return events
+
+
+def owner_snapshot_count(store: Path, party: Any) -> int:
+    return sum(1 for _, body in owner_events(store, party)
+               if body["type"] == "snapshot" and body["trigger"] == "owner")
+
+
+def owner_snapshot(store: Path, party: Any) -> bytes | None:
+    """The JPEG of the snapshot the owner asked for, once both it and its event arrived."""
+    for seq, body in owner_events(store, party):
+        if body["type"] == "snapshot" and body["trigger"] == "owner":
+            for path in (store / DEVICE).glob("*.snapshot.age"):
+                manifest, jpeg = open_artifact(path, [party.owner])
+                if manifest.parent == str(seq):
+                    assert jpeg.startswith(b"\xff\xd8")
+                    return jpeg
+    return None
+
+
+@pytest.mark.slow
+def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> None:
+    import argparse
+
+    from owner import command as cmd_module
+
+    party = make_party(tmp_path / "home")
+    got: list[bytes] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe(f"doorstep/{DEVICE}/cmd", qos=1)
+    watcher.loop_start()
+    parser = argparse.ArgumentParser(prog="doorstep")
+    cmd_module.register(parser.add_subparsers())
+    counter_file = tmp_path / "counter.json"
+    try:
+        for action in ("disarm", "privacy_on"):
+            args = parser.parse_args(["cmd", action, "--key", str(party.command_key_file),
+                                      "--device", DEVICE, "--host", "127.0.0.1", "--port",
+                                      str(broker.port), "--counter-file", str(counter_file)])
+            assert args.func(args) == 0
+        wait_for(lambda: len(got) == 2, 10, "both commands")
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    gate = CommandGate(party.command.public_key, DEVICE, tmp_path / "device-counter.json")
+    accepted = [gate.check(payload) for payload in got]
+    assert [c.action for c in accepted if c is not None] == ["disarm", "privacy_on"]
+    assert json.loads(counter_file.read_text())["counter"] == gate.counter
