@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from config.schema import MqttConfig
 from owner.keys import make_owner, make_signing
 
 DEVICE = "bench"
@@ -37,7 +38,8 @@ def config_text(keys: Keys, data_dir: Path, source: Path, port: int, **knobs: An
     repeat_window, button, chunk_bytes, in_flight, lores (w, h), preset."""
     k: dict[str, Any] = {"realtime": False, "loop": False, "motion": True, "preroll": 5.0,
                          "postroll": 5.0, "clip_max": 120.0, "repeat_window": 3.0,
-                         "button": True, "chunk_bytes": 65536, "in_flight": 4,
+                         "button": True, "chunk_bytes": MqttConfig.chunk_bytes,
+                         "in_flight": MqttConfig.chunks_in_flight,
                          "lores": (320, 240), "preset": "superfast", "gop": 1.0,
                          "bitrate": 2500}
     unknown = set(knobs) - set(k)

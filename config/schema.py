@@ -100,8 +100,11 @@ class MqttConfig:
     key_file: str = _f("")
     username: str = _f("")
     password_file: str = _f("", doc="file holding the password; never put it in this file")
-    chunk_bytes: int = _f(65536, lo=1024, hi=4 * 1024 * 1024)
-    chunks_in_flight: int = _f(4, lo=1, hi=64)
+    chunk_bytes: int = _f(16384, lo=1024, hi=4 * 1024 * 1024,
+                          doc="clip chunk size; a ring can wait behind about one chunk")
+    chunks_in_flight: int = _f(16, lo=1, hi=256, doc="most clip chunks unacknowledged at once")
+    queue_delay_ms: int = _f(100, lo=10, hi=10000, doc="the clip window shrinks when chunks "
+                                                        "wait longer than this")
     receipt_timeout_seconds: float = _f(30.0, lo=1, hi=86400)
 
 

@@ -73,8 +73,6 @@ max_seconds = 30.0
 [mqtt]
 host = "127.0.0.1"
 port = {port}
-chunk_bytes = 32768
-chunks_in_flight = 2
 
 [button]
 pin = "GPIO17"

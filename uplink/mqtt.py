@@ -109,6 +109,7 @@ class Uplink:
         self.client.on_publish = self._cb_publish
         self.client.on_message = self._cb_message
         self.sender = Sender(topics, chunk_bytes=cfg.chunk_bytes, in_flight=cfg.chunks_in_flight,
+                             queue_delay=cfg.queue_delay_ms / 1000,
                              receipt_timeout=cfg.receipt_timeout_seconds,
                              require_receipt=inbox_public is not None)
         self._events: queue.Queue[_Event] = queue.Queue()

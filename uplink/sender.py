@@ -2,7 +2,11 @@
 the broker's PUBACKs and the inbox's receipts (DESIGN.md decisions 4 and 5).
 
 Two lanes. Single-message artifacts (events, snapshots) go out as soon as they are committed.
-Chunked artifacts (clips) go out one at a time, at most ``in_flight`` chunks unacknowledged, so a
+Chunked artifacts (clips) go out one at a time, with a window of unacknowledged chunks that adapts
+to the link: each chunk's time from publish to PUBACK is the delay a ring published now would wait
+behind clip data. Above ``queue_delay`` the window halves (at most once per round trip); well below
+it, it grows by one chunk, up to ``in_flight``. So a slow home uplink carries about one chunk ahead
+of a ring, and a fast one fills the pipe. In any case a
 ring event never waits behind more than that many chunks. An artifact is finished when every
 message has a PUBACK and, if the device knows the inbox's key, the inbox's signed receipt has
 arrived; with no receipt after ``receipt_timeout`` it is sent again, with backoff.
@@ -64,11 +68,15 @@ class Sender:
     """Feed it events; ask it what to publish. All times are from an injected clock."""
 
     def __init__(self, topics: Topics, *, chunk_bytes: int, in_flight: int,
-                 receipt_timeout: float, require_receipt: bool,
+                 receipt_timeout: float, require_receipt: bool, queue_delay: float = 0.1,
                  priority_in_flight: int = 16, max_backoff: float = 600.0) -> None:
         self.topics = topics
         self.chunk_bytes = chunk_bytes
         self.in_flight = in_flight
+        self.queue_delay = queue_delay
+        self.window = min(2, in_flight)
+        self._sent_at: dict[tuple[int, int], float] = {}
+        self._last_cut = -1e9
         self.priority_in_flight = priority_in_flight
         self.receipt_timeout = receipt_timeout
         self.require_receipt = require_receipt
@@ -95,6 +103,7 @@ class Sender:
     def on_disconnect(self) -> None:
         """Unacknowledged messages may be lost with the connection: send them again."""
         self.connected = False
+        self._sent_at.clear()
         for up in self._uploads.values():
             up.in_flight.clear()
 
@@ -105,6 +114,9 @@ class Sender:
             return None
         up.in_flight.discard(part)
         up.acked.add(part)
+        sent = self._sent_at.pop((seq, part), None)
+        if sent is not None and up.lane is Lane.BULK:
+            self._adapt(now - sent, now)
         if up.fully_acked and up.done_at is None:
             up.done_at = now
         if up.lane is Lane.BULK and part >= 0:
@@ -113,6 +125,16 @@ class Sender:
                 n += 1
             return n
         return None
+
+    def _adapt(self, delay: float, now: float) -> None:
+        """Delay-based window: halve when chunks wait longer than ``queue_delay`` (once per
+        round trip, so one burst of late acks cuts once), grow by one when well under it."""
+        if delay > self.queue_delay:
+            if now - self._last_cut > delay:
+                self.window = max(1, self.window // 2)
+                self._last_cut = now
+        elif delay < self.queue_delay / 2:
+            self.window = min(self.in_flight, self.window + 1)
 
     def on_receipt(self, seq: int, sha256: str) -> bool:
         """True if the receipt matches an artifact we hold: it may now leave the outbox."""
@@ -158,11 +180,12 @@ class Sender:
         if bulk:
             up = bulk[0]   # one clip at a time: the highest-priority, oldest
             for part in up.parts():
-                if len(up.in_flight) >= self.in_flight:
+                if len(up.in_flight) >= self.window:
                     break
                 if part in up.acked or part in up.in_flight:
                     continue
                 up.in_flight.add(part)
+                self._sent_at[(up.item.seq, part)] = now
                 topic = (self.topics.clip_manifest(up.item.seq) if part == MANIFEST
                          else self.topics.clip_chunk(up.item.seq, part))
                 out.append(Publish(topic, up.item.seq, part, Lane.BULK))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from uplink.keys import SigningKey
@@ -103,3 +104,51 @@ def test_without_an_inbox_key_pubacks_finish_an_artifact(tmp_path: Path) -> None
     (p,) = sender.next_publishes(0)
     sender.on_puback(p.seq, p.part, 0)
     assert sender.finished(0) == [ev.seq]
+
+
+def drain_with_delay(sender: Sender, delay: float, start: float = 0.0,
+                     rounds: int = 40) -> list[int]:
+    """Publish and acknowledge round after round, each PUBACK ``delay`` after its publish;
+    return the window after each round."""
+    now = start
+    windows = []
+    for _ in range(rounds):
+        pubs = [p for p in sender.next_publishes(now) if p.lane is Lane.BULK]
+        if not pubs:
+            break
+        now += delay
+        for p in pubs:
+            sender.on_puback(p.seq, p.part, now)
+        windows.append(sender.window)
+    return windows
+
+
+def test_window_grows_on_a_fast_link_and_shrinks_on_a_slow_one(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, device="d", key=SigningKey.generate(), quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), chunk_bytes=1000, in_flight=8, receipt_timeout=10,
+                    require_receipt=True, queue_delay=0.1)
+    sender.on_connect()
+    sender.add(box.put("clip", b"x" * 200_000, priority=3))
+    fast = drain_with_delay(sender, 0.01)
+    assert fast[-1] == 8                       # a fast link fills the pipe, up to the maximum
+    slow = drain_with_delay(sender, 0.4, start=100.0)
+    assert slow[-1] == 1                       # chunks queue behind each other: back to one
+    assert all(b <= a for a, b in itertools.pairwise(slow))
+    # a ring now waits behind at most one chunk of clip data
+    sender.add(box.put("event", b"ring", priority=0))
+    pubs = sender.next_publishes(200.0)
+    assert pubs[0].lane is Lane.PRIORITY
+
+
+def test_one_burst_of_late_acks_halves_the_window_once(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, device="d", key=SigningKey.generate(), quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), chunk_bytes=1000, in_flight=8, receipt_timeout=10,
+                    require_receipt=True, queue_delay=0.1)
+    sender.on_connect()
+    sender.add(box.put("clip", b"x" * 200_000, priority=3))
+    drain_with_delay(sender, 0.01)
+    assert sender.window == 8
+    pubs = sender.next_publishes(50.0)
+    for p in pubs:                             # the whole window comes back late, together
+        sender.on_puback(p.seq, p.part, 50.5)
+    assert sender.window == 4
