@@ -195,8 +195,8 @@ class Service:
             notifier.stopping()
             self._rings.put(None)
             self._ring_thread.join(5)
-            if drain_timeout:
-                self.drain(drain_timeout)
+            if drain_timeout and not self.stop_event.is_set():
+                self.drain(drain_timeout)      # the source ended by itself: finish uploading
             self.close()
 
     def _led_connectivity(self) -> None:
@@ -298,6 +298,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Capture, detect motion, record sealed clips and upload "
                        "them. Stops on SIGTERM or when a file source ends.")
     p.add_argument("--config", required=True, metavar="FILE", help="doorstep.toml")
+    p.add_argument("--drain", type=float, default=60.0, metavar="SECONDS",
+                   help="when a file source ends, wait this long for the inbox to confirm "
+                   "every upload before exiting (default 60; what is left stays in the outbox "
+                   "for the next start)")
     p.set_defaults(func=run)
 
 
@@ -312,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
              fingerprint(service.device_key.public_key))
     signal.signal(signal.SIGTERM, lambda *_: service.stop_event.set())
     try:
-        service.run()
+        service.run(drain_timeout=args.drain)
     except KeyboardInterrupt:
         service.stop_event.set()
     except DoorstepError as exc:
