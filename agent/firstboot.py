@@ -108,7 +108,7 @@ def prepare(text: str, *, data_dir: str, source: str = BOOT_FILE) -> Prepared:
             problems.append("secrets.mqtt_password: given, but mqtt.username is empty")
         else:
             mqtt["password_file"] = "mqtt-password"
-    device = doc.get("device", {})
+    device = doc.setdefault("device", {})
     if isinstance(device, dict):
         if device.get("key_file", KEY_CREDENTIAL) != KEY_CREDENTIAL:
             problems.append(f"device.key_file: leave it out; first boot creates the device key as "

@@ -8,6 +8,7 @@ seen. The uplink has its own two threads (uplink/mqtt.py). Nothing else.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.doorbell import Doorbell, LedState, LongPress, Ring
+from agent.firstboot import read_provisioned
 from agent.health import clock_synchronised, collect_health, run_command
 from agent.run import Agent, RingPress
 from agent.sdnotify import FrameWatchdog, Notifier
@@ -33,7 +35,6 @@ from capture.frames import Frame, FrameSource
 from capture.source import open_source
 from config import load_config
 from config.schema import Config
-from doorstep import __version__
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from motion.detector import MotionDetector
 from uplink.age import X25519Recipient
@@ -43,6 +44,11 @@ from uplink.outbox import Outbox, write_atomic
 from uplink.wire import Command, Topics
 
 log = logging.getLogger(__name__)
+
+try:
+    VERSION = importlib.metadata.version("doorstep")
+except importlib.metadata.PackageNotFoundError:   # running from a checkout, not installed
+    VERSION = "unknown"
 
 
 def resolve_secret(name: str, data_dir: Path) -> Path:
@@ -147,10 +153,13 @@ class Service:
     def status(self) -> dict[str, Any]:
         health = collect_health(data_dir=self.cfg.device.data_dir, frame_rate=self.fps,
                                 outbox_depth=self.outbox.depth)
-        body: dict[str, Any] = {"version": __version__, "device": self.cfg.device.id,
+        body: dict[str, Any] = {"version": VERSION, "device": self.cfg.device.id,
                                 "fingerprint": fingerprint(self.device_key.public_key),
                                 "armed": self.agent.armed, "privacy": self.agent.privacy,
                                 "outbox": self.outbox.stats(), "health": health.to_dict()}
+        provisioned = read_provisioned(self.cfg.device.data_dir)
+        if provisioned is not None:
+            body["provisioned_at"] = provisioned.provisioned_at
         camera_health = getattr(self.source, "health", None)
         if camera_health is not None and hasattr(camera_health, "as_dict"):
             body["camera"] = camera_health.as_dict()
@@ -222,7 +231,8 @@ class Service:
         """Wait until the outbox is empty (every artifact confirmed), up to ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while self.outbox.depth and time.monotonic() < deadline:
-            time.sleep(0.05)
+            if self.stop_event.wait(0.05):     # SIGTERM ends the wait: the outbox keeps it all
+                break
         return self.outbox.depth == 0
 
 
@@ -312,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     except DoorstepError as exc:
         print(f"doorstep run: {exc}", file=sys.stderr)
         return 2
-    log.info("doorstep %s: device %s, key %s", __version__, cfg.device.id,
+    log.info("doorstep %s: device %s, key %s", VERSION, cfg.device.id,
              fingerprint(service.device_key.public_key))
     signal.signal(signal.SIGTERM, lambda *_: service.stop_event.set())
     try:

@@ -186,5 +186,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"{key}: set to {_show(value)} but mqtt.tls is false")
     if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
         problems.append("mqtt.cert_file/mqtt.key_file: a client certificate needs both")
+    if any(c in config.mqtt.prefix for c in "+#\0"):
+        problems.append(f"mqtt.prefix: {_show(config.mqtt.prefix)} may not contain the MQTT "
+                        "wildcards + or # (or a NUL)")
     if config.mqtt.password_file and not config.mqtt.username:
         problems.append("mqtt.password_file: set, but mqtt.username is empty")

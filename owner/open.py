@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.errors import DoorstepError, KeyFileError, SealError
+from owner.store import STORED_NAME
 from uplink.age import AgeReader, X25519Identity, decrypt, load_identities
 from uplink.keys import parse_public_key
 from uplink.manifest import Manifest, open_envelope
@@ -87,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for a in args.artifacts:
         p = Path(a)
-        paths.extend(sorted(p.glob("*.age")) if p.is_dir() else [p])
+        # in a store directory, only the artifacts themselves (not shared copies beside them)
+        paths.extend(sorted(q for q in p.glob("*.age") if STORED_NAME.match(q.name))
+                     if p.is_dir() else [p])
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0

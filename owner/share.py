@@ -95,7 +95,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--identity", default="owner.key", metavar="FILE",
                    help="your age identity file (default: owner.key)")
     p.add_argument("--out", metavar="FILE",
-                   help="where to write the copy (default: ARTIFACT.shared-<recipient>.age)")
+                   help="where to write the copy (default: NAME.shared-<recipient>.age in the "
+                   "current directory, never inside the inbox store)")
     p.add_argument("--audit", metavar="FILE",
                    help="audit log (default: share-audit.jsonl next to ARTIFACT)")
     p.add_argument("--note", default="", help="why, for whom: kept in the audit log")
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         recipient = X25519Recipient.parse(args.to)
         identities = load_identities(args.identity)
-        default_out = src.with_name(f"{src.name}.shared-{str(recipient)[4:12]}.age")
+        name = src.name.removesuffix(".age")
+        default_out = Path.cwd() / f"{name}.shared-{str(recipient)[4:12]}.age"
         dst = Path(args.out) if args.out else default_out
         audit = Path(args.audit) if args.audit else src.with_name("share-audit.jsonl")
         share(src, identities, recipient, dst, audit, note=args.note)

@@ -38,7 +38,7 @@ from uplink.wire import unpack_chunked_manifest, unpack_single
 log = logging.getLogger(__name__)
 
 MAX_PARTIAL_BYTES = 4 * 1024 * 1024 * 1024
-_STORED = re.compile(r"^(\d{10})\.([a-z_]+)\.age$")
+STORED_NAME = re.compile(r"^(\d{10})\.([a-z_]+)\.age$")
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def verify_store(root: Path) -> list[ChainReport]:
         manifests: list[Manifest] = []
         hashes: list[str] = []
         for age_path in sorted(ddir.glob("*.age")):
-            if not _STORED.match(age_path.name):
+            if not STORED_NAME.match(age_path.name):
                 continue
             env = age_path.with_suffix(".env")
             try:

@@ -108,18 +108,28 @@ class PendingArtifact:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._file is None:
             raise OutboxError(f"artifact {self.path.name} is already closed")
-        n = len(data)
+        view = memoryview(data).cast("B")
+        n = len(view)
         self._outbox._reserve(n, self)
-        while True:
-            try:
-                self._file.write(data)
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC or not self._outbox._evict_for(n, self,
-                                                                             disk_full=True):
-                    raise DiskFull(f"outbox disk is full writing {self.kind} "
-                                   f"({self.size + n} bytes): {exc.strerror}") from exc
-        self._hash.update(data)
+        done = 0
+        try:
+            while done < n:          # an unbuffered write may be short on a nearly full disk
+                try:
+                    wrote = self._file.write(view[done:])
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC or not self._outbox._evict_for(
+                            n - done, self, disk_full=True):
+                        raise DiskFull(f"outbox disk is full writing {self.kind} "
+                                       f"({self.size + n} bytes): {exc.strerror}") from exc
+                    continue
+                done += wrote or 0
+        except BaseException:
+            # what did reach the file still counts (abort() gives it back); the rest does not
+            self._hash.update(view[:done])
+            self.size += done
+            self._outbox._release(n - done)
+            raise
+        self._hash.update(view)
         self.size += n
         return n
 
@@ -143,10 +153,15 @@ class PendingArtifact:
             f.close()
 
     def commit(self) -> Item:
-        self._close_file(sync=True)
-        return self._outbox._commit(self.path, kind=self.kind, priority=self.priority,
-                                    parent=self.parent, created=self.created, size=self.size,
-                                    sha256=self.sha256)
+        try:
+            self._close_file(sync=True)
+            return self._outbox._commit(self.path, kind=self.kind, priority=self.priority,
+                                        parent=self.parent, created=self.created,
+                                        size=self.size, sha256=self.sha256)
+        except OSError as exc:
+            self.abort()
+            raise DiskFull(f"outbox could not commit {self.kind} ({self.size} bytes): "
+                           f"{exc.strerror or exc}") from exc
 
     def abort(self) -> None:
         self._close_file(sync=False)
@@ -337,6 +352,10 @@ class Outbox:
                 freed += item.size
             return freed >= n if disk_full else self._used + n <= self.quota_bytes
 
+    def _release(self, n: int) -> None:
+        with self._lock:
+            self._used -= n
+
     def _forget(self, pending: PendingArtifact) -> None:
         with self._lock:
             if self._pending.pop(pending.path, None) is not None:
@@ -344,10 +363,11 @@ class Outbox:
 
     def _commit(self, path: Path, *, kind: str, priority: int, parent: str, created: float,
                 size: int, sha256: str) -> Item:
+        synced = self._clock_synced()       # may run a subprocess: never under the lock
         with self._lock:
             chain = Chain(self.device, self._chain.last_seq, self._chain.last_hash)
             manifest = chain.next(kind=kind, size=size, sha256=sha256, created=created,
-                                  clock_synced=self._clock_synced(), priority=priority,
+                                  clock_synced=synced, priority=priority,
                                   parent=parent)
             envelope = sign_manifest(self._key, manifest)
             stem = f"{manifest.seq:010d}"

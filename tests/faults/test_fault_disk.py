@@ -112,8 +112,9 @@ def test_quota_reached_while_recording(tmp_path: Path, broker: Mosquitto,
 
 
 class SmallDisk:
-    """A disk with room for ``capacity`` bytes of outbox files: writes past it fail with ENOSPC,
-    exactly as os.write does on a full filesystem."""
+    """A disk with room for ``capacity`` bytes of outbox files. As write(2) does on a full
+    filesystem, a write that only partly fits is short, and one that cannot write a byte fails
+    with ENOSPC."""
 
     def __init__(self, root: Path, capacity: int) -> None:
         self.root = root
@@ -129,11 +130,12 @@ class SmallDisk:
 
         class File:
             def write(self, data: bytes) -> int:
-                if disk.used() + len(data) > disk.capacity:
+                room = disk.capacity - disk.used()
+                if room <= 0:
                     disk.refusals += 1
                     raise OSError(errno.ENOSPC, "No space left on device")
                 assert real is not None
-                return int(real.write(data))
+                return int(real.write(bytes(data)[:room]))
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(real, name)

@@ -47,7 +47,7 @@ def test_share_via_cli(setup: tuple[Path, Path, bytes, str],
     before = src.read_bytes()
     assert cli("share", str(src), "--to", neighbour, "--note", "parcel thief") == 0
 
-    shared = d / f"door-7.age.shared-{neighbour[4:12]}.age"
+    shared = d / f"door-7.shared-{neighbour[4:12]}.age"          # in the current directory
     opened = subprocess.run(["age", "-d", "-i", str(d / "neighbour.key")],
                             input=shared.read_bytes(), capture_output=True, check=True)
     assert opened.stdout == clip

@@ -168,3 +168,44 @@ def test_a_clip_too_short_to_salvage_is_removed(tmp_path: Path) -> None:
     AgeWriter(pending, [X25519Identity.generate().recipient]).write(b"less than a chunk")
     again = make(tmp_path, key)
     assert again.items() == [] and again.recovery.torn_removed == 1
+
+
+def test_short_writes_are_completed_and_a_failed_write_gives_its_room_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = SigningKey.generate()
+    box = make(tmp_path, key, quota=100_000)
+    pending = box.open("clip", priority=0)
+    real = pending._file
+    assert real is not None
+
+    class Short:
+        def write(self, data: bytes) -> int:       # never more than 7 bytes at a time
+            return int(real.write(bytes(data)[:7]))  # type: ignore[union-attr]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    monkeypatch.setattr(pending, "_file", Short())
+    pending.write(b"0123456789" * 10)
+    monkeypatch.setattr(pending, "_file", real)
+    item = pending.commit()
+    assert item.path.read_bytes() == b"0123456789" * 10      # the manifest matches the file
+    assert open_envelope(item.envelope, key.public_key).size == 100
+
+    failing = box.open("clip", priority=3)
+    used = box.bytes_used
+
+    class Dead:
+        def write(self, data: bytes) -> int:
+            raise OSError(5, "Input/output error")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    real_failing = failing._file
+    monkeypatch.setattr(failing, "_file", Dead())
+    with pytest.raises(OSError):
+        failing.write(b"x" * 5000)
+    monkeypatch.setattr(failing, "_file", real_failing)
+    failing.abort()
+    assert box.bytes_used == used        # nothing stays reserved for a write that failed
