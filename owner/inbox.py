@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config.schema import MqttConfig
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from owner.store import InboxStore, Stored, verify_store
 from uplink.keys import SigningKey, parse_public_key
+from uplink.mqtt import make_client
 from uplink.wire import Receipt
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,10 @@ class Inbox:
 
     def __init__(self, store: InboxStore, key: SigningKey, *, host: str, port: int,
                  base: str = "doorstep", group: str = "doorstep-inbox", protocol: str = "5",
-                 client_id: str = "", on_stored: Callable[[Stored], None] | None = None) -> None:
+                 client_id: str = "", on_stored: Callable[[Stored], None] | None = None,
+                 client: mqtt.Client | None = None) -> None:
+        """``client``: a paho client made by ``uplink.mqtt.make_client`` (TLS, username and
+        password); by default a plain one."""
         self.store = store
         self.key = key
         self.host, self.port = host, port
@@ -50,10 +57,11 @@ class Inbox:
         self.group = group
         self.on_stored = on_stored
         proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=proto)
-        self._shared = proto == mqtt.MQTTv5
+        self.client = client or mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                            protocol=proto)
+        self._shared = self.client.protocol == mqtt.MQTTv5
         self.client.on_connect = self._cb_connect
+        self.client.on_disconnect = self._cb_disconnect
         self.client.on_message = self._cb_message
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 30)
@@ -83,10 +91,21 @@ class Inbox:
             self._thread.join(5)
 
     # paho callbacks: hand off only
-    def _cb_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
+    def _cb_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any,
                     properties: object = None) -> None:
-        client.subscribe([(t, 1) for t in self.topics()])
-        self.connected.set()
+        try:
+            if reason.is_failure:
+                log.error("inbox: the broker refused the connection: %s", reason)
+                return
+            client.subscribe([(t, 1) for t in self.topics()])
+            self.connected.set()
+            log.info("inbox: connected to %s:%d", self.host, self.port)
+        except Exception:  # an exception here would stop paho's loop
+            log.exception("inbox: on_connect failed")
+
+    def _cb_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       reason: object, properties: object = None) -> None:
+        self.connected.clear()
 
     def _cb_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._work.put(msg)
@@ -189,6 +208,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--base", default="doorstep", help="topic root above the device ids")
     p.add_argument("--group", default="doorstep-inbox", help="shared subscription group")
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca-file", default="", metavar="FILE", help="CA certificates for TLS")
+    p.add_argument("--client-cert", default="", metavar="FILE", help="TLS client certificate")
+    p.add_argument("--client-key", default="", metavar="FILE", help="its private key")
+    p.add_argument("--username", default="", help="MQTT username")
+    p.add_argument("--password-file", default="", metavar="FILE",
+                   help="file holding the MQTT password (never on the command line)")
     p.set_defaults(func=run)
 
 
@@ -218,7 +244,18 @@ def run(args: argparse.Namespace) -> int:
     except (DoorstepError, OSError) as exc:
         print(f"doorstep inbox: {exc}", file=sys.stderr)
         return 2
+    try:
+        mqtt_cfg = MqttConfig(host=args.host, port=args.port, protocol=args.protocol,
+                              tls=args.tls, ca_file=args.ca_file, cert_file=args.client_cert,
+                              key_file=args.client_key, username=args.username,
+                              password_file=args.password_file)
+        client = make_client(mqtt_cfg, f"doorstep-inbox-{os.getpid()}",
+                             reconnect_on_failure=True)
+    except DoorstepError as exc:
+        print(f"doorstep inbox: {exc}", file=sys.stderr)
+        return 2
     inbox = Inbox(store, key, host=args.host, port=args.port, base=args.base, group=args.group,
+                  client=client,
                   protocol=args.protocol)
     inbox.start()
     stop = threading.Event()

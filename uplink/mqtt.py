@@ -32,12 +32,14 @@ from uplink.wire import Receipt, Topics
 log = logging.getLogger(__name__)
 
 
-def make_client(cfg: MqttConfig, client_id: str, *, credentials_dir: Path | None = None
-                ) -> mqtt.Client:
-    """A paho client configured from [mqtt]: protocol, TLS, username and password file."""
+def make_client(cfg: MqttConfig, client_id: str, *, credentials_dir: Path | None = None,
+                reconnect_on_failure: bool = False) -> mqtt.Client:
+    """A paho client configured from [mqtt]: protocol, TLS, username and password file.
+    The device's Uplink reconnects by itself (with jitter), so paho's own reconnect is off
+    unless asked for, as the inbox does."""
     protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                         reconnect_on_failure=False)
+                         reconnect_on_failure=reconnect_on_failure)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     if cfg.tls:

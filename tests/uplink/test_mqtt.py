@@ -184,7 +184,8 @@ def test_wrong_password_is_a_permanent_refusal_not_a_retry_loop(
     uplink.client.connect = counting_connect  # type: ignore[method-assign]
     uplink.start()
     try:
-        wait_for(lambda: "reconnecting in" in caplog.text, 10, "the refusal to be handled")
+        wait_for(lambda: "reconnecting in" in caplog.text
+                 and "refused the connection" in caplog.text, 10, "the refusal to be handled")
         assert uplink.refused is not None and not uplink.connected
         refusals = [r for r in caplog.records if "refused the connection" in r.getMessage()]
         assert refusals and refusals[0].levelno == logging.ERROR
@@ -246,8 +247,8 @@ def test_status_is_retained_and_an_unclean_loss_publishes_offline(tmp_path: Path
         watcher.loop_stop()
         watcher.disconnect()
     # a clean stop leaves "offline" retained too
-    last = _retained_status(broker.port)
-    assert last is not None and last["state"] == "offline"
+    wait_for(lambda: (_retained_status(broker.port) or {}).get("state") == "offline", 10,
+             "the retained offline status")
 
 
 def _retained_status(port: int) -> dict[str, Any] | None:
