@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -44,6 +45,8 @@ from uplink.outbox import Outbox, write_atomic
 from uplink.wire import Command, Topics
 
 log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 60.0   # seconds between status reports (and health probes)
 
 try:
     VERSION = importlib.metadata.version("doorstep")
@@ -135,6 +138,8 @@ class Service:
     _rings: queue.Queue[RingPress | None] = field(default_factory=queue.Queue)
     _ring_thread: threading.Thread | None = None
     fps: float = 0.0
+    _health: dict[str, Any] | None = None
+    _finished: threading.Event = field(default_factory=threading.Event)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -150,13 +155,23 @@ class Service:
             except Exception:  # the ring path must outlive any single failure
                 log.exception("ring: handling a press failed")
 
-    def status(self) -> dict[str, Any]:
+    def refresh_health(self) -> dict[str, Any]:
+        """Probe the machine (sysfs, vcgencmd, timedatectl): only ever on the status thread or
+        at start-up, never on the frame, ring or uplink threads."""
         health = collect_health(data_dir=self.cfg.device.data_dir, frame_rate=self.fps,
-                                outbox_depth=self.outbox.depth)
+                                outbox_depth=self.outbox.depth).to_dict()
+        self._health = health
+        return health
+
+    def status(self) -> dict[str, Any]:
+        """The body of the retained status message, from the last health probe."""
+        health = self._health if self._health is not None else self.refresh_health()
         body: dict[str, Any] = {"version": VERSION, "device": self.cfg.device.id,
                                 "fingerprint": fingerprint(self.device_key.public_key),
                                 "armed": self.agent.armed, "privacy": self.agent.privacy,
-                                "outbox": self.outbox.stats(), "health": health.to_dict()}
+                                "outbox": self.outbox.stats(),
+                                "health": {**health, "frame_rate": round(self.fps, 2),
+                                           "outbox_depth": self.outbox.depth}}
         provisioned = read_provisioned(self.cfg.device.data_dir)
         if provisioned is not None:
             body["provisioned_at"] = provisioned.provisioned_at
@@ -164,6 +179,15 @@ class Service:
         if camera_health is not None and hasattr(camera_health, "as_dict"):
             body["camera"] = camera_health.as_dict()
         return body
+
+    def _status_loop(self, interval: float) -> None:
+        while not self.stop_event.wait(interval) and not self._finished.is_set():
+            try:
+                self.refresh_health()
+                if self.uplink is not None:
+                    self.uplink.publish_status()
+            except Exception:  # a failed probe must not end the status reports
+                log.exception("status: could not report health")
 
     def run(self, on_frame: Callable[[Frame], None] | None = None, *,
             connect_timeout: float = 0.0, drain_timeout: float = 0.0) -> None:
@@ -173,34 +197,33 @@ class Service:
         watchdog = FrameWatchdog(notifier)
         self._ring_thread = threading.Thread(target=self._ring_loop, name="ring", daemon=True)
         self._ring_thread.start()
+        self.refresh_health()
         if self.uplink is not None:
             self.uplink.start()
             if connect_timeout:
                 self.uplink.wait_connected(connect_timeout)
-        last_status = time.monotonic()
-        window: list[float] = []
+        threading.Thread(target=self._status_loop, args=(STATUS_INTERVAL,), name="status",
+                         daemon=True).start()
+        window: deque[float] = deque()
 
         def each(frame: Frame) -> None:
-            nonlocal last_status
             now = time.monotonic()
             watchdog.frame_processed(now)
             window.append(now)
             while window and now - window[0] > 5:
-                window.pop(0)
+                window.popleft()
             if len(window) > 1:
                 self.fps = (len(window) - 1) / max(1e-6, window[-1] - window[0])
             if self.doorbell is not None:
                 self._led_connectivity()
                 self.doorbell.tick()
-            if self.uplink is not None and now - last_status > 60:
-                last_status = now
-                self.uplink.publish_status()
             if on_frame is not None:
                 on_frame(frame)
 
         try:
             self.agent.run(self.source.frames(), self.stop_event, each)
         finally:
+            self._finished.set()
             notifier.stopping()
             self._rings.put(None)
             self._ring_thread.join(5)
