@@ -38,6 +38,8 @@ from uplink.wire import unpack_chunked_manifest, unpack_single
 log = logging.getLogger(__name__)
 
 MAX_PARTIAL_BYTES = 4 * 1024 * 1024 * 1024
+PARTIAL_TTL = 24 * 3600      # an unassembled artifact untouched this long is given up
+SWEEP_SECONDS = 60.0
 STORED_NAME = re.compile(r"^(\d{10})\.([a-z_]+)\.age$")
 
 
@@ -55,6 +57,8 @@ class InboxStore:
     def __init__(self, root: Path, devices: dict[str, Ed25519PublicKey]) -> None:
         self.root = Path(root)
         self.devices = dict(devices)
+        self._partial_total: dict[str, int] = {}
+        self._swept: dict[str, float] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         for device, public in self.devices.items():
             d = self.root / device
@@ -98,6 +102,7 @@ class InboxStore:
             return None  # already stored: a late duplicate
         if self._partial_bytes(device) + len(payload) > MAX_PARTIAL_BYTES:
             raise SealError(f"{device}: too much unassembled data; dropping chunk")
+        self._partial_total[device] = self._partial_total.get(device, 0) + len(payload)
         part = self._partial(device, seq)
         write_atomic(part / f"{index}", payload, durable=False)
         return self._try_assemble(device, seq)
@@ -119,10 +124,35 @@ class InboxStore:
         return p
 
     def _partial_bytes(self, device: str) -> int:
+        """Unassembled bytes held for ``device``: counted as chunks arrive, and recounted (with
+        expired partials removed) at most once every SWEEP_SECONDS."""
+        now = time.monotonic()
+        if now - self._swept.get(device, -SWEEP_SECONDS) >= SWEEP_SECONDS:
+            self._swept[device] = now
+            self._partial_total[device] = self._sweep(device)
+        return self._partial_total.get(device, 0)
+
+    def _sweep(self, device: str) -> int:
+        """Remove partials nothing has touched for PARTIAL_TTL (a clip the device evicted
+        mid-upload, or chunks nobody signed); return the bytes that remain."""
         base = self.root / ".partial" / device
         if not base.exists():
             return 0
-        return sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
+        total = 0
+        cutoff = time.time() - PARTIAL_TTL
+        for part in base.iterdir():
+            files = [f for f in part.iterdir() if f.is_file()] if part.is_dir() else []
+            stats = [f.stat() for f in files]
+            if part.is_dir() and all(s.st_mtime < cutoff for s in stats):
+                log.warning("inbox: %s seq %s: discarding %d unassembled file(s) untouched for "
+                            "%d h", device, part.name, len(files), PARTIAL_TTL // 3600)
+                for f in files:
+                    f.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    part.rmdir()
+                continue
+            total += sum(s.st_size for s in stats)
+        return total
 
     @contextlib.contextmanager
     def _locked(self, device: str) -> Iterator[None]:

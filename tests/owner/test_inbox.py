@@ -257,3 +257,25 @@ def test_fuzz_on_every_topic_leaves_the_inbox_working(tmp_path: Path, broker: Mo
     assert "inbox: dropped a message" in caplog.text
     assert {Receipt.open(r, party.inbox.public_key).seq for r in receipts} >= {1, clip.seq}
     check_store(store_dir, party, last_seq=clip.seq, decode=False)
+
+
+def test_unassembled_chunks_nobody_completes_expire(tmp_path: Path) -> None:
+    """Chunks of a clip the device gave up on (evicted mid-upload), or that nobody signed, do
+    not sit in the store for ever, and do not count against the device's allowance."""
+    import os
+    import time
+
+    import owner.store as store_mod
+
+    party = make_party(tmp_path / "home")
+    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    store.accept_chunk(DEVICE, 41, 0, b"x" * 1000)
+    store.accept_chunk(DEVICE, 42, 0, b"y" * 500)
+    part41 = tmp_path / "store" / ".partial" / DEVICE / "41"
+    old = time.time() - store_mod.PARTIAL_TTL - 60
+    for f in part41.iterdir():
+        os.utime(f, (old, old))
+    store._swept.clear()                      # as if a sweep interval had passed
+    assert store._partial_bytes(DEVICE) == 500
+    assert not part41.exists()
+    assert (tmp_path / "store" / ".partial" / DEVICE / "42" / "0").exists()
