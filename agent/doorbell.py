@@ -224,6 +224,7 @@ class Doorbell:
         self._quiet = QuietHours(chime.quiet_hours)
         self._pulse = chime.pulse_ms / 1000
         self._chime_off_at: float | None = None
+        self._chime_timer: threading.Timer | None = None
         self._led_state = LedState.IDLE
         self._led_since = clock.monotonic()
         self._long_press_enabled = (button.long_press_seconds > 0
@@ -316,6 +317,8 @@ class Doorbell:
 
     def close(self) -> None:
         """Release the pins, chime relay and LED off first."""
+        if self._chime_timer is not None:
+            self._chime_timer.cancel()
         for name in ("_button", "_chime", "_led"):
             device = getattr(self, name)
             if device is None:
@@ -346,6 +349,22 @@ class Doorbell:
             return
         self._chime.on()
         self._chime_off_at = now + self._pulse
+        # tick() normally ends the pulse; this backstop ends it even if the frame loop stalls
+        # (a camera reconnecting), so the relay never stays closed on a chime coil
+        if self._chime_timer is not None:
+            self._chime_timer.cancel()
+        self._chime_timer = threading.Timer(self._pulse + 0.25, self._chime_backstop)
+        self._chime_timer.daemon = True
+        self._chime_timer.start()
+
+    def _chime_backstop(self) -> None:
+        with self._lock:
+            off_at = self._chime_off_at
+            if off_at is not None and self._clock.monotonic() >= off_at:
+                self._chime_off_at = None
+                if self._chime is not None:
+                    self._chime.off()
+                log.warning("chime: pulse ended by the backstop timer (the frame loop is slow)")
 
     def _apply_led(self, now: float) -> None:
         if self._led is None:

@@ -328,3 +328,26 @@ def test_bad_or_shared_pins_are_config_errors_naming_the_key() -> None:
     with Doorbell(ButtonConfig(), ChimeConfig(enabled=True), LedConfig(enabled=True),
                   pin_factory=factory, clock=FakeClock(), emit=lambda e: None):
         pass
+
+
+def test_a_stalled_frame_loop_cannot_hold_the_chime_relay_closed() -> None:
+    """No tick() after the press (the camera is reconnecting): the backstop timer opens the
+    relay once the pulse is over."""
+    import time as real_time
+
+    from capture.clock import SystemClock
+
+    factory = MockFactory()
+    chime = ChimeConfig(enabled=True, pulse_ms=50)
+    bell = Doorbell(ButtonConfig(), chime, LedConfig(), pin_factory=factory,
+                    clock=SystemClock(), emit=lambda e: None)
+    try:
+        factory.pin(ButtonConfig().pin).drive_low()
+        relay = factory.pin(chime.pin)
+        assert relay.state is True
+        deadline = real_time.monotonic() + 5
+        while relay.state and real_time.monotonic() < deadline:
+            real_time.sleep(0.01)
+        assert relay.state is False
+    finally:
+        bell.close()
