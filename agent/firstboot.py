@@ -27,6 +27,7 @@ from typing import Any
 from config.load import parse_config
 from config.schema import Config
 from doorstep.errors import ConfigError, DoorstepError, KeyFileError, Permanent
+from doorstep.fsutil import fsync_dir
 from uplink.keys import DeviceKey, SigningKey, fingerprint
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class _Staging:
     def commit(self) -> None:
         for tmp, target in self.pending:
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         self.pending.clear()
 
 
@@ -298,7 +299,7 @@ def erase(path: Path) -> None:
     finally:
         os.close(fd)
     path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_synced(path: Path, content: bytes, mode: int | None) -> None:
@@ -310,16 +311,6 @@ def _write_synced(path: Path, content: bytes, mode: int | None) -> None:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some file systems refuse fsync on a directory: not fatal
-        log.debug("fsync of directory %s: %s", path, exc)
     finally:
         os.close(fd)
 

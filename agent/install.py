@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from doorstep.errors import DoorstepError, Permanent
+from doorstep.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -233,17 +234,8 @@ class Installer:
 
 
 def _write(target: Path, content: bytes, mode: int) -> None:
-    """Write all or nothing: temporary file, fsync, rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, content)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+    write_atomic(target, content, mode=mode)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

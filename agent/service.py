@@ -37,11 +37,12 @@ from capture.source import open_source
 from config import load_config
 from config.schema import Config
 from doorstep.errors import DoorstepError, KeyFileError, SealError
+from doorstep.fsutil import write_atomic
 from motion.detector import MotionDetector
 from uplink.age import X25519Recipient
 from uplink.keys import SigningKey, fingerprint, parse_public_key
 from uplink.mqtt import Uplink
-from uplink.outbox import Outbox, write_atomic
+from uplink.outbox import Outbox
 from uplink.wire import Command, Topics
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ import paho.mqtt.client as mqtt
 
 from config.schema import MqttConfig
 from doorstep.errors import BrokerRefused, BrokerUnavailable, DoorstepError
+from doorstep.fsutil import write_atomic
 from uplink.keys import SigningKey
 from uplink.mqtt import make_client
-from uplink.outbox import write_atomic
 from uplink.wire import COMMAND_ACTIONS, Command, Topics
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.errors import DoorstepError, KeyFileError, SealError
+from doorstep.fsutil import write_atomic
 from owner.store import STORED_NAME
 from uplink.age import AgeReader, X25519Identity, decrypt, load_identities
 from uplink.keys import parse_public_key
 from uplink.manifest import Manifest, open_envelope
-from uplink.outbox import write_atomic
 
 EXTENSIONS = {"clip": ".mp4", "clip_partial": ".mp4", "snapshot": ".jpg", "thumbnail": ".jpg",
               "event": ".json"}

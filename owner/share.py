@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from doorstep.errors import DoorstepError
+from doorstep.fsutil import atomic_file
 from uplink.age import X25519Identity, X25519Recipient, load_identities, rewrap
-from uplink.keys import atomic_file
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.errors import SealError
+from doorstep.fsutil import write_atomic
 from uplink.keys import public_text
 from uplink.manifest import Manifest, manifest_hash, open_envelope, verify_chain
-from uplink.outbox import write_atomic
 from uplink.wire import unpack_chunked_manifest, unpack_single
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from doorstep.errors import DiskFull, OutboxError, SealError
+from doorstep.fsutil import fsync_dir, write_atomic
 from uplink.age import whole_chunks_length
 from uplink.keys import SigningKey
 from uplink.manifest import Chain, Manifest, manifest_hash, open_envelope, sign_manifest
@@ -61,31 +62,6 @@ class Recovery:
     resumed: int
     torn_removed: int
     salvaged: int = 0
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 class PendingArtifact:
