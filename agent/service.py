@@ -36,6 +36,7 @@ from capture.frames import Frame, FrameSource
 from capture.source import open_source
 from config import load_config
 from config.schema import Config
+from doorstep.droplog import DropLog
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from doorstep.fsutil import write_atomic
 from motion.detector import MotionDetector
@@ -95,7 +96,7 @@ class CommandGate:
         self._public = owner_public
         self._device = device
         self._state = state
-        self._reasons: set[str] = set()
+        self._dropped = DropLog(log, "dropped an owner command")
         try:
             self.counter = int(json.loads(state.read_text())["counter"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -110,13 +111,7 @@ class CommandGate:
                 raise SealError(f"command: counter {cmd.counter} is not above {self.counter} "
                                 "(replayed)")
         except SealError as exc:
-            # one line per distinct reason: a flood of one bad message cannot flood the log
-            reason = str(exc)
-            if reason not in self._reasons:
-                if len(self._reasons) >= 1000:
-                    self._reasons.clear()
-                self._reasons.add(reason)
-                log.warning("dropped an owner command: %s", exc)
+            self._dropped(str(exc))
             return None
         self.counter = cmd.counter
         write_atomic(self._state, json.dumps({"counter": cmd.counter}).encode())

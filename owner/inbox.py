@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from config.schema import MqttConfig
+from doorstep.droplog import DropLog
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from owner.store import InboxStore, Stored, verify_store
 from uplink.keys import SigningKey, parse_public_key
@@ -68,8 +69,7 @@ class Inbox:
         self._work: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
-        self.dropped = 0
-        self._drop_reasons: set[str] = set()
+        self._dropped = DropLog(log, "inbox: dropped a message")
 
     def topics(self) -> list[str]:
         filters = [f"{self.base}/+/event", f"{self.base}/+/clip/+/+"]
@@ -160,11 +160,11 @@ class Inbox:
                             qos=1)
 
     def _drop(self, topic: str, reason: str) -> None:
-        self.dropped += 1
-        key = reason.split(":")[0][:80]
-        if key not in self._drop_reasons:
-            self._drop_reasons.add(key)
-            log.warning("inbox: dropped a message on %s: %s", topic, reason)
+        self._dropped(f"on {topic}: {reason}")
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped.count
 
 
 def load_devices(entries: list[str], files: list[str]) -> dict[str, Ed25519PublicKey]:

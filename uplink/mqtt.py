@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from config.schema import MqttConfig
+from doorstep.droplog import DropLog
 from doorstep.errors import BrokerRefused, ConfigError, SealError
 from uplink.outbox import Item, Outbox
 from uplink.sender import Publish, Sender
@@ -121,8 +122,7 @@ class Uplink:
         self._connected = threading.Event()
         self._threads: list[threading.Thread] = []
         self.refused: str | None = None
-        self.dropped_messages = 0
-        self._drop_reasons: set[str] = set()
+        self._dropped = DropLog(log, "uplink: dropped a message")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -281,10 +281,10 @@ class Uplink:
             try:
                 receipt = Receipt.open(payload, self._inbox_public)
             except SealError as exc:
-                self._drop_once("receipt", str(exc))
+                self._dropped(f"receipt: {exc}")
                 return
             if receipt.device != self.outbox.device:
-                self._drop_once("receipt", f"for another device {receipt.device!r}")
+                self._dropped(f"receipt for another device {receipt.device!r}")
                 return
             if self.sender.on_receipt(receipt.seq, receipt.sha256):
                 self.outbox.remove(receipt.seq)
@@ -292,11 +292,9 @@ class Uplink:
         elif topic == self.topics.cmd and self._on_command is not None:
             self._on_command(payload)
 
-    def _drop_once(self, what: str, reason: str) -> None:
-        self.dropped_messages += 1
-        if reason not in self._drop_reasons:
-            self._drop_reasons.add(reason)
-            log.warning("uplink: dropped a %s message: %s", what, reason)
+    @property
+    def dropped_messages(self) -> int:
+        return self._dropped.count
 
     def _pump(self) -> None:
         for seq in self.sender.finished(time.monotonic()):
