@@ -24,5 +24,6 @@ def test_one_line_per_kind_and_a_bounded_number_of_kinds(
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "dropped: counter 0 is not above 7 (replayed)"
     assert sum("replayed" in line for line in lines) == 1
-    assert len([line for line in lines if line.startswith("dropped: ")]) == 3
+    reasons = [line for line in lines if "logging no new ones" not in line]
+    assert len(reasons) == 3
     assert any("logging no new ones" in line for line in lines)
