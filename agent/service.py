@@ -11,7 +11,6 @@ import argparse
 import importlib.metadata
 import json
 import logging
-import os
 import queue
 import signal
 import sys
@@ -34,7 +33,7 @@ from capture.clock import SystemClock
 from capture.encoder import open_encoder
 from capture.frames import Frame, FrameSource
 from capture.source import open_source
-from config import load_config
+from config import load_config, resolve_secret
 from config.schema import Config
 from doorstep.droplog import DropLog
 from doorstep.errors import DoorstepError, KeyFileError, SealError
@@ -54,18 +53,6 @@ try:
     VERSION = importlib.metadata.version("doorstep")
 except importlib.metadata.PackageNotFoundError:   # running from a checkout, not installed
     VERSION = "unknown"
-
-
-def resolve_secret(name: str, data_dir: Path) -> Path:
-    """A secret file: absolute as given, else from systemd's $CREDENTIALS_DIRECTORY when it
-    holds it (LoadCredential=), else relative to the data dir."""
-    path = Path(name)
-    if path.is_absolute():
-        return path
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds and (Path(creds) / path.name).exists():
-        return Path(creds) / path.name
-    return data_dir / path
 
 
 class ClockSync:
@@ -304,8 +291,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
         uplink = Uplink(cfg.mqtt, topics, outbox, client_id=cfg.mqtt.client_id or
                         f"doorstep-{cfg.device.id}", inbox_public=inbox_public,
                         status=service.status, on_command=on_command,
-                        credentials_dir=Path(os.environ["CREDENTIALS_DIRECTORY"])
-                        if "CREDENTIALS_DIRECTORY" in os.environ else None)
+                        secrets_dir=data_dir)
         outbox.on_commit = uplink.notify
         service.uplink = uplink
     if cfg.button.enabled or cfg.chime.enabled or cfg.led.enabled:

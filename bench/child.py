@@ -1,6 +1,6 @@
 """Runs a measured process the way systemd would: with $NOTIFY_SOCKET pointing at our own
 socket, so its READY=1 (sent after the first processed frame) marks the end of start-up. Reads
-its CPU time and disk writes from /proc while it runs, and its peak RSS from wait4()."""
+its CPU time and disk writes from /proc while it runs, and its own peak RSS (see peak_rss_kb)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.worker import vm_hwm_kb
 from doorstep.errors import DoorstepError
 
 
@@ -29,8 +30,19 @@ class ChildRun:
     cpu_share: float | None
     write_bytes: int | None
     window: float | None
-    maxrss_kb: int
+    maxrss_kb: int          # the child's own peak RSS (see peak_rss_kb)
     returncode: int
+
+
+def peak_rss_kb(ru_maxrss: int, parent_hwm: int, sampled_hwm: int) -> int:
+    """The child's own peak RSS.
+
+    Linux folds the memory image a child had before exec() (the parent's, after fork or vfork)
+    into its ``ru_maxrss``, so ``ru_maxrss`` is never below the bench's own peak at spawn time.
+    Above that it is exact; at or below it, it may be only the bench's, and the child's own
+    VmHWM, sampled from /proc while it ran, is used instead.
+    """
+    return ru_maxrss if ru_maxrss > parent_hwm else sampled_hwm
 
 
 def doorstep_command() -> list[str]:
@@ -84,6 +96,7 @@ def run_child(argv: Sequence[str], *, cpu: int | None = None,
 
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     try:
+        parent_hwm = vm_hwm_kb()
         t0 = time.monotonic()
         proc = subprocess.Popen(list(argv), env=env, stdout=out, stderr=out,
                                 preexec_fn=pin if cpu is not None else None)
@@ -101,7 +114,7 @@ def run_child(argv: Sequence[str], *, cpu: int | None = None,
                 _sleep_until(ready + (stop_after_ready or 0.0))
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            status, rusage = _wait4(proc, time.monotonic() + timeout)
+            status, rusage, sampled = _wait4(proc, time.monotonic() + timeout)
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
@@ -113,7 +126,8 @@ def run_child(argv: Sequence[str], *, cpu: int | None = None,
         tmp.rmdir()
         if log is not None and not isinstance(out, int):
             out.close()
-    return ChildRun(startup, cpu_share, wrote, span, int(rusage.ru_maxrss),
+    return ChildRun(startup, cpu_share, wrote, span,
+                    peak_rss_kb(int(rusage.ru_maxrss), parent_hwm, sampled),
                     os.waitstatus_to_exitcode(status))
 
 
@@ -137,14 +151,17 @@ def _wait_ready(sock: socket.socket, proc: subprocess.Popen[bytes], deadline: fl
     raise DoorstepError(f"{proc.args!r} sent no READY=1 within the timeout")
 
 
-def _wait4(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, Any]:
-    """Reap the child ourselves: wait4 gives its own peak RSS and CPU times."""
+def _wait4(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, Any, int]:
+    """Reap the child ourselves: wait4 gives its peak RSS and CPU times. Also returns the
+    last VmHWM read from /proc while it ran (every 5 ms)."""
+    sampled = 0
     while True:
+        sampled = max(sampled, vm_hwm_kb(proc.pid))
         pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return status, rusage
+            return status, rusage, sampled
         if time.monotonic() > deadline:
             proc.kill()
             deadline = time.monotonic() + 10
-        time.sleep(0.02)
+        time.sleep(0.005)

@@ -32,6 +32,17 @@ def proc_io() -> dict[str, int]:
     return {k.strip(): int(v) for k, v in (ln.split(":") for ln in text.splitlines())}
 
 
+def vm_hwm_kb(pid: int | str = "self") -> int:
+    """A process's peak resident set (VmHWM) from /proc, in KiB; 0 once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def disk_writes(io: dict[str, int]) -> int:
     """Bytes that reach the disk: dirtied pages minus those dropped before writeback (a file
     deleted or replaced while its pages were still dirty never wears the card)."""
@@ -249,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "imports":
         import av  # noqa: F401
         import numpy  # noqa: F401
+        if args.report:
+            Path(args.report).write_text(json.dumps({"vm_hwm_kb": vm_hwm_kb()}))
         return 0
     result = run_agent(args) if args.mode == "agent" else run_bare(args)
     result["cpu_affinity"] = sorted(os.sched_getaffinity(0))

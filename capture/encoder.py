@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+from av.video.frame import PictureType
 
 from capture.frames import EncodedPacket, Encoder, Frame, FrameSource, StreamInfo
 from doorstep.errors import EncoderUnavailable
@@ -103,7 +104,7 @@ class PyAvEncoder:
                              f"encoder is {self.settings.width}x{self.settings.height}")
         pts = max(round(frame.pts / TIME_BASE), self._last_pts + 1)
         self._last_pts = pts
-        vf = av.VideoFrame.from_ndarray(frame.i420, format="yuv420p")
+        vf = _video_frame(frame)
         vf.pts = pts
         vf.time_base = TIME_BASE
         self._walls[pts] = frame.wall
@@ -129,6 +130,26 @@ class PyAvEncoder:
             out.append(EncodedPacket(data=bytes(p), pts=pts, dts=dts, keyframe=bool(p.is_keyframe),
                                      time_base=TIME_BASE, wall=wall))
         return out
+
+
+def _video_frame(frame: Frame) -> Any:
+    """The frame as an av.VideoFrame for the codec, without copying the picture in Python.
+
+    A frame that carries its decoded picture (``av_frame``) is encoded from it directly; its
+    pts, time base and picture type are overwritten (the decoder's I/P type must not force
+    keyframes: our GOP is our own). Otherwise the I420 array is wrapped in place
+    (``from_numpy_buffer``): FFmpeg copies a frame it does not own when it is sent to the
+    codec, so the array may change afterwards without harm. Arrays that cannot be wrapped
+    (picamera2's padded rows, a height that is not a multiple of 4) are copied.
+    """
+    if frame.av_frame is not None:
+        vf = frame.av_frame
+        vf.pict_type = PictureType.NONE
+        return vf
+    i420 = frame.i420
+    if i420.flags.c_contiguous and frame.height % 4 == 0:
+        return av.VideoFrame.from_numpy_buffer(i420, format="yuv420p")
+    return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
 
 _probe_cache: dict[str, bool] = {}

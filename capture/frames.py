@@ -7,12 +7,12 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, eq=False)
 class Frame:
     """One captured frame.
 
@@ -20,26 +20,75 @@ class Frame:
     uint8: the Y plane is ``i420[:height]``. ``lores`` is a small grey image for motion
     detection, shape ``(lores_h, lores_w)``, uint8. ``pts`` is seconds since the source started
     (media time), ``wall`` is the wall-clock time the frame was taken (time.time() scale).
+
+    ``av_frame`` (optional) is the decoded ``av.VideoFrame`` (yuv420p, even size) the picture
+    came from, when it holds exactly the pixels of ``i420``: a source that has nothing to mask
+    passes it *instead of* an ``i420`` array, so the picture is never copied on the way to the
+    encoder; ``i420`` is then made from it on first use (a copy, kept). A masked frame never
+    carries one, which is why giving both is refused.
     """
 
     index: int
     pts: float
     wall: float
-    i420: np.ndarray
     lores: np.ndarray
+    av_frame: Any
+    _i420: np.ndarray | None
+
+    def __init__(self, index: int, pts: float, wall: float, i420: np.ndarray | None,
+                 lores: np.ndarray, av_frame: Any = None) -> None:
+        if (i420 is None) == (av_frame is None):
+            raise ValueError("Frame: give exactly one of i420 and av_frame")
+        if av_frame is not None and (av_frame.format.name != "yuv420p"
+                                     or av_frame.width % 2 or av_frame.height % 2):
+            raise ValueError(f"Frame: av_frame must be yuv420p at an even size, not "
+                             f"{av_frame.format.name} {av_frame.width}x{av_frame.height}")
+        set_ = object.__setattr__
+        set_(self, "index", index)
+        set_(self, "pts", pts)
+        set_(self, "wall", wall)
+        set_(self, "lores", lores)
+        set_(self, "av_frame", av_frame)
+        set_(self, "_i420", i420)
+
+    @property
+    def i420(self) -> np.ndarray:
+        """The picture as one I420 array (made from ``av_frame`` on first use)."""
+        i420 = self._i420
+        if i420 is None:
+            i420 = np.ascontiguousarray(self.av_frame.to_ndarray())
+            object.__setattr__(self, "_i420", i420)  # two threads racing make equal copies
+        return i420
 
     @property
     def width(self) -> int:
-        return int(self.i420.shape[1])
+        if self._i420 is None:
+            return int(self.av_frame.width)
+        return int(self._i420.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.i420.shape[0] * 2 // 3)
+        if self._i420 is None:
+            return int(self.av_frame.height)
+        return int(self._i420.shape[0] * 2 // 3)
 
     @property
     def y(self) -> np.ndarray:
-        """The full-resolution luma plane (a view, not a copy)."""
-        return self.i420[: self.height]
+        """The full-resolution luma plane (a view, not a copy; read-only when it is a view of
+        ``av_frame``, whose buffer the decoder may still be using)."""
+        if self._i420 is None:
+            return luma_view(self.av_frame)
+        return self._i420[: self.height]
+
+
+def luma_view(av_frame: Any) -> np.ndarray:
+    """A read-only (height, width) view of a decoded frame's Y plane, without copying."""
+    plane = av_frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * av_frame.height)
+    rows = rows.reshape(av_frame.height, plane.line_size)
+    view = rows[: av_frame.height, : av_frame.width]
+    view.flags.writeable = False
+    return view
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """FileSource: frames from a video file, a network stream (RTSP/HTTP) or a V4L2 device, via PyAV.
 
 Every frame leaves here as I420 at the source's native size with privacy masks already applied,
-plus the lores grey image the motion detector reads (DESIGN.md decisions 7 and 8).
+plus the lores grey image the motion detector reads (DESIGN.md decisions 7 and 8). With no
+privacy mask, the frame carries the decoded picture itself (Frame.av_frame) and is not copied.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import av
 import numpy as np
 
 from capture.clock import Clock, SystemClock
-from capture.frames import CameraHealth, CameraState, Frame, FrameSource
+from capture.frames import CameraHealth, CameraState, Frame, FrameSource, luma_view
 from capture.lores import make_lores
 from capture.masks import Polygon, PrivacyMask
 from config.schema import CameraConfig
@@ -70,12 +71,17 @@ def default_options(url_or_path: str, *, size: tuple[int, int] | None = None,
     return None, {}
 
 
-def _to_i420(frame: av.VideoFrame) -> np.ndarray:
-    """The decoded frame as an (h*3/2, w) I420 array (even size), converting when needed."""
+def _yuv420p(frame: av.VideoFrame) -> av.VideoFrame:
+    """The decoded frame as yuv420p at an even size, converting only when needed."""
     width, height = frame.width & ~1, frame.height & ~1
     if frame.format.name != "yuv420p" or (width, height) != (frame.width, frame.height):
         frame = frame.reformat(width=width, height=height, format="yuv420p")
-    return np.ascontiguousarray(frame.to_ndarray())
+    return frame
+
+
+def _to_i420(frame: av.VideoFrame) -> np.ndarray:
+    """The decoded frame as an (h*3/2, w) I420 array (even size), converting when needed."""
+    return np.ascontiguousarray(_yuv420p(frame).to_ndarray())
 
 
 class FileSource:
@@ -147,11 +153,18 @@ class FileSource:
                         wall = self.clock.wall()
                     else:
                         wall = start_wall + pts
-                    i420 = _to_i420(decoded)
-                    self.privacy.apply(i420, self._size[0], self._size[1])
-                    lores = make_lores(i420[: self._size[1]], self.lores_size)
+                    if self.privacy:
+                        i420 = _to_i420(decoded)
+                        self.privacy.apply(i420, self._size[0], self._size[1])
+                        lores = make_lores(i420[: self._size[1]], self.lores_size)
+                        frame = Frame(index, pts, wall, i420, lores)
+                    else:
+                        # nothing to black out: the decoded picture itself goes on, uncopied
+                        picture = _yuv420p(decoded)
+                        lores = make_lores(luma_view(picture), self.lores_size)
+                        frame = Frame(index, pts, wall, None, lores, av_frame=picture)
                     self._frames += 1
-                    yield Frame(index=index, pts=pts, wall=wall, i420=i420, lores=lores)
+                    yield frame
                     index += 1
             except CameraUnavailable as exc:
                 dropped = exc

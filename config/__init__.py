@@ -1,6 +1,6 @@
 """config/: the TOML configuration, typed and validated. One small dataclass per section."""
 
-from config.load import load_config, parse_config
+from config.load import load_config, parse_config, resolve_secret
 from config.schema import Config
 
-__all__ = ["Config", "load_config", "parse_config"]
+__all__ = ["Config", "load_config", "parse_config", "resolve_secret"]

@@ -4,6 +4,7 @@ together, each naming the dotted key, the value given and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 import typing
@@ -15,6 +16,19 @@ from doorstep.errors import ConfigError
 
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+
+def resolve_secret(name: str, data_dir: Path) -> Path:
+    """Where a secret file named in the config is: absolute as given, else from systemd's
+    $CREDENTIALS_DIRECTORY when it holds it (LoadCredential=), else relative to ``data_dir``.
+    The one rule for every secret (device key, MQTT password)."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / path.name).exists():
+        return Path(creds) / path.name
+    return data_dir / path
 
 
 def load_config(path: str | Path) -> Config:

@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from capture.frames import Frame
 from config import parse_config
+from config.schema import Config
 from doorstep.broker import Mosquitto
 from doorstep.errors import DoorstepError
 from owner.inbox import Inbox
@@ -42,6 +42,7 @@ class DemoResult:
     ring_latency_ms: float | None = None
     stored: int = 0
     outbox_left: int = 0
+    agent_events: list[tuple[str, int]] = field(default_factory=list)
 
 
 def demo_config(out: Path, clip: Path, port: int, recipient: str, command: str,
@@ -81,10 +82,6 @@ pin = "GPIO17"
 
 def run_demo(out: Path, *, clip: Path = BUNDLED_CLIP, press_at: float = 4.0,
              realtime: bool = True) -> DemoResult:
-    from gpiozero.pins.mock import MockFactory
-
-    from agent.service import build
-
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "device").mkdir(exist_ok=True)
@@ -103,34 +100,44 @@ def run_demo(out: Path, *, clip: Path = BUNDLED_CLIP, press_at: float = 4.0,
 
         inbox = Inbox(store, inbox_key, host="127.0.0.1", port=broker.port, on_stored=on_stored)
         inbox.start()
-        inbox.connected.wait(10)
-        factory = MockFactory()
-        service = build(cfg, pin_factory=factory)
-        pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))
-        pressed: dict[str, float] = {}
-
-        def on_frame(frame: Frame) -> None:
-            if "wall" not in pressed and frame.pts >= press_at:
-                pressed["wall"] = time.time()
-                pin.drive_low()
-            elif "wall" in pressed and "released" not in pressed and \
-                    time.time() - pressed["wall"] > 0.2:
-                pressed["released"] = time.time()
-                pin.drive_high()
-
-        runner = threading.Thread(target=service.run, name="agent",
-                                  kwargs={"on_frame": on_frame, "connect_timeout": 10.0,
-                                          "drain_timeout": 30.0})
-        runner.start()
-        runner.join()
-        result.outbox_left = service.outbox.depth
-        inbox.stop()
-        ring_seqs = [seq for kind, seq in service.agent.events if kind == "ring"]
+        try:
+            inbox.connected.wait(10)
+            pressed = _run_agent(cfg, press_at, result)
+        finally:
+            inbox.stop()
+        ring_seqs = [seq for kind, seq in result.agent_events if kind == "ring"]
         if ring_seqs and ring_seqs[0] in stored_at and "wall" in pressed:
             result.ring_latency_ms = (stored_at[ring_seqs[0]] - pressed["wall"]) * 1000
     result.stored = len(stored_at)
     _open_all(out, result)
     return result
+
+
+def _run_agent(cfg: Config, press_at: float, result: DemoResult) -> dict[str, float]:
+    """The agent, as `doorstep run` wires it, with a mock doorbell pressed at ``press_at``
+    seconds into the clip. Returns when the clip has ended and the uploads are confirmed."""
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.service import build
+
+    factory = MockFactory()
+    service = build(cfg, pin_factory=factory)
+    pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))
+    pressed: dict[str, float] = {}
+
+    def on_frame(frame: Frame) -> None:
+        if "wall" not in pressed and frame.pts >= press_at:
+            pressed["wall"] = time.time()
+            pin.drive_low()
+        elif "wall" in pressed and "released" not in pressed and \
+                time.time() - pressed["wall"] > 0.2:
+            pressed["released"] = time.time()
+            pin.drive_high()
+
+    service.run(on_frame=on_frame, connect_timeout=10.0, drain_timeout=30.0)
+    result.outbox_left = service.outbox.depth
+    result.agent_events = list(service.agent.events)
+    return pressed
 
 
 def _open_all(out: Path, result: DemoResult) -> None:

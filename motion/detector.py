@@ -148,10 +148,11 @@ class MotionDetector:
 
         # Lighting: frame against the previous frame and against the background, each as
         # gain * reference + offset. The background is kept in the current lighting.
-        lp = _fit_light(x, self._prev)
+        xs = _samples(x)
+        lp = _fit_light(xs, self._prev)
         self._noise += rate["noise"] * (max(tu.noise_floor, lp.noise) - self._noise)
         noise = self._noise
-        lb = _fit_light(x, self._bg)
+        lb = _fit_light(xs, self._bg)
         relight = any(fit.step > tu.relight_step and fit.explained > 0.7 for fit in (lp, lb))
         bg = self._bg
         bg *= lb.gain
@@ -256,18 +257,27 @@ class _Light(NamedTuple):
     step: float  # the change of mean brightness the model implies, relative to the reference's
 
 
-def _fit_light(x: np.ndarray, ref: np.ndarray) -> _Light:
-    """Fit x = gain * ref + offset on a grid of samples, robustly: start from an offset alone,
-    fit on the better-matching half of the samples (what moves is left out), refit on inliers.
-    Where no fit explains at least half the frame, most of the frame moves: assume an offset."""
-    xs = x[::4, ::4].ravel().astype(np.float64)
-    rs = ref[::4, ::4].ravel().astype(np.float64)
+def _samples(image: np.ndarray) -> np.ndarray:
+    """The grid of samples _fit_light compares: every 4th pixel of every 4th row, float64."""
+    return image[::4, ::4].astype(np.float64).ravel()
+
+
+def _fit_light(xs: np.ndarray, ref: np.ndarray) -> _Light:
+    """Fit x = gain * ref + offset on a grid of samples (``xs`` = _samples(x)), robustly: start
+    from an offset alone, fit on the better-matching half of the samples (what moves is left
+    out), refit on inliers. Where no fit explains at least half the frame, most of the frame
+    moves: assume an offset."""
+    rs = _samples(ref)
     d = xs - rs
     half = d.size // 2
-    resid = np.abs(d - float(np.partition(d, half)[half]))
+    resid = d - float(np.partition(d, half)[half])
+    np.abs(resid, out=resid)
     keep = resid <= float(np.partition(resid, half)[half])
     gain, offset = _lsq(xs[keep], rs[keep])
-    resid = np.abs(xs - (rs * gain + offset))
+    resid = rs * gain
+    resid += offset
+    np.subtract(xs, resid, out=resid)
+    np.abs(resid, out=resid)
     tenth = resid.size // 10
     noise = float(np.partition(resid, tenth)[tenth]) / 0.1257  # half-normal lowest decile
     keep = resid <= 3.0 * noise + 2.0

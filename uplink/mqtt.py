@@ -23,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config import resolve_secret
 from config.schema import MqttConfig
 from doorstep.droplog import DropLog
 from doorstep.errors import BrokerRefused, ConfigError, SealError
@@ -33,7 +34,7 @@ from uplink.wire import Receipt, Topics
 log = logging.getLogger(__name__)
 
 
-def make_client(cfg: MqttConfig, client_id: str, *, credentials_dir: Path | None = None,
+def make_client(cfg: MqttConfig, client_id: str, *, secrets_dir: Path | None = None,
                 reconnect_on_failure: bool = False) -> mqtt.Client:
     """A paho client configured from [mqtt]: protocol, TLS, username and password file.
     The device's Uplink reconnects by itself (with jitter), so paho's own reconnect is off
@@ -53,8 +54,8 @@ def make_client(cfg: MqttConfig, client_id: str, *, credentials_dir: Path | None
         password = None
         if cfg.password_file:
             path = Path(cfg.password_file)
-            if not path.is_absolute() and credentials_dir is not None:
-                path = credentials_dir / path
+            if secrets_dir is not None:
+                path = resolve_secret(cfg.password_file, secrets_dir)
             try:
                 password = path.read_text().strip()
             except OSError as exc:
@@ -98,14 +99,14 @@ class Uplink:
     def __init__(self, cfg: MqttConfig, topics: Topics, outbox: Outbox, *, client_id: str,
                  inbox_public: Any | None, status: Callable[[], dict[str, Any]],
                  on_command: Callable[[bytes], None] | None = None,
-                 credentials_dir: Path | None = None) -> None:
+                 secrets_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.topics = topics
         self.outbox = outbox
         self._inbox_public = inbox_public
         self._status = status
         self._on_command = on_command
-        self.client = make_client(cfg, client_id, credentials_dir=credentials_dir)
+        self.client = make_client(cfg, client_id, secrets_dir=secrets_dir)
         self.client.will_set(topics.status, self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect

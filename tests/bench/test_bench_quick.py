@@ -44,3 +44,21 @@ def test_a_row_without_a_baseline_is_incomplete_and_shows_no_ratio() -> None:
     table = Table({"cpu": "test"}, quick=True, rows=[Row(1, "t", "b", "i", (measured,))])
     assert "n/a" in render(table)
     assert json.loads(json.dumps(table.to_json(), default=str))["rows"][0]["complete"] is False
+
+
+def test_peak_memory_is_the_childs_own_not_the_bench_processs() -> None:
+    # Linux counts the image a child had before exec() (the bench's own) in its ru_maxrss:
+    # a small child started from a big bench must still report its own, small peak.
+    from bench.child import peak_rss_kb, run_child
+    from bench.worker import vm_hwm_kb
+
+    assert peak_rss_kb(200_000, parent_hwm=90_000, sampled_hwm=199_000) == 200_000
+    assert peak_rss_kb(90_000, parent_hwm=90_000, sampled_hwm=12_000) == 12_000
+    ballast = bytearray(b"x" * (96 << 20))  # this process now holds 96 MiB more
+    child = run_child([sys.executable, "-c", "import os, socket, time; "
+                       "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+                       "s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(0.3)"],
+                      timeout=30)
+    assert child.returncode == 0
+    assert 0 < child.maxrss_kb < 64 << 10 < vm_hwm_kb()
+    del ballast

@@ -36,3 +36,24 @@ def test_thumbnail_keeps_the_aspect_and_never_enlarges(make_i420: Callable[..., 
 def test_quality_out_of_range_is_refused(make_i420: Callable[..., np.ndarray]) -> None:
     with pytest.raises(ValueError, match="quality"):
         jpeg(make_i420(0), quality=0)
+
+
+def test_thumbnail_matches_shrinking_the_full_colour_frame(
+        make_i420: Callable[..., np.ndarray]) -> None:
+    # The planes are shrunk before the colour conversion; the picture must be the same one.
+    i420 = make_i420(10)
+    i420[240:300] = 90   # a coloured frame (U), so chroma handling shows
+    i420[300:360] = 170  # (V)
+    full = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+    expected = cv2.resize(full, (160, 120), interpolation=cv2.INTER_AREA).astype(int)
+    got = decode(thumbnail(i420, width=160, quality=95)).astype(int)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() < 3
+    assert abs(int(np.argmax(got[60, :, 1])) - 20) <= 1  # the bar at x=40..55, halved
+
+
+@pytest.mark.parametrize("width", [33, 101, 161])
+def test_thumbnail_of_odd_width_has_that_width(make_i420: Callable[..., np.ndarray],
+                                               width: int) -> None:
+    height = round(240 * width / 320)
+    assert decode(thumbnail(make_i420(0), width=width)).shape == (height, width, 3)
