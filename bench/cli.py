@@ -207,14 +207,17 @@ class Bench:
                               note=f"{len(a)} presses, ring event {size} bytes{missed}"))
             lines.append(Line(f"{label}: p99", "ms", pct(a, 99), pct(b, 99), target=target))
         return Row(5, "Ring latency", "a bare paho client publishing a same-size QoS 1 payload "
-                   "over the same path (with its own 64 KiB x 4 chunk upload when uploading)",
+                   "over the same path (when uploading, its own naive fixed window of 4 x 64 "
+                   "KiB QoS 1 chunks on the same connection)",
                    f"mock button press (gpiozero MockFactory) -> sealed ring event at a "
                    f"subscriber of doorstep/<id>/event on a real Mosquitto; {n} presses, "
                    "each a first ring (repeat window 0), the next one after its event and "
                    "snapshot have left the outbox; the agent plays the 720p input in real "
                    "time with motion off; the upload case goes through bench/link.py (asyncio "
                    "token bucket, 2 Mbit/s each way) with 2 MiB clips kept queued in the "
-                   "outbox; chunk 64 KiB x 4 in flight (the defaults)", tuple(lines))
+                   "outbox; the agent's shipped defaults: 16 KiB chunks, a window that adapts "
+                   "to keep queueing under mqtt.queue_delay_ms = 100 (at most 16 chunks)",
+                   tuple(lines))
 
     # -- row 6 --------------------------------------------------------------------------------
     def onset(self) -> Row:
