@@ -35,6 +35,7 @@ from uplink.manifest import Chain, Manifest, manifest_hash, open_envelope, sign_
 
 log = logging.getLogger(__name__)
 
+ACK_EVERY = 16     # chunks between upload-progress records
 _TMP_NAME = re.compile(r"^(?P<kind>[a-z_]+)-p(?P<priority>\d)-[0-9a-f]{32}\.part$")
 
 
@@ -171,6 +172,7 @@ class Outbox:
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._ready.mkdir(parents=True, exist_ok=True)
         self._items: dict[int, Item] = {}
+        self._acks_saved: dict[int, int] = {}
         self._pending: dict[Path, PendingArtifact] = {}
         self._used = 0
         self.evictions = 0
@@ -382,10 +384,14 @@ class Outbox:
             return 0
 
     def set_acked_chunks(self, seq: int, chunks: int) -> None:
-        """Record upload progress. Not fsynced: a stale value only means re-sending a chunk."""
+        """Record upload progress, every ACK_EVERY chunks (SD wear: a file per PUBACK would
+        write more than the clip itself). Not fsynced: a stale value only means re-sending at
+        most ACK_EVERY chunks after a crash."""
         with self._lock:
-            if seq in self._items:
-                write_atomic(self._ready / f"{seq:010d}.ack", str(chunks).encode(), durable=False)
+            if seq not in self._items or chunks - self._acks_saved.get(seq, 0) < ACK_EVERY:
+                return
+            self._acks_saved[seq] = chunks
+            write_atomic(self._ready / f"{seq:010d}.ack", str(chunks).encode(), durable=False)
 
     def remove(self, seq: int) -> bool:
         """The inbox has the artifact: delete it. Returns False if it was not here."""
@@ -398,6 +404,7 @@ class Outbox:
 
     def _drop(self, seq: int) -> None:
         item = self._items.pop(seq)
+        self._acks_saved.pop(seq, None)
         stem = f"{seq:010d}"
         # The manifest goes first: an .age without .env is a torn leftover at start-up.
         for suffix in (".env", ".age", ".ack"):
