@@ -260,6 +260,18 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
     outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key, quota_bytes=quota,
                     clock_synced=synced)
     src = source if source is not None else open_source(cfg.camera, privacy=cfg.privacy.masks)
+    try:
+        return _wire(cfg, src, key, outbox, recipients, inbox_public, synced, data_dir,
+                     pin_factory, connect)
+    except BaseException:
+        if source is None:
+            src.close()        # a camera or stream we opened must not stay open on failure
+        raise
+
+
+def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
+          recipients: list[X25519Recipient], inbox_public: Any, synced: ClockSync,
+          data_dir: Path, pin_factory: Any, connect: bool) -> Service:
     encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
                            fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
                            gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
