@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from doorstep.errors import DiskFull, SealError
 from motion.detector import MotionDetector, MotionResult
 
 log = logging.getLogger(__name__)
+
+RECENT_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class Agent:
         self._clip_meta: dict[str, Any] = {}
         self._motion_on = False
         self.frames = 0
-        self.clips: list[ClipRecord] = []
-        self.events: list[tuple[str, int]] = []
+        # the most recent (kind, seq) of events sealed, for the demo, tests and benchmarks;
+        # bounded, since the agent runs for months
+        self.events: deque[tuple[str, int]] = deque(maxlen=RECENT_EVENTS)
         self.last_motion: MotionResult | None = None
 
     # -- inputs from other threads ------------------------------------------------------------
@@ -209,7 +213,6 @@ class Agent:
                             start_wall=clip.first.wall, trigger_wall=meta["trigger_wall"],
                             start_pts=clip.first.seconds, trigger_pts=meta["trigger_pts"],
                             duration=clip.duration, rings=meta["rings"])
-        self.clips.append(record)
         body = {"clip_seq": item.seq, "trigger": record.trigger,
                 "start_wall": record.start_wall, "trigger_wall": record.trigger_wall,
                 "preroll": record.trigger_pts - record.start_pts,

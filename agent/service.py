@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.doorbell import Doorbell, LedState, LongPress, Ring
 from agent.firstboot import read_provisioned
-from agent.health import clock_synchronised, collect_health, run_command
+from agent.health import collect_health
 from agent.run import Agent, RingPress
 from agent.sdnotify import FrameWatchdog, Notifier
 from agent.sealing import Sealer
@@ -56,23 +56,19 @@ except importlib.metadata.PackageNotFoundError:   # running from a checkout, not
 
 
 class ClockSync:
-    """Whether the wall clock is NTP-synchronised, asked at most once a minute. Unknown (no
-    timesyncd, no timedatectl) counts as not synchronised: until then, times are flagged and
-    the owner orders by sequence number."""
+    """Whether the wall clock is NTP-synchronised, as the last health probe found it (the
+    status thread probes once a minute, and once at start-up). Unknown (no timesyncd, no
+    timedatectl) counts as not synchronised: until then, times are flagged and the owner
+    orders by sequence number. Reading it never runs a probe, so commits never wait for one."""
 
-    def __init__(self, ttl: float = 60.0) -> None:
-        self._ttl = ttl
-        self._checked = -ttl
+    def __init__(self) -> None:
         self._value = False
-        self._lock = threading.Lock()
+
+    def set(self, synced: object) -> None:
+        self._value = synced is True
 
     def __call__(self) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= self._ttl:
-                self._checked = now
-                self._value = clock_synchronised(Path("/"), run_command) is True
-            return self._value
+        return self._value
 
 
 class CommandGate:
@@ -122,6 +118,7 @@ class Service:
     _ring_thread: threading.Thread | None = None
     fps: float = 0.0
     _health: dict[str, Any] | None = None
+    clock_sync: ClockSync = field(default_factory=ClockSync)
     _finished: threading.Event = field(default_factory=threading.Event)
 
     def press(self, press: RingPress) -> None:
@@ -144,6 +141,7 @@ class Service:
         health = collect_health(data_dir=self.cfg.device.data_dir, frame_rate=self.fps,
                                 outbox_depth=self.outbox.depth).to_dict()
         self._health = health
+        self.clock_sync.set(health.get("clock_synchronised"))
         return health
 
     def status(self) -> dict[str, Any]:
@@ -289,7 +287,7 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
 
     agent = Agent(cfg, encoder=encoder, sealer=sealer, detector=detector, on_state=led)
     uplink: Uplink | None = None
-    service = Service(cfg, src, agent, outbox, None, None, key)
+    service = Service(cfg, src, agent, outbox, None, None, key, clock_sync=synced)
     if connect:
         topics = Topics(cfg.topic_prefix)
         gate = (CommandGate(parse_public_key(cfg.owner.command_key), cfg.device.id,

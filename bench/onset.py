@@ -83,14 +83,13 @@ def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) 
             return result
         setattr(detector, "update", recording)  # noqa: B010
     motion_at: list[tuple[int, int]] = []   # (frame index, seq)
-    seen = [0]
+    seen: set[int] = set()
 
     def on_frame(frame: Any) -> None:
-        events = service.agent.events
-        for kind, seq in events[seen[0]:]:
-            if kind == "motion":
+        for kind, seq in list(service.agent.events):
+            if kind == "motion" and seq not in seen:
+                seen.add(seq)
                 motion_at.append((frame.index, seq))
-        seen[0] = len(events)
 
     runner = threading.Thread(target=service.run, name="bench-onset",
                               kwargs={"on_frame": on_frame, "connect_timeout": 10.0,
