@@ -208,7 +208,11 @@ class FileSource:
             container.close()
             raise CaptureError(f"video source {self.url!r}: has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Slice threads only, never frame threads: a frame-threaded decoder holds each picture
+        # back one frame per thread and keeps a picture buffer per thread (about 14 MB at
+        # 1080p on two cores). A doorbell's source is live, so decoding faster than real
+        # time buys nothing (docs/design.md, decision 18).
+        stream.thread_type = "SLICE"
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self._fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(30)
         width, height = stream.codec_context.width, stream.codec_context.height
