@@ -62,6 +62,9 @@ def test_agent_killed_at_random_moments_loses_nothing(tmp_path: Path,
         try:
             wait_for(lambda: log.read_text().count(ready_marker) > starts, 20,
                      "the agent to start for the last time")
+            status = Path(f"/proc/{agent.pid}/status").read_text()
+            if "THP_enabled:" in status:  # Linux 5.0+: the agent opted out of huge pages
+                assert "THP_enabled:\t0" in status
             wait_for(lambda: not any((outbox / "ready").glob("*.env"))
                      and not any((outbox / "ready").glob("*.age"))
                      and not any((outbox / "tmp").iterdir()),
