@@ -92,7 +92,7 @@ class Agent:
             self._rings.put(press)       # first, so the recorder never waits for the sealing
         with self._ring_lock:
             frame = self._latest
-            thumb = (thumbnail(frame.i420, self.cfg.clip.thumbnail_width, 80)
+            thumb = (thumbnail(frame, self.cfg.clip.thumbnail_width, 80)
                      if frame is not None and not self.privacy else None)
             body = {"count": press.count, "first": press.first, "pressed": press.wall,
                     "privacy": self.privacy}
@@ -100,7 +100,7 @@ class Agent:
                 item = self.sealer.event("ring", body, priority=Priority.RING, thumbnail=thumb)
                 self.events.append(("ring", item.seq))
                 if frame is not None and press.first and not self.privacy:
-                    snap = jpeg(frame.i420, self.cfg.clip.snapshot_quality)
+                    snap = jpeg(frame, self.cfg.clip.snapshot_quality)
                     self.sealer.blob("snapshot", snap, priority=Priority.RING,
                                      parent=str(item.seq))
             except DiskFull as exc:
@@ -230,10 +230,10 @@ class Agent:
             kind = "motion" if trigger is Trigger.MOTION else "snapshot"
             event = self.sealer.event(kind, {"trigger": trigger.value, "wall": frame.wall},
                                       priority=Priority.EVENT,
-                                      thumbnail=thumbnail(frame.i420,
+                                      thumbnail=thumbnail(frame,
                                                           self.cfg.clip.thumbnail_width, 80))
             self.events.append((kind, event.seq))
-            self.sealer.blob("snapshot", jpeg(frame.i420, self.cfg.clip.snapshot_quality),
+            self.sealer.blob("snapshot", jpeg(frame, self.cfg.clip.snapshot_quality),
                              priority=Priority.SNAPSHOT, parent=str(event.seq))
         except DiskFull as exc:
             log.error("snapshot: not stored: %s", exc)

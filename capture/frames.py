@@ -80,15 +80,33 @@ class Frame:
             return luma_view(self.av_frame)
         return self._i420[: self.height]
 
+    @property
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the Y, U and V planes (never copies: a snapshot of a decoded picture reads
+        the decoder's buffer, read-only)."""
+        if self._i420 is None:
+            return (luma_view(self.av_frame), plane_view(self.av_frame, 1),
+                    plane_view(self.av_frame, 2))
+        h, w = self.height, self.width
+        chroma = self._i420[h:].reshape(h, w // 2)  # h/2 rows of U, then h/2 rows of V
+        return self._i420[:h], chroma[: h // 2], chroma[h // 2:]
+
+
+def plane_view(av_frame: Any, index: int) -> np.ndarray:
+    """A read-only view of plane ``index`` of a decoded yuv420p frame (0: Y, full size; 1, 2:
+    U, V, half size each way), without copying."""
+    plane = av_frame.planes[index]
+    width, height = (av_frame.width, av_frame.height) if index == 0 else (
+        av_frame.width // 2, av_frame.height // 2)
+    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * height)
+    view = rows.reshape(height, plane.line_size)[:, :width]
+    view.flags.writeable = False
+    return view
+
 
 def luma_view(av_frame: Any) -> np.ndarray:
     """A read-only (height, width) view of a decoded frame's Y plane, without copying."""
-    plane = av_frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * av_frame.height)
-    rows = rows.reshape(av_frame.height, plane.line_size)
-    view = rows[: av_frame.height, : av_frame.width]
-    view.flags.writeable = False
-    return view
+    return plane_view(av_frame, 0)
 
 
 @dataclass(frozen=True, slots=True)

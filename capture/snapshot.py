@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from capture.frames import Frame
 from doorstep.errors import CaptureError
 
 
@@ -23,30 +24,38 @@ def _encode(bgr: np.ndarray, quality: int) -> bytes:
     return bytes(buf.tobytes())
 
 
-def jpeg(i420: np.ndarray, quality: int = 90) -> bytes:
-    """The frame as a full-resolution JPEG."""
-    return _encode(_bgr(i420), quality)
+def jpeg(frame: Frame, quality: int = 90) -> bytes:
+    """The frame as a full-resolution JPEG.
+
+    A decoded picture (``frame.av_frame``) is converted to BGR by swscale straight from the
+    decoder's planes, BT.601 as for an I420 array: no I420 copy is made, which at 1080p is
+    3 MB less at the moment of a ring or a motion start.
+    """
+    if frame.av_frame is not None:
+        return _encode(frame.av_frame.to_ndarray(format="bgr24", src_colorspace="ITU601"),
+                       quality)
+    return _encode(_bgr(frame.i420), quality)
 
 
-def thumbnail(i420: np.ndarray, width: int = 320, quality: int = 80) -> bytes:
+def thumbnail(frame: Frame, width: int = 320, quality: int = 80) -> bytes:
     """The frame shrunk to ``width`` pixels wide (aspect kept, never enlarged) as a JPEG.
 
-    The Y, U and V planes are shrunk first (area averaging) and only the small picture is
-    converted to BGR: a quarter of the work and none of a full-size BGR copy's memory.
+    The Y, U and V planes are shrunk first (area averaging, reading the frame's planes in
+    place) and only the small picture is converted to BGR: a quarter of the work and none of a
+    full-size copy's memory.
     """
-    h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+    w, h = frame.width, frame.height
     if width >= w:
-        return _encode(_bgr(i420), quality)
+        return jpeg(frame, quality)
     height = max(1, round(h * width / w))
     tw, th = width + width % 2, max(2, height + height % 2)  # 4:2:0 needs an even size
-    y = i420[:h]
-    chroma = i420[h:].reshape(h, w // 2)  # h/2 rows of U, then h/2 rows of V
+    y, u, v = frame.planes
     small = np.empty((th * 3 // 2, tw), np.uint8)
     cv2.resize(y, (tw, th), dst=small[:th], interpolation=cv2.INTER_AREA)
     small_chroma = small[th:].reshape(th, tw // 2)
-    cv2.resize(chroma[: h // 2], (tw // 2, th // 2), dst=small_chroma[: th // 2],
+    cv2.resize(u, (tw // 2, th // 2), dst=small_chroma[: th // 2],
                interpolation=cv2.INTER_AREA)
-    cv2.resize(chroma[h // 2:], (tw // 2, th // 2), dst=small_chroma[th // 2:],
+    cv2.resize(v, (tw // 2, th // 2), dst=small_chroma[th // 2:],
                interpolation=cv2.INTER_AREA)
     bgr = _bgr(small)
     if (tw, th) != (width, height):  # an odd size: trim the spare column or row

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import av
 import cv2
 import numpy as np
 import pytest
 
+from capture.frames import Frame
 from capture.snapshot import jpeg, thumbnail
+
+
+def frame_of(i420: np.ndarray) -> Frame:
+    return Frame(0, 0.0, 0.0, i420, np.zeros((240, 320), np.uint8))
+
+
+def decoded_frame_of(i420: np.ndarray) -> Frame:
+    """The same picture as a decoder hands it on: an av.VideoFrame, no I420 array."""
+    vf = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+    return Frame(0, 0.0, 0.0, None, np.zeros((240, 320), np.uint8), av_frame=vf)
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -19,23 +31,23 @@ def decode(data: bytes) -> np.ndarray:
 
 def test_jpeg_is_full_resolution_and_shows_the_frame(make_i420: Callable[..., np.ndarray],
                                                      ) -> None:
-    data = jpeg(make_i420(10), quality=90)
+    data = jpeg(frame_of(make_i420(10)), quality=90)
     assert data[:2] == b"\xff\xd8"
     image = decode(data)
     assert image.shape == (240, 320, 3)
     assert abs(int(np.argmax(image[120, :, 1])) - 40) <= 2  # the white bar at x=40..55
-    assert jpeg(make_i420(10), quality=30) != data
+    assert jpeg(frame_of(make_i420(10)), quality=30) != data
 
 
 def test_thumbnail_keeps_the_aspect_and_never_enlarges(make_i420: Callable[..., np.ndarray],
                                                        ) -> None:
-    assert decode(thumbnail(make_i420(0), width=160)).shape == (120, 160, 3)
-    assert decode(thumbnail(make_i420(0), width=640)).shape == (240, 320, 3)
+    assert decode(thumbnail(frame_of(make_i420(0)), width=160)).shape == (120, 160, 3)
+    assert decode(thumbnail(frame_of(make_i420(0)), width=640)).shape == (240, 320, 3)
 
 
 def test_quality_out_of_range_is_refused(make_i420: Callable[..., np.ndarray]) -> None:
     with pytest.raises(ValueError, match="quality"):
-        jpeg(make_i420(0), quality=0)
+        jpeg(frame_of(make_i420(0)), quality=0)
 
 
 def test_thumbnail_matches_shrinking_the_full_colour_frame(
@@ -46,7 +58,7 @@ def test_thumbnail_matches_shrinking_the_full_colour_frame(
     i420[300:360] = 170  # (V)
     full = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
     expected = cv2.resize(full, (160, 120), interpolation=cv2.INTER_AREA).astype(int)
-    got = decode(thumbnail(i420, width=160, quality=95)).astype(int)
+    got = decode(thumbnail(frame_of(i420), width=160, quality=95)).astype(int)
     assert got.shape == expected.shape
     assert np.abs(got - expected).mean() < 3
     assert abs(int(np.argmax(got[60, :, 1])) - 20) <= 1  # the bar at x=40..55, halved
@@ -56,4 +68,21 @@ def test_thumbnail_matches_shrinking_the_full_colour_frame(
 def test_thumbnail_of_odd_width_has_that_width(make_i420: Callable[..., np.ndarray],
                                                width: int) -> None:
     height = round(240 * width / 320)
-    assert decode(thumbnail(make_i420(0), width=width)).shape == (height, width, 3)
+    assert decode(thumbnail(frame_of(make_i420(0)), width=width)).shape == (height, width, 3)
+
+
+def test_a_decoded_picture_gives_the_same_images_without_an_i420_copy(
+        make_i420: Callable[..., np.ndarray]) -> None:
+    """Frames that carry the decoder's picture are snapshotted from its planes in place: the
+    images match those of the same picture as an I420 array, and no I420 copy is made."""
+    i420 = make_i420(10)
+    i420[240:300] = 90
+    i420[300:360] = 170
+    decoded = decoded_frame_of(i420)
+    for make in (lambda f: jpeg(f, 95), lambda f: thumbnail(f, 160, 95),
+                 lambda f: thumbnail(f, 101, 95)):
+        got = decode(make(decoded)).astype(int)
+        expected = decode(make(frame_of(i420))).astype(int)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).mean() < 2.5
+    assert decoded._i420 is None  # the frame never made its I420 copy
