@@ -1,0 +1,36 @@
+"""The `doorstep` command line: every command is offered, and running one loads only its own
+module (the agent does not carry the owner's or the bench's code)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from doorstep.cli import COMMANDS, build_parser
+
+
+def test_help_lists_every_command() -> None:
+    text = build_parser([]).format_help()
+    for name in COMMANDS:
+        assert name in text
+
+
+def test_an_unknown_command_is_reported_with_the_choices() -> None:
+    done = subprocess.run([sys.executable, "-m", "doorstep.cli", "ring-the-bell"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "invalid choice: 'ring-the-bell'" in done.stderr and "firstboot" in done.stderr
+
+
+def test_run_loads_only_the_agent() -> None:
+    code = ("import sys; from doorstep.cli import build_parser; "
+            "args = build_parser(['-v', 'run', '--config', 'x.toml'])"
+            ".parse_args(['-v', 'run', '--config', 'x.toml']); "
+            "print(args.func.__module__); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('owner', 'bench') "
+            "or m in ('motion.cli', 'doorstep.demo', 'agent.install', 'config.check')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    module, loaded = done.stdout.splitlines()
+    assert module == "agent.service"
+    assert loaded == "[]"
