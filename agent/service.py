@@ -8,11 +8,9 @@ seen. The uplink has its own two threads (uplink/mqtt.py). Nothing else.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.metadata
 import json
 import logging
-import os
 import queue
 import signal
 import sys
@@ -40,6 +38,7 @@ from config.schema import Config
 from doorstep.droplog import DropLog
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from doorstep.fsutil import write_atomic
+from doorstep.memory import no_huge_pages
 from motion.detector import MotionDetector
 from uplink.age import X25519Recipient
 from uplink.keys import SigningKey, fingerprint, parse_public_key
@@ -330,26 +329,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "every upload before exiting (default 60; what is left stays in the outbox "
                    "for the next start)")
     p.set_defaults(func=run)
-
-
-PR_SET_THP_DISABLE = 41  # linux/prctl.h
-
-
-def no_huge_pages() -> bool:
-    """Opt this process (and its children) out of transparent huge pages. x264 asks for huge
-    pages for every buffer over 1.75 MB; each is then resident in whole 2 MB pages, touched or
-    not (6 MB more at 1080p, measured; more on kernels with bigger pages). Speed is unchanged
-    (docs/design.md, decision 18). Returns False where the kernel has no such switch."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        done = libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-    if not done:
-        log.debug("prctl(PR_SET_THP_DISABLE): %s", os.strerror(ctypes.get_errno()))
-    return bool(done)
 
 
 def run(args: argparse.Namespace) -> int:

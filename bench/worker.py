@@ -7,7 +7,8 @@ process (optionally pinned to one CPU before any codec library loads) and writes
 - ``bare``: the floor, a bare PyAV decode->encode loop on the same file with the same encoder
   settings (read from the same config). Tells $NOTIFY_SOCKET READY=1 after its first frame, as
   the agent does, so start-up and CPU are measured the same way for both.
-- ``imports``: a Python that imports av, numpy and cv2 and exits (the memory floor).
+- ``imports``: a Python that imports av, numpy and cv2 and exits (the memory floor);
+  ``agent-imports`` also imports everything `doorstep run` loads.
 """
 
 from __future__ import annotations
@@ -183,9 +184,12 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
     from config import load_config
 
     cfg = load_config(args.config)
+    if args.agent_setup:
+        from doorstep.memory import no_huge_pages
+        no_huge_pages()
     container = av.open(cfg.camera.source)
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_type = "SLICE" if args.agent_setup else "AUTO"
     fps = Fraction(stream.average_rate or 30)
     w, h = stream.codec_context.width & ~1, stream.codec_context.height & ~1
     settings = EncoderSettings(w, h, fps, cfg.encoder.bitrate_kbps, cfg.encoder.gop_seconds,
@@ -241,7 +245,7 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.worker")
-    p.add_argument("mode", choices=["agent", "bare", "imports"])
+    p.add_argument("mode", choices=["agent", "bare", "imports", "agent-imports"])
     p.add_argument("--config", help="doorstep.toml (agent and bare)")
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (-1: no pinning)")
@@ -249,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="agent: press the doorbell on the first frame")
     p.add_argument("--drain", type=float, default=0.0, help="agent: drain timeout, s")
     p.add_argument("--seconds", type=float, default=0.0, help="bare: stop after this long")
+    p.add_argument("--agent-setup", action="store_true",
+                   help="bare: set the codecs up as the agent does (slice-threaded decoder, no "
+                   "transparent huge pages)")
     args = p.parse_args(argv)
     if args.cpu >= 0:
         # Before any codec library loads: x264 and FFmpeg size their thread pools from the
@@ -257,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     if args.cpu >= 0:
         cv2.setNumThreads(1)
-    if args.mode == "imports":
+    if args.mode in ("imports", "agent-imports"):
         import av  # noqa: F401
         import numpy  # noqa: F401
+        if args.mode == "agent-imports":  # everything `doorstep run` loads before its config
+            import agent.service  # noqa: F401
         if args.report:
             Path(args.report).write_text(json.dumps({"vm_hwm_kb": vm_hwm_kb()}))
         return 0
