@@ -29,6 +29,7 @@ class Inputs:
 
     video: dict[str, Path]
     still: Path
+    camera: Path  # the 1080p input re-encoded as a camera sends it: no B-frames
     seconds: float
     origin: Path
 
@@ -76,4 +77,11 @@ def build_inputs(cache: Path, seconds: float) -> Inputs:
         _ffmpeg(["-i", str(origin), "-vf",
                  f"trim=end_frame=1,loop=loop=-1:size=1,setpts=N/{FPS}/TB,scale=1280:720",
                  "-frames:v", str(int(seconds * FPS)), "-r", str(FPS), *encode], still)
-    return Inputs(videos, still, seconds, origin)
+    camera = cache / f"camera-1080p-{FPS}fps-{seconds:g}s.mp4"
+    if not camera.exists():
+        # IP and USB cameras send H.264 without B-frames (they add latency), so their decoder
+        # keeps fewer reference pictures than a file made for storage does.
+        log.info("bench: building %s", camera)
+        _ffmpeg(["-i", str(videos["1080p"]), "-c:v", "libx264", "-preset", "veryfast", "-crf",
+                 "20", "-g", str(FPS), "-bf", "0", "-pix_fmt", "yuv420p", "-an"], camera)
+    return Inputs(videos, still, camera, seconds, origin)
