@@ -274,7 +274,7 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
                            fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
                            gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
-                           source=src)
+                           subpel=cfg.encoder.subpel, source=src)
     detector = MotionDetector(cfg.motion, (cfg.camera.lores_width, cfg.camera.lores_height),
                               float(src.fps)) if cfg.motion.enabled else None
     sealer = Sealer(outbox, recipients, clock_synced=synced)

@@ -193,7 +193,7 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
     fps = Fraction(stream.average_rate or 30)
     w, h = stream.codec_context.width & ~1, stream.codec_context.height & ~1
     settings = EncoderSettings(w, h, fps, cfg.encoder.bitrate_kbps, cfg.encoder.gop_seconds,
-                               cfg.encoder.preset)
+                               cfg.encoder.preset, cfg.encoder.subpel)
     ctx = _codec_context("libx264", settings)  # the agent's own encoder settings
     ctx.open()
     timers = Timers()

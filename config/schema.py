@@ -59,6 +59,9 @@ class EncoderConfig:
     gop_seconds: float = _f(1.0, lo=0.25, hi=10)
     preset: str = _f("superfast", choices=("ultrafast", "superfast", "veryfast", "faster",
                                           "fast", "medium"))
+    subpel: bool = _f(False, doc="libx264 only: sub-pixel motion refinement at the preset's "
+                      "level; off (subme=0) saves 14 MB at 1080p and 15% of encoding time for "
+                      "0.0-0.2 dB at the same bitrate on doorbell scenes")
 
 
 @dataclass(frozen=True)
