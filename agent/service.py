@@ -35,10 +35,10 @@ from capture.frames import Frame, FrameSource
 from capture.source import open_source
 from config import load_config, resolve_secret
 from config.schema import Config
+from doorstep import memory
 from doorstep.droplog import DropLog
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from doorstep.fsutil import write_atomic
-from doorstep.memory import no_huge_pages
 from motion.detector import MotionDetector
 from uplink.age import X25519Recipient
 from uplink.keys import SigningKey, fingerprint, parse_public_key
@@ -332,7 +332,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    no_huge_pages()  # before any codec allocates
+    memory.set_up()  # before any codec allocates
     try:
         cfg = load_config(args.config)
         service = build(cfg)
