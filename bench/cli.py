@@ -39,13 +39,14 @@ class Plan:
     presses: int
     startups: int
     sequences: list[str] | None
+    snapshots: int        # 1080p snapshots in a row (row 4)
 
     @classmethod
     def make(cls, quick: bool, presses: int | None = None) -> Plan:
         if quick:
             return cls(True, 3.0, 1, (0.5, 1.5), (0.5, 1.5), presses or 4, 1,
-                       ["wallflower-wavingtrees"])
-        return cls(False, 10.0, 3, (1.0, 7.0), (1.0, 31.0), presses or 100, 5, None)
+                       ["wallflower-wavingtrees"], 5)
+        return cls(False, 10.0, 3, (1.0, 7.0), (1.0, 31.0), presses or 100, 5, None, 20)
 
 
 class Bench:
@@ -155,6 +156,8 @@ class Bench:
         camera = self.config(self.inputs.camera, preroll=5.0)
         agent, bare, lean, imports, agent_imports = [], [], [], [], []
         cam_agent, cam_lean = [], []
+        steady: list[float] = []
+        default: list[float] = []
         for _ in range(self.plan.repeats):
             agent.append(run_child(self.agent_cli(cfg), log=self.log).maxrss_kb / 1024)
             bare.append(run_child(self.bare_cli(cfg), log=self.log).maxrss_kb / 1024)
@@ -164,6 +167,10 @@ class Bench:
             cam_lean.append(run_child([*self.bare_cli(camera), "--agent-setup"],
                                       log=self.log).maxrss_kb / 1024)
             imports.append(self._imports_rss("imports") / 1024)
+            steady.append(self.worker("snapshots", cfg, "--count", str(self.plan.snapshots),
+                                      "--steady-malloc")["growth_kb"] / 1024)
+            default.append(self.worker("snapshots", cfg, "--count",
+                                       str(self.plan.snapshots))["growth_kb"] / 1024)
             agent_imports.append(self._imports_rss("agent-imports") / 1024)
         note = ("the pre-roll ring only fills after 7 s (5 s + 2 GOPs); the quick input is "
                 "shorter" if self.plan.quick else "")
@@ -188,7 +195,13 @@ class Bench:
                        Line("1080p30 camera-like stream", "MB", Stat.of(cam_agent),
                             Stat.of(cam_lean), target="< 150 MB",
                             note="the same pictures re-encoded without B-frames, as IP and USB "
-                            "cameras send them; baseline: the loop set up as the agent")))
+                            "cameras send them; baseline: the loop set up as the agent"),
+                       Line(f"{self.plan.snapshots} snapshots in a row: growth", "MB",
+                            Stat.of(steady), Stat.of(default),
+                            note="resident after the last 1080p thumbnail + JPEG minus after "
+                            "the first, with `doorstep run`'s fixed mmap threshold; baseline: "
+                            "glibc's default (a threshold that rises to the largest block "
+                            "freed)")))
 
     def _imports_rss(self, mode: str) -> int:
         """The imports-only Python's own VmHWM, which it reports itself as it exits (it lives

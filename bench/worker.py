@@ -9,6 +9,8 @@ process (optionally pinned to one CPU before any codec library loads) and writes
   the agent does, so start-up and CPU are measured the same way for both.
 - ``imports``: a Python that imports av, numpy and cv2 and exits (the memory floor);
   ``agent-imports`` also imports everything `doorstep run` loads.
+- ``snapshots``: the snapshot path (thumbnail and full JPEG) many times in a row, and how much
+  more stays resident after the first, with or without `doorstep run`'s malloc setting.
 """
 
 from __future__ import annotations
@@ -117,8 +119,10 @@ def run_agent(args: argparse.Namespace) -> dict[str, Any]:
     from agent.service import build
     from capture.lores import make_lores
     from config import load_config
+    from doorstep import memory
 
     cfg = load_config(args.config)
+    memory.set_up()  # as `doorstep run` does
     service = build(cfg, pin_factory=MockFactory())
     agent = service.agent
     timers = Timers()
@@ -243,9 +247,52 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
             "write_bytes": disk_writes(io1) - disk_writes(io0)}
 
 
+def vm_rss_kb() -> int:
+    """This process's resident set now (VmRSS), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+WARM_FRAMES = 20
+
+
+def run_snapshots(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent's snapshot path, ``args.count`` times in a row on decoded pictures of the
+    configured source: how much more stays resident after the first one. With
+    ``--steady-malloc`` as `doorstep run` sets it up; without, glibc's defaults."""
+    import av
+    import numpy as np
+
+    from capture.frames import Frame
+    from capture.snapshot import jpeg, thumbnail
+    from config import load_config
+    from doorstep.memory import steady_malloc
+
+    if args.steady_malloc:
+        steady_malloc()
+    cfg = load_config(args.config)
+    with av.open(cfg.camera.source) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        decoded = container.decode(stream)
+        for _ in range(WARM_FRAMES):  # the decoder's reference pictures are all allocated
+            next(decoded)
+        lores = np.zeros((cfg.camera.lores_height, cfg.camera.lores_width), np.uint8)
+        rss: list[int] = []
+        size = 0
+        for i in range(args.count):
+            frame = Frame(i, i / 30, 0.0, None, lores, av_frame=next(decoded))
+            size += len(thumbnail(frame, cfg.clip.thumbnail_width, 80))
+            size += len(jpeg(frame, cfg.clip.snapshot_quality))
+            rss.append(vm_rss_kb())
+    return {"rss_kb": rss, "growth_kb": rss[-1] - rss[0], "bytes": size}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.worker")
-    p.add_argument("mode", choices=["agent", "bare", "imports", "agent-imports"])
+    p.add_argument("mode", choices=["agent", "bare", "imports", "agent-imports", "snapshots"])
     p.add_argument("--config", help="doorstep.toml (agent and bare)")
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (-1: no pinning)")
@@ -253,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="agent: press the doorbell on the first frame")
     p.add_argument("--drain", type=float, default=0.0, help="agent: drain timeout, s")
     p.add_argument("--seconds", type=float, default=0.0, help="bare: stop after this long")
+    p.add_argument("--count", type=int, default=20, help="snapshots: how many in a row")
+    p.add_argument("--steady-malloc", action="store_true",
+                   help="snapshots: fix glibc's mmap threshold as `doorstep run` does")
     p.add_argument("--agent-setup", action="store_true",
                    help="bare: set the codecs up as the agent does (slice-threaded decoder, no "
                    "transparent huge pages)")
@@ -272,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             Path(args.report).write_text(json.dumps({"vm_hwm_kb": vm_hwm_kb()}))
         return 0
-    result = run_agent(args) if args.mode == "agent" else run_bare(args)
+    run = {"agent": run_agent, "bare": run_bare, "snapshots": run_snapshots}[args.mode]
+    result = run(args)
     result["cpu_affinity"] = sorted(os.sched_getaffinity(0))
     text = json.dumps(result)
     if args.report:
