@@ -1,7 +1,8 @@
 """The agent: wires capture -> motion -> recorder -> sealing -> outbox -> uplink, in that order,
 and runs the frame loop. ``Agent.process`` handles one frame; everything it does is in order
 and on one thread, except the ring fast path, which seals and sends a ring event from the
-button's thread at once, without waiting for the next frame.
+button's thread at once, without waiting for the next frame, and the disk work that ends a
+clip or stores a snapshot or event, which the ``commit`` thread does in order (decision 22).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.committer import Committer
 from agent.recorder import EndClip, Inputs, MarkClip, Recorder, StartClip, TakeSnapshot, Trigger
 from agent.sealing import ClipWriter, Priority, Sealer
 from capture.frames import Encoder, Frame
@@ -83,6 +85,7 @@ class Agent:
         # bounded, since the agent runs for months
         self.events: deque[tuple[str, int]] = deque(maxlen=RECENT_EVENTS)
         self.last_motion: MotionResult | None = None
+        self._committer = Committer()
 
     # -- inputs from other threads ------------------------------------------------------------
     def ring(self, press: RingPress) -> None:
@@ -155,6 +158,11 @@ class Agent:
     def finish(self, t: float) -> None:
         for action in self.recorder.finish(t):
             self._do(action, self._latest)
+        self._committer.drain()
+
+    def close(self) -> None:
+        """Finish the disk work still queued and stop its thread."""
+        self._committer.close()
 
     # -- actions ------------------------------------------------------------------------------
     def _do(self, action: object, frame: Frame | None) -> None:
@@ -203,7 +211,12 @@ class Agent:
             if clip is not None:
                 clip.abort()
             return
-        meta = self._clip_meta
+        meta = self._clip_meta  # this clip's, not whatever clip is recording when it runs
+        self._committer.submit(lambda: self._store_clip(clip, meta))
+
+    def _store_clip(self, clip: ClipWriter, meta: dict[str, Any]) -> None:
+        """On the commit thread: close and commit the clip, then its sealed metadata event."""
+        assert clip.first is not None
         try:
             item = clip.close()
         except (DiskFull, OSError, SealError) as exc:
@@ -226,6 +239,11 @@ class Agent:
                  record.duration, record.trigger_pts - record.start_pts, item.seq)
 
     def _snapshot(self, frame: Frame, trigger: Trigger) -> None:
+        # the frame keeps its picture (the decoder's buffer) until the job has run
+        self._committer.submit(lambda: self._store_snapshot(frame, trigger))
+
+    def _store_snapshot(self, frame: Frame, trigger: Trigger) -> None:
+        """On the commit thread: the event with its thumbnail, then the full JPEG."""
         try:
             kind = "motion" if trigger is Trigger.MOTION else "snapshot"
             event = self.sealer.event(kind, {"trigger": trigger.value, "wall": frame.wall},
@@ -243,12 +261,14 @@ class Agent:
         log.info("motion %s at t=%.2f (score %.3f)", "started" if on else "ended", frame.pts,
                  result.score)
         if not on:
-            try:
-                item = self.sealer.event("motion_end", {"wall": frame.wall},
-                                         priority=Priority.EVENT)
-                self.events.append(("motion_end", item.seq))
-            except DiskFull as exc:
-                log.error("motion_end: not stored: %s", exc)
+            self._committer.submit(lambda: self._store_motion_end(frame.wall))
+
+    def _store_motion_end(self, wall: float) -> None:
+        try:
+            item = self.sealer.event("motion_end", {"wall": wall}, priority=Priority.EVENT)
+            self.events.append(("motion_end", item.seq))
+        except DiskFull as exc:
+            log.error("motion_end: not stored: %s", exc)
 
     def _apply_owner_requests(self, frame: Frame) -> bool:
         owner_clip = False

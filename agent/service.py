@@ -2,7 +2,9 @@
 ring path, and run the frame loop until the source ends or SIGTERM arrives.
 
 Threads: the main thread runs the frame loop. "ring" seals ring events the moment a press is
-seen. The uplink has its own two threads (uplink/mqtt.py). Nothing else.
+seen. "commit" closes clips and stores snapshots and events for the frame loop
+(agent/committer.py). "status" probes health once a minute. The uplink has its own two
+threads (uplink/mqtt.py). Nothing else.
 """
 
 from __future__ import annotations
@@ -226,6 +228,7 @@ class Service:
             self.doorbell.set_led(LedState.IDLE)
 
     def close(self) -> None:
+        self.agent.close()
         if self.uplink is not None:
             self.uplink.stop()
         if self.doorbell is not None:

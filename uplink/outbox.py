@@ -166,7 +166,11 @@ class Outbox:
         self.quota_bytes = quota_bytes
         self._clock_synced = clock_synced
         self.on_commit = on_commit
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()       # the state: items, bytes used, pending writes
+        # Commits are serialised (each manifest chains to the one before) under a lock of their
+        # own, so their fsyncs never hold up a clip's chunk writes or a receipt, which need
+        # only the state lock.
+        self._commit_lock = threading.Lock()
         self._tmp = self.root / "tmp"
         self._ready = self.root / "ready"
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -342,7 +346,7 @@ class Outbox:
     def _commit(self, path: Path, *, kind: str, priority: int, parent: str, created: float,
                 size: int, sha256: str) -> Item:
         synced = self._clock_synced()       # may run a subprocess: never under the lock
-        with self._lock:
+        with self._commit_lock:
             chain = Chain(self.device, self._chain.last_seq, self._chain.last_hash)
             manifest = chain.next(kind=kind, size=size, sha256=sha256, created=created,
                                   clock_synced=synced, priority=priority,
@@ -355,11 +359,12 @@ class Outbox:
             write_atomic(self._ready / f"{stem}.env", envelope)
             os.replace(path, age_path)
             fsync_dir(self._ready)
-            self._chain = chain
             write_atomic(self.root / "chain.json", chain.to_json().encode())
-            self._pending.pop(path, None)
             item = Item(manifest, envelope, age_path)
-            self._items[manifest.seq] = item
+            with self._lock:
+                self._chain = chain
+                self._pending.pop(path, None)
+                self._items[manifest.seq] = item
         log.info("outbox: committed %s seq %d (%d bytes)", manifest.kind, manifest.seq,
                  manifest.size)
         if self.on_commit is not None:
@@ -399,7 +404,7 @@ class Outbox:
             if seq not in self._items:
                 return False
             self._drop(seq)
-            fsync_dir(self._ready)
+        fsync_dir(self._ready)  # outside the lock: a clip's chunk writes need not wait for it
         return True
 
     def _drop(self, seq: int) -> None:

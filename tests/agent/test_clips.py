@@ -167,3 +167,46 @@ def test_damaged_clip_is_refused_with_a_clear_error(tmp_path: Path, keys: Keys,
     assert main(["-q", "open", str(store / "0000000001.clip.age"), "-i", str(keys.owner_file),
                  "--out-dir", str(tmp_path / "plain")]) == 1
     assert "does not match the device's signed manifest" in capsys.readouterr().err
+
+
+def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
+        tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Committing a clip ends in fsyncs, which take tens of milliseconds on an SD card. They
+    run on the commit thread: the frame loop goes on meanwhile, and the clip and its event are
+    committed once the disk answers."""
+    import threading
+
+    import uplink.outbox as outbox_module
+
+    video = tmp_path / "still.mp4"
+    synthetic_video(video, 6, None)
+    stalled, release = threading.Event(), threading.Event()
+    real_fsync_dir = outbox_module.fsync_dir
+
+    def slow_disk(path: object) -> None:
+        if threading.current_thread().name == "commit" and not release.is_set():
+            stalled.set()
+            release.wait(30)          # the test releases it; 30 s only guards against a hang
+        real_fsync_dir(path)          # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox_module, "fsync_dir", slow_disk)
+    factory = MockFactory()
+    cfg = config(tmp_path, keys, video, False).replace(
+        "[clip]\n", "[clip]\nmax_seconds = 1.0\n")
+    service = build(parse_config(cfg), pin_factory=factory, connect=False)
+    pin = factory.pin(17)
+    during = []
+
+    def on_frame(frame: object) -> None:
+        index = getattr(frame, "index", -1)
+        if index == 30:
+            press_bell(service, pin)      # a ring: the ring event, then a clip of at most 1 s
+        if stalled.is_set() and not release.is_set():
+            during.append(index)
+            if len(during) == 20:         # 20 frames went by while the commit waited
+                release.set()
+
+    service.run(on_frame=on_frame)
+    assert len(during) == 20, "the frame loop waited for the commit's fsync"
+    kinds = [item.manifest.kind for item in service.outbox.items()]
+    assert kinds.count("clip") >= 1 and "event" in kinds

@@ -1,0 +1,61 @@
+"""The frame loop's slow disk work on a thread of its own: closing and committing clips, and
+sealing snapshots and events, each of which ends in several fsyncs (decision 22). Jobs run
+one at a time, in the order they were given, so a clip is committed before the event that
+names it."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+DEPTH = 4  # jobs waiting at most; then the frame loop waits for room
+
+
+class Committer:
+    """Runs jobs in order on the ``commit`` thread, started on the first job.
+
+    At most ``depth`` jobs wait: a disk that cannot keep up then slows the frame loop instead
+    of piling up pictures held for snapshots. ``drain()`` waits until every job given so far
+    has run. A job that raises is logged and the next one runs.
+    """
+
+    def __init__(self, depth: int = DEPTH) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="commit",
+                                                daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def drain(self) -> None:
+        """Wait until every job submitted so far has run."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        """Run what is queued, then stop the thread."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                job()
+            except Exception:  # one failed job must not stop the commits after it
+                log.exception("commit: a background job failed")
+            finally:
+                self._jobs.task_done()
