@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.recorder import Trigger
 from bench.rig import Keys, config_text
 from bench.ring import Subscriber
 from uplink.manifest import open_envelope
@@ -82,20 +83,24 @@ def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) 
             states.append(bool(result.motion))
             return result
         setattr(detector, "update", recording)  # noqa: B010
-    motion_at: list[tuple[int, int]] = []   # (frame index, seq)
-    seen: set[int] = set()
+    # The frame each motion event was decided on: the agent hands the sealing to its commit
+    # thread and goes on, so the frame on which the event shows up later says nothing.
+    triggers: list[int] = []
+    snapshot = service.agent._snapshot
 
-    def on_frame(frame: Any) -> None:
-        for kind, seq in list(service.agent.events):
-            if kind == "motion" and seq not in seen:
-                seen.add(seq)
-                motion_at.append((frame.index, seq))
+    def deciding(frame: Any, trigger: Trigger) -> None:
+        if trigger is Trigger.MOTION:
+            triggers.append(frame.index)
+        snapshot(frame, trigger)
+    setattr(service.agent, "_snapshot", deciding)  # noqa: B010
 
     runner = threading.Thread(target=service.run, name="bench-onset",
-                              kwargs={"on_frame": on_frame, "connect_timeout": 10.0,
-                                      "drain_timeout": 15.0})
+                              kwargs={"connect_timeout": 10.0, "drain_timeout": 15.0})
     runner.start()
     runner.join()
+    # one motion event per motion snapshot, sealed in order by the one commit thread
+    seqs = [seq for kind, seq in service.agent.events if kind == "motion"]
+    motion_at = list(zip(triggers, seqs, strict=True))   # (frame index, seq)
     arrivals = {seq: sub.wait_for(seq, 10) for _, seq in motion_at}
     sub.close()
     n = len(states)
