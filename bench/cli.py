@@ -108,7 +108,8 @@ class Bench:
         row1 = Row(1, "Pipeline throughput", "bare PyAV decode->libx264 encode loop, same file "
                    "and encoder settings, same core",
                    f"{self.inputs.describe('720p')}; the same at 1920x1080; libx264 preset "
-                   "superfast, zerolatency, 2500 kbit/s, GOP 1 s; one CPU (affinity), so x264, "
+                   "superfast, zerolatency, subme=0 (the default: encoder.subpel = false), "
+                   "2500 kbit/s, GOP 1 s; one CPU (affinity), so x264, "
                    "FFmpeg and OpenCV run one thread; as fast as possible; a ring on the first "
                    "frame and post-roll 120 s keep a clip recording (split every 3 s) and "
                    "uploading to a local Mosquitto", tuple(lines))
