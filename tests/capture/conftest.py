@@ -27,10 +27,12 @@ def synthetic_i420(index: int, width: int = 320, height: int = 240) -> np.ndarra
 
 
 def write_video(path: Path, *, frames: int = 30, fps: int = 15, width: int = 320,
-                height: int = 240, codec: str = "ffv1") -> Path:
-    """Encode ``frames`` synthetic frames to ``path`` (lossless FFV1 by default)."""
+                height: int = 240, codec: str = "ffv1",
+                options: dict[str, str] | None = None) -> Path:
+    """Encode ``frames`` synthetic frames to ``path`` (lossless FFV1 by default; ``options``
+    go to the encoder)."""
     with av.open(str(path), "w") as out:
-        stream: Any = out.add_stream(codec, rate=Fraction(fps))
+        stream: Any = out.add_stream(codec, rate=Fraction(fps), options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
             vf = av.VideoFrame.from_ndarray(synthetic_i420(i, width, height), format="yuv420p")

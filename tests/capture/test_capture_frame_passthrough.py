@@ -76,20 +76,11 @@ def test_a_carried_picture_encodes_exactly_like_its_i420_array(small_video: Path
 
 
 def test_the_inputs_keyframes_do_not_become_ours(tmp_path: Path,
-                                                 make_i420: Callable[..., np.ndarray]) -> None:
+                                                 make_video: Callable[..., Path]) -> None:
     # An input with a keyframe every 4 frames, re-encoded with a 1 s (15 frame) GOP: the
     # decoder marks its pictures I and P, and that must not force extra IDRs.
-    video = tmp_path / "gop4.mp4"
-    with av.open(str(video), "w") as out:
-        stream = out.add_stream("libx264", rate=15, options={"g": "4", "keyint_min": "4",
-                                                              "sc_threshold": "0"})
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for i in range(30):
-            vf = av.VideoFrame.from_ndarray(make_i420(i), format="yuv420p")
-            vf.pts = i
-            vf.time_base = Fraction(1, 15)
-            out.mux(stream.encode(vf))
-        out.mux(stream.encode(None))
+    video = make_video(tmp_path / "gop4.mp4", frames=30, fps=15, codec="libx264",
+                       options={"g": "4", "keyint_min": "4", "sc_threshold": "0"})
     frames = list(FileSource(str(video), realtime=False).frames())
     assert sum(1 for f in frames if f.av_frame.key_frame) >= 7  # the input's own GOPs
     packets = encode_all(frames)

@@ -7,18 +7,14 @@ import itertools
 import re
 import threading
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
-import av
 import numpy as np
 import pytest
 
 from capture.clock import FakeClock
 from capture.source import FileSource, default_options, open_source
 from doorstep.errors import CameraUnavailable, CaptureError
-from tests.capture.conftest import synthetic_i420
 
 VIDEO = Path("/work/shared/data/video")
 MOTION = Path("/work/shared/data/motion")
@@ -193,21 +189,13 @@ def test_live_stream_that_ends_is_camera_unavailable(small_video: Path) -> None:
         thread.join()
 
 
-def test_each_packet_is_decoded_without_being_held_back(tmp_path: Path) -> None:
+def test_each_packet_is_decoded_without_being_held_back(
+        tmp_path: Path, make_video: Callable[..., Path]) -> None:
     """A live picture goes on the moment its packet arrives: the decoder is not frame-threaded,
     which would hold the first pictures back one frame per thread (on any machine with more
     than one CPU) and keep a picture buffer per thread."""
-    path = tmp_path / "live.mp4"
-    with av.open(str(path), "w") as out:
-        stream: Any = out.add_stream("libx264", rate=Fraction(30))
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"tune": "zerolatency", "preset": "ultrafast"}  # no B-frames
-        for i in range(12):
-            vf = av.VideoFrame.from_ndarray(synthetic_i420(i), format="yuv420p")
-            vf.pts = i
-            vf.time_base = Fraction(1, 30)
-            out.mux(stream.encode(vf))
-        out.mux(stream.encode(None))
+    path = make_video(tmp_path / "live.mp4", frames=12, fps=30, codec="libx264",
+                      options={"tune": "zerolatency", "preset": "ultrafast"})  # no B-frames
     source = FileSource(str(path), realtime=False)
     try:
         container = source._container
