@@ -56,7 +56,14 @@ class Sealer:
                                parent=parent)
 
     def clip(self, info: StreamInfo, *, priority: int) -> ClipWriter:
-        return ClipWriter(self.outbox.open("clip", priority=priority), self.recipients, info)
+        pending = self.outbox.open("clip", priority=priority)
+        try:
+            return ClipWriter(pending, self.recipients, info)
+        except BaseException:
+            # the age header did not fit (a full disk): no empty file is left in tmp/, and no
+            # open file in the outbox's pending list
+            pending.abort()
+            raise
 
 
 class ClipWriter:

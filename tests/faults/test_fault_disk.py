@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,35 @@ def test_crash_inside_a_commit_is_finished_at_start(tmp_path: Path,
     assert item is not None and item.path.read_bytes() == b"x" * 10
     assert again.recovery.torn_removed == 0
     assert put_clip(again, party, 1000).seq == 3
+
+
+def test_a_clip_that_cannot_start_on_a_full_disk_leaves_nothing(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                ) -> None:
+    """The disk is full when a clip starts: its age header cannot be written. The start fails
+    with DiskFull, and neither an empty file in tmp/ nor an open one in the outbox is left."""
+    from agent.sealing import Sealer
+    from capture.frames import StreamInfo
+    from doorstep.errors import DiskFull
+
+    party = make_party(tmp_path / "home")
+    root = tmp_path / "home" / "device" / "outbox"
+    outbox = Outbox(root, device=DEVICE, key=party.device, quota_bytes=1 << 30)
+    disk = SmallDisk(root, 0)
+    real_open = Outbox.open
+
+    def open_on_full_disk(self: Outbox, kind: str, *, priority: int,
+                          parent: str = "") -> PendingArtifact:
+        pending = real_open(self, kind, priority=priority, parent=parent)
+        disk.wrap(pending)
+        return pending
+
+    monkeypatch.setattr(Outbox, "open", open_on_full_disk)
+    sealer = Sealer(outbox, [party.owner.recipient])
+    with pytest.raises(DiskFull):
+        sealer.clip(StreamInfo(320, 240, Fraction(30), Fraction(1, 90000)), priority=3)
+    assert disk.refusals == 1
+    assert list((root / "tmp").iterdir()) == []
+    assert outbox.bytes_used == 0
+    assert Outbox(root, device=DEVICE, key=party.device,
+                  quota_bytes=1 << 30).recovery.torn_removed == 0
