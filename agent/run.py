@@ -82,7 +82,8 @@ class Agent:
         self._motion_on = False
         self.frames = 0
         # the most recent (kind, seq) of events sealed, for the demo, tests and benchmarks;
-        # bounded, since the agent runs for months
+        # bounded, since the agent runs for months. The ring and commit threads append to it:
+        # while the agent runs, read a copy (list(agent.events)), never iterate it directly
         self.events: deque[tuple[str, int]] = deque(maxlen=RECENT_EVENTS)
         self.last_motion: MotionResult | None = None
         self._committer = Committer()

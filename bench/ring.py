@@ -89,7 +89,7 @@ class Subscriber:
 
 
 def _rings_above(agent: Any, n: int) -> bool:
-    return len([1 for kind, _ in agent.events if kind == "ring"]) > n
+    return len([1 for kind, _ in list(agent.events) if kind == "ring"]) > n
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -152,7 +152,7 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
             for _ in range(presses):
                 if upload:
                     feed()
-                before = len([s for k, s in service.agent.events if k == "ring"])
+                before = len([s for k, s in list(service.agent.events) if k == "ring"])
                 t0 = time.monotonic()
                 pin.drive_low()
                 time.sleep(0.05)
@@ -163,7 +163,7 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                 except DoorstepError:
                     result.missed += 1
                     continue
-                seq = [s for k, s in service.agent.events if k == "ring"][before]
+                seq = [s for k, s in list(service.agent.events) if k == "ring"][before]
                 got = sub.wait_for(seq, 30)
                 if got is None:
                     result.missed += 1
