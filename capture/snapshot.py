@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
+from av.video.reformatter import Colorspace, VideoReformatter
 
 from capture.frames import Frame
 from doorstep.errors import CaptureError
+
+# The ring thread and the commit thread may both snapshot the same decoded picture. PyAV keeps
+# one swscale context per frame and runs it with the GIL released, so two conversions of one
+# frame at once can hang or crash: each conversion gets a reformatter of its own, and they take
+# turns (a 1080p conversion takes a few milliseconds).
+_CONVERTING = threading.Lock()
 
 
 def _bgr(i420: np.ndarray) -> np.ndarray:
@@ -29,11 +38,14 @@ def jpeg(frame: Frame, quality: int = 90) -> bytes:
 
     A decoded picture (``frame.av_frame``) is converted to BGR by swscale straight from the
     decoder's planes, BT.601 as for an I420 array: no I420 copy is made, which at 1080p is
-    3 MB less at the moment of a ring or a motion start.
+    3 MB less at the moment of a ring or a motion start. Safe to call from several threads
+    on the same frame.
     """
     if frame.av_frame is not None:
-        return _encode(frame.av_frame.to_ndarray(format="bgr24", src_colorspace="ITU601"),
-                       quality)
+        with _CONVERTING:
+            bgr = VideoReformatter().reformat(frame.av_frame, format="bgr24",
+                                              src_colorspace=Colorspace.ITU601).to_ndarray()
+        return _encode(bgr, quality)
     return _encode(_bgr(frame.i420), quality)
 
 

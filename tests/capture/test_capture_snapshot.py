@@ -86,3 +86,27 @@ def test_a_decoded_picture_gives_the_same_images_without_an_i420_copy(
         assert got.shape == expected.shape
         assert np.abs(got - expected).mean() < 2.5
     assert decoded._i420 is None  # the frame never made its I420 copy
+
+
+def test_two_threads_can_snapshot_the_same_decoded_picture() -> None:
+    """The ring thread and the commit thread may make the full JPEG of the same picture at the
+    same moment. PyAV keeps one swscale context per frame and runs it without the GIL, so
+    sharing it could hang or crash: both must finish, with the same image."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    i420 = rng.integers(16, 235, (1080 * 3 // 2, 1920), dtype=np.uint8)
+    frame = decoded_frame_of(i420)
+    results: list[bytes] = []
+
+    def snap() -> None:
+        for _ in range(8):
+            results.append(jpeg(frame, 90))
+
+    threads = [threading.Thread(target=snap) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)     # guards the test run against the hang this is about; not a timing
+    assert not any(t.is_alive() for t in threads), "a snapshot conversion hung"
+    assert len(results) == 16 and len(set(results)) == 1
