@@ -359,10 +359,13 @@ class Outbox:
             write_atomic(self._ready / f"{stem}.env", envelope)
             os.replace(path, age_path)
             fsync_dir(self._ready)
+            # Committed: the chain moves on now, so even if chain.json cannot be written (a full
+            # disk) the next commit takes the next number and never overwrites this one.
+            with self._lock:
+                self._chain = chain
             write_atomic(self.root / "chain.json", chain.to_json().encode())
             item = Item(manifest, envelope, age_path)
             with self._lock:
-                self._chain = chain
                 self._pending.pop(path, None)
                 self._items[manifest.seq] = item
         log.info("outbox: committed %s seq %d (%d bytes)", manifest.kind, manifest.seq,
