@@ -55,7 +55,7 @@ class Committer:
                 if job is None:
                     return
                 job()
-            except Exception:  # one failed job must not stop the commits after it
+            except BaseException:  # one failed job must not stop the commits after it
                 log.exception("commit: a background job failed")
             finally:
                 self._jobs.task_done()

@@ -262,7 +262,8 @@ class Agent:
         log.info("motion %s at t=%.2f (score %.3f)", "started" if on else "ended", frame.pts,
                  result.score)
         if not on:
-            self._committer.submit(lambda: self._store_motion_end(frame.wall))
+            wall = frame.wall  # not the frame: its picture need not wait for the job
+            self._committer.submit(lambda: self._store_motion_end(wall))
 
     def _store_motion_end(self, wall: float) -> None:
         try:
