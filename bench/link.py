@@ -99,11 +99,15 @@ class Link:
             a = asyncio.create_task(self._pump(reader, uwriter, up, "up"))
             b = asyncio.create_task(self._pump(ureader, writer, down, "down"))
             tasks.update((a, b))
-            await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (a, b):
-                t.cancel()
-            for w in (writer, uwriter):
-                w.close()
+            try:
+                await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                pass  # the link is shutting down: end this connection quietly, not as an error
+            finally:
+                for t in (a, b):
+                    t.cancel()
+                for w in (writer, uwriter):
+                    w.close()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=self.buffer)
         self.port = server.sockets[0].getsockname()[1]
