@@ -239,10 +239,8 @@ class Outbox:
             try:
                 if leftover.stat().st_size != manifest.size:
                     continue
-                digest = hashlib.sha256()
                 with open(leftover, "rb") as f:
-                    while block := f.read(1 << 20):
-                        digest.update(block)
+                    digest = hashlib.file_digest(f, "sha256")
             except OSError:
                 continue
             if digest.hexdigest() == manifest.sha256:
@@ -270,9 +268,7 @@ class Outbox:
         with open(path, "r+b") as f:
             f.truncate(keep)
             f.seek(0)
-            digest = hashlib.sha256()
-            while block := f.read(1 << 20):
-                digest.update(block)
+            digest = hashlib.file_digest(f, "sha256")
             os.fsync(f.fileno())
         log.warning("outbox: salvaged %s cut short by a crash: %d of %d bytes kept as a "
                     "partial clip", path.name, keep, size)
