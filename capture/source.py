@@ -140,7 +140,7 @@ class FileSource:
             dropped: CameraUnavailable | None = None
             try:
                 for decoded in self._decode():
-                    raw = decoded.time if decoded.time     is not None else index * step
+                    raw = decoded.time if decoded.time is not None else index * step
                     if first_pts is None:
                         first_pts = raw
                     pts = offset + (raw - first_pts)
