@@ -163,5 +163,11 @@ class Config:
 
     @property
     def topic_prefix(self) -> str:
-        prefix = self.mqtt.prefix.replace("{device}", self.device.id)
-        return prefix if prefix.endswith("/") else prefix + "/"
+        return device_prefix(self.mqtt.prefix, self.device.id)
+
+
+def device_prefix(template: str, device: str) -> str:
+    """A device's topic prefix from an ``mqtt.prefix`` template: ``{device}`` replaced by its
+    id, ending in "/". The device and the owner's tools use this one rule."""
+    prefix = template.replace("{device}", device)
+    return prefix if prefix.endswith("/") else prefix + "/"

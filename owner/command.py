@@ -15,7 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from config.schema import MqttConfig
+from config.schema import MqttConfig, device_prefix
 from doorstep.errors import BrokerRefused, BrokerUnavailable, DoorstepError
 from doorstep.fsutil import write_atomic
 from uplink.keys import SigningKey
@@ -52,7 +52,7 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: MqttCon
         raise DoorstepError(f"unknown action {action!r} (allowed: "
                             f"{', '.join(sorted(COMMAND_ACTIONS))})")
     cmd = Command(device=device, counter=counter, action=action, issued=time.time())
-    topic = Topics(prefix.replace("{device}", device).rstrip("/") + "/").cmd
+    topic = Topics(device_prefix(prefix, device)).cmd
     client = make_client(mqtt_cfg, f"doorstep-owner-{device}-{counter}")
     answer: dict[str, Any] = {}
     connected = threading.Event()
