@@ -10,7 +10,6 @@ threads (uplink/mqtt.py). Nothing else.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import logging
 import queue
@@ -37,7 +36,7 @@ from capture.frames import Frame, FrameSource
 from capture.source import open_source
 from config import load_config, resolve_secret
 from config.schema import Config
-from doorstep import memory
+from doorstep import __version__, memory
 from doorstep.droplog import DropLog
 from doorstep.errors import DoorstepError, KeyFileError, SealError
 from doorstep.fsutil import write_atomic
@@ -52,10 +51,6 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 60.0   # seconds between status reports (and health probes)
 
-try:
-    VERSION = importlib.metadata.version("doorstep")
-except importlib.metadata.PackageNotFoundError:   # running from a checkout, not installed
-    VERSION = "unknown"
 
 
 class ClockSync:
@@ -150,7 +145,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         """The body of the retained status message, from the last health probe."""
         health = self._health if self._health is not None else self.refresh_health()
-        body: dict[str, Any] = {"version": VERSION, "device": self.cfg.device.id,
+        body: dict[str, Any] = {"version": __version__, "device": self.cfg.device.id,
                                 "fingerprint": fingerprint(self.device_key.public_key),
                                 "armed": self.agent.armed, "privacy": self.agent.privacy,
                                 "outbox": self.outbox.stats(),
@@ -342,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
     except DoorstepError as exc:
         print(f"doorstep run: {exc}", file=sys.stderr)
         return 2
-    log.info("doorstep %s: device %s, key %s", VERSION, cfg.device.id,
+    log.info("doorstep %s: device %s, key %s", __version__, cfg.device.id,
              fingerprint(service.device_key.public_key))
     signal.signal(signal.SIGTERM, lambda *_: service.stop_event.set())
     try:
