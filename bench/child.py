@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.worker import vm_hwm_kb
+from bench.worker import disk_writes, proc_io, vm_hwm_kb
 from doorstep.errors import DoorstepError
 
 
@@ -68,11 +68,10 @@ def cpu_seconds(pid: int) -> float:
 
 def write_bytes(pid: int) -> int:
     """Bytes ``pid`` sent towards the disk: write_bytes - cancelled_write_bytes."""
-    fields = dict(line.split(":", 1) for line in
-                  Path(f"/proc/{pid}/io").read_text().splitlines() if ":" in line)
-    if "write_bytes" not in fields:
+    io = proc_io(pid)
+    if "write_bytes" not in io:
         raise DoorstepError(f"/proc/{pid}/io has no write_bytes")
-    return int(fields["write_bytes"]) - int(fields.get("cancelled_write_bytes", 0))
+    return disk_writes(io)
 
 
 def run_child(argv: Sequence[str], *, cpu: int | None = None,

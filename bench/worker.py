@@ -26,24 +26,30 @@ from pathlib import Path
 from typing import Any
 
 
-def proc_io() -> dict[str, int]:
-    """This process's /proc/self/io counters (empty where the kernel does not offer them)."""
+def proc_io(pid: int | str = "self") -> dict[str, int]:
+    """A process's /proc/PID/io counters (empty where the kernel does not offer them)."""
     try:
-        text = Path("/proc/self/io").read_text()
+        text = Path(f"/proc/{pid}/io").read_text()
     except OSError:
         return {}
     return {k.strip(): int(v) for k, v in (ln.split(":") for ln in text.splitlines())}
 
 
-def vm_hwm_kb(pid: int | str = "self") -> int:
-    """A process's peak resident set (VmHWM) from /proc, in KiB; 0 once it has gone."""
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """A memory figure (VmHWM, VmRSS...) of a process from /proc, in KiB; 0 once it has
+    gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def vm_hwm_kb(pid: int | str = "self") -> int:
+    """A process's peak resident set (VmHWM), in KiB."""
+    return status_kb("VmHWM", pid)
 
 
 def disk_writes(io: dict[str, int]) -> int:
@@ -247,14 +253,6 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
             "write_bytes": disk_writes(io1) - disk_writes(io0)}
 
 
-def vm_rss_kb() -> int:
-    """This process's resident set now (VmRSS), in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 WARM_FRAMES = 20
 
 
@@ -286,7 +284,7 @@ def run_snapshots(args: argparse.Namespace) -> dict[str, Any]:
             frame = Frame(i, i / 30, 0.0, None, lores, av_frame=next(decoded))
             size += len(thumbnail(frame, cfg.clip.thumbnail_width, 80))
             size += len(jpeg(frame, cfg.clip.snapshot_quality))
-            rss.append(vm_rss_kb())
+            rss.append(status_kb("VmRSS"))
     return {"rss_kb": rss, "growth_kb": rss[-1] - rss[0], "bytes": size}
 
 
