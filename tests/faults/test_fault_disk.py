@@ -125,6 +125,19 @@ class SmallDisk:
     def used(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Put every artifact the outbox opens from now on, on this disk."""
+        real_open = Outbox.open
+        disk = self
+
+        def open_on_this_disk(outbox: Outbox, kind: str, *, priority: int,
+                              parent: str = "") -> PendingArtifact:
+            pending = real_open(outbox, kind, priority=priority, parent=parent)
+            disk.wrap(pending)
+            return pending
+
+        monkeypatch.setattr(Outbox, "open", open_on_this_disk)
+
     def wrap(self, pending: PendingArtifact) -> None:
         real = pending._file
         disk = self
@@ -153,15 +166,7 @@ def test_full_disk_while_recording(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cfg = parse_config(agent_toml(party, 1, realtime=False, loop=False, button=True,
                                   clip=(1.0, 1.0, 3.0), quota_mb=100.0))
     disk = SmallDisk(tmp_path / "home" / "device" / "outbox", 700_000)
-    real_open = Outbox.open
-
-    def open_on_small_disk(self: Outbox, kind: str, *, priority: int,
-                           parent: str = "") -> PendingArtifact:
-        pending = real_open(self, kind, priority=priority, parent=parent)
-        disk.wrap(pending)
-        return pending
-
-    monkeypatch.setattr(Outbox, "open", open_on_small_disk)
+    disk.install(monkeypatch)
     factory = MockFactory()
     service = build(cfg, pin_factory=factory, connect=False)
     service.run(on_frame=press_at(factory, 150))
@@ -222,15 +227,7 @@ def test_a_clip_that_cannot_start_on_a_full_disk_leaves_nothing(tmp_path: Path,
     root = tmp_path / "home" / "device" / "outbox"
     outbox = Outbox(root, device=DEVICE, key=party.device, quota_bytes=1 << 30)
     disk = SmallDisk(root, 0)
-    real_open = Outbox.open
-
-    def open_on_full_disk(self: Outbox, kind: str, *, priority: int,
-                          parent: str = "") -> PendingArtifact:
-        pending = real_open(self, kind, priority=priority, parent=parent)
-        disk.wrap(pending)
-        return pending
-
-    monkeypatch.setattr(Outbox, "open", open_on_full_disk)
+    disk.install(monkeypatch)
     sealer = Sealer(outbox, [party.owner.recipient])
     with pytest.raises(DiskFull):
         sealer.clip(StreamInfo(320, 240, Fraction(30), Fraction(1, 90000)), priority=3)
