@@ -58,4 +58,7 @@ class Committer:
             except BaseException:  # one failed job must not stop the commits after it
                 log.exception("commit: a background job failed")
             finally:
+                # Let go of the job before waiting for the next: a snapshot job holds its
+                # frame, and with it a decoder or camera buffer (3 MB at 1080p).
+                job = None
                 self._jobs.task_done()
