@@ -10,6 +10,7 @@ threads (uplink/mqtt.py). Nothing else.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import queue
@@ -199,6 +200,10 @@ class Service:
             if on_frame is not None:
                 on_frame(frame)
 
+        # Everything built so far (modules, config, keys) lives as long as the process: the
+        # garbage collector need never walk it again. Its full collections went through some
+        # 40,000 objects, 6 ms here and several frames' time on a Pi.
+        gc.freeze()
         try:
             self.agent.run(self.source.frames(), self.stop_event, each)
         finally:

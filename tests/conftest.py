@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,14 @@ from uplink.keys import SigningKey
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 BUNDLED_CLIP = REPO / "doorstep" / "data" / "vtest.mp4"
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_gc() -> Iterator[None]:
+    """`doorstep run` freezes what it built before its frame loop (gc.freeze); in the test
+    process that would keep every earlier test's objects from the collector."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ GOP, decoding with PyAV, and a damaged clip refused with a clear message."""
 
 from __future__ import annotations
 
+import gc
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -210,3 +211,16 @@ def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
     assert len(during) == 20, "the frame loop waited for the commit's fsync"
     kinds = [item.manifest.kind for item in service.outbox.items()]
     assert kinds.count("clip") >= 1 and "event" in kinds
+
+
+def test_the_frame_loop_runs_with_start_up_objects_frozen(tmp_path: Path, keys: Keys) -> None:
+    """What `doorstep run` built before its first frame is moved out of the garbage
+    collector's reach (gc.freeze), so no full collection walks it during the frame loop."""
+    video = tmp_path / "still.mp4"
+    synthetic_video(video, 1, None)
+    service = build(parse_config(config(tmp_path, keys, video, False)),
+                    pin_factory=MockFactory(), connect=False)
+    gc.unfreeze()
+    frozen: list[int] = []
+    service.run(on_frame=lambda f: frozen.append(gc.get_freeze_count()))
+    assert frozen and min(frozen) > 1000
