@@ -155,8 +155,9 @@ class Bench:
     def memory(self) -> Row:
         cfg = self.config(self.inputs.video["1080p"], preroll=5.0)
         camera = self.config(self.inputs.camera, preroll=5.0)
+        raw = self.config(self.inputs.raw, preroll=5.0)
         agent, bare, lean, imports, agent_imports = [], [], [], [], []
-        cam_agent, cam_lean = [], []
+        cam_agent, cam_lean, raw_agent, raw_lean = [], [], [], []
         steady: list[float] = []
         default: list[float] = []
         for _ in range(self.plan.repeats):
@@ -166,6 +167,9 @@ class Bench:
                                   log=self.log).maxrss_kb / 1024)
             cam_agent.append(run_child(self.agent_cli(camera), log=self.log).maxrss_kb / 1024)
             cam_lean.append(run_child([*self.bare_cli(camera), "--agent-setup"],
+                                      log=self.log).maxrss_kb / 1024)
+            raw_agent.append(run_child(self.agent_cli(raw), log=self.log).maxrss_kb / 1024)
+            raw_lean.append(run_child([*self.bare_cli(raw), "--agent-setup"],
                                       log=self.log).maxrss_kb / 1024)
             imports.append(self._imports_rss("imports") / 1024)
             steady.append(self.worker("snapshots", cfg, "--count", str(self.plan.snapshots),
@@ -197,6 +201,11 @@ class Bench:
                             Stat.of(cam_lean), target="< 150 MB",
                             note="the same pictures re-encoded without B-frames, as IP and USB "
                             "cameras send them; baseline: the loop set up as the agent"),
+                       Line("1080p30 raw camera frames", "MB", Stat.of(raw_agent),
+                            Stat.of(raw_lean), target="< 150 MB",
+                            note="the same pictures as raw I420 frames (YUV4MPEG2), as a Pi "
+                            "camera module hands them over: no decoder; libx264 encodes, as on "
+                            "a Pi 5. picamera2's and libcamera's own memory is not in it"),
                        Line(f"{self.plan.snapshots} snapshots in a row: growth", "MB",
                             Stat.of(steady), Stat.of(default),
                             note="resident after the last 1080p thumbnail + JPEG minus after "

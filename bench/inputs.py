@@ -30,6 +30,7 @@ class Inputs:
     video: dict[str, Path]
     still: Path
     camera: Path  # the 1080p input re-encoded as a camera sends it: no B-frames
+    raw: Path  # the same pictures as raw I420 frames (YUV4MPEG2), as a camera module gives them
     seconds: float
     origin: Path
 
@@ -84,4 +85,10 @@ def build_inputs(cache: Path, seconds: float) -> Inputs:
         log.info("bench: building %s", camera)
         _ffmpeg(["-i", str(videos["1080p"]), "-c:v", "libx264", "-preset", "veryfast", "-crf",
                  "20", "-g", str(FPS), "-bf", "0", "-pix_fmt", "yuv420p", "-an"], camera)
-    return Inputs(videos, still, camera, seconds, origin)
+    raw = cache / f"raw-1080p-{FPS}fps-{seconds:g}s.y4m"
+    if not raw.exists():
+        # A Pi camera module hands over raw frames: nothing to decode, so no decoder's
+        # reference pictures. 3 MB a frame on disk; read one frame at a time.
+        log.info("bench: building %s", raw)
+        _ffmpeg(["-i", str(camera), "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"], raw)
+    return Inputs(videos, still, camera, raw, seconds, origin)
