@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class Committer:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._unfinished = 0  # jobs submitted and not yet run to the end
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._start_lock:
@@ -34,19 +36,29 @@ class Committer:
                 self._thread = threading.Thread(target=self._loop, name="commit",
                                                 daemon=True)
                 self._thread.start()
+            self._unfinished += 1
         self._jobs.put(job)
 
     def drain(self) -> None:
         """Wait until every job submitted so far has run."""
         self._jobs.join()
 
-    def close(self) -> None:
-        """Run what is queued, then stop the thread."""
+    def close(self, timeout: float | None = None) -> int:
+        """Run what is queued, then stop the thread. Waits at most ``timeout`` seconds (None:
+        for as long as it takes) and returns how many jobs had not finished by then: 0 unless
+        the disk stopped answering, and those jobs' clips, snapshots or events are not
+        stored."""
         with self._start_lock:
             thread, self._thread = self._thread, None
-        if thread is not None:
-            self._jobs.put(None)
-            thread.join()
+        if thread is None:
+            return 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._jobs.put(None, timeout=timeout)
+        except queue.Full:
+            return self._unfinished
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self._unfinished if thread.is_alive() else 0
 
     def _loop(self) -> None:
         while True:
@@ -60,5 +72,8 @@ class Committer:
             finally:
                 # Let go of the job before waiting for the next: a snapshot job holds its
                 # frame, and with it a decoder or camera buffer (3 MB at 1080p).
+                if job is not None:
+                    with self._start_lock:
+                        self._unfinished -= 1
                 job = None
                 self._jobs.task_done()

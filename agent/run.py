@@ -29,6 +29,7 @@ from motion.detector import MotionDetector, MotionResult
 log = logging.getLogger(__name__)
 
 RECENT_EVENTS = 1000
+CLOSE_TIMEOUT = 10.0  # s the commit thread gets at shutdown; systemd stops us after 20 s
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,15 @@ class Agent:
             self._do(action, self._latest)
         self._committer.drain()
 
-    def close(self) -> None:
-        """Finish the disk work still queued and stop its thread."""
-        self._committer.close()
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Finish the disk work still queued and stop its thread, waiting at most ``timeout``
+        seconds: a disk that no longer answers must not hold shutdown past systemd's stop
+        timeout (20 s), with nothing said about what is lost."""
+        lost = self._committer.close(timeout)
+        if lost:
+            log.error("shutdown: the disk did not finish the last commits in %.0f s; %d "
+                      "queued (a clip's end, a snapshot or an event) are not stored", timeout,
+                      lost)
 
     # -- actions ------------------------------------------------------------------------------
     def _do(self, action: object, frame: Frame | None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 
 from agent.committer import Committer
@@ -44,3 +46,31 @@ def test_a_finished_job_lets_go_of_what_it_held() -> None:
         committer.close()
     finally:
         gc.enable()
+
+
+def test_close_gives_up_on_a_disk_that_no_longer_answers() -> None:
+    """A job stuck in the disk must not hold shutdown: close() waits its timeout, then says how
+    many jobs did not get done (the stuck one and the one behind it)."""
+    stuck = threading.Event()
+    done: list[str] = []
+    committer = Committer()
+
+    def write_to_a_dead_disk() -> None:
+        stuck.wait()
+
+    committer.submit(write_to_a_dead_disk)
+    committer.submit(lambda: done.append("behind"))
+    started = time.monotonic()
+    assert committer.close(timeout=0.3) == 2
+    assert time.monotonic() - started < 5
+    assert done == []
+    stuck.set()  # the disk answers again: the thread finishes what it had
+
+
+def test_close_without_trouble_reports_nothing_lost() -> None:
+    done: list[int] = []
+    committer = Committer()
+    for i in range(3):
+        committer.submit(lambda i=i: done.append(i))
+    assert committer.close(timeout=10) == 0
+    assert done == [0, 1, 2]
