@@ -170,9 +170,12 @@ class Service:
                 log.exception("status: could not report health")
 
     def run(self, on_frame: Callable[[Frame], None] | None = None, *,
-            connect_timeout: float = 0.0, drain_timeout: float = 0.0) -> None:
+            connect_timeout: float = 0.0, drain_timeout: float = 0.0,
+            freeze_gc: bool = False) -> None:
         """The frame loop. ``connect_timeout``: wait that long for the broker before the
-        first frame; ``drain_timeout``: at the end, wait that long for every receipt."""
+        first frame; ``drain_timeout``: at the end, wait that long for every receipt;
+        ``freeze_gc``: move what start-up built out of the garbage collector's reach (gc.freeze)
+        before the first frame, as `doorstep run` does."""
         notifier = Notifier()
         watchdog = FrameWatchdog(notifier)
         self._ring_thread = threading.Thread(target=self._ring_loop, name="ring", daemon=True)
@@ -200,10 +203,14 @@ class Service:
             if on_frame is not None:
                 on_frame(frame)
 
-        # Everything built so far (modules, config, keys) lives as long as the process: the
-        # garbage collector need never walk it again. Its full collections went through some
-        # 40,000 objects, 6 ms here and several frames' time on a Pi.
-        gc.freeze()
+        if freeze_gc:
+            # Everything built so far (modules, config, keys) lives as long as the process: the
+            # garbage collector need never walk it again. Its full collections went through
+            # some 40,000 objects, 6 ms here and several frames' time on a Pi. Collected first,
+            # so no garbage is frozen with it. Only for a process that runs one Service: a
+            # finished Service is cyclic garbage, and a second run would freeze it for good.
+            gc.collect()
+            gc.freeze()
         try:
             self.agent.run(self.source.frames(), self.stop_event, each)
         finally:
@@ -346,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
              fingerprint(service.device_key.public_key))
     signal.signal(signal.SIGTERM, lambda *_: service.stop_event.set())
     try:
-        service.run(drain_timeout=args.drain)
+        service.run(drain_timeout=args.drain, freeze_gc=True)
     except KeyboardInterrupt:
         service.stop_event.set()
     except DoorstepError as exc:

@@ -1,6 +1,7 @@
 """Benchmark inputs, built at bench time from the OpenCV sample clip and cached: 30 fps H.264
-files at 1280x720 and 1920x1080, and a still 720p30 scene for the idle rows. Nothing is
-downloaded."""
+files at 1280x720 and 1920x1080, the 1080p one again as a camera sends it (no B-frames), and a
+still 720p30 scene for the idle rows; and, for the memory row only, raw camera frames.
+Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ class Inputs:
     video: dict[str, Path]
     still: Path
     camera: Path  # the 1080p input re-encoded as a camera sends it: no B-frames
-    raw: Path  # the same pictures as raw I420 frames (YUV4MPEG2), as a camera module gives them
     seconds: float
     origin: Path
 
@@ -49,7 +49,7 @@ def _ffmpeg(args: list[str], target: Path) -> None:
     if exe is None:
         raise DoorstepError("ffmpeg is not installed (apt-get install ffmpeg); the benchmark "
                             "builds its inputs with it")
-    tmp = target.with_name(target.name + ".tmp.mp4")
+    tmp = target.with_name(f"{target.stem}.tmp{target.suffix}")  # ffmpeg reads the suffix
     cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", *args, str(tmp)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -85,10 +85,16 @@ def build_inputs(cache: Path, seconds: float) -> Inputs:
         log.info("bench: building %s", camera)
         _ffmpeg(["-i", str(videos["1080p"]), "-c:v", "libx264", "-preset", "veryfast", "-crf",
                  "20", "-g", str(FPS), "-bf", "0", "-pix_fmt", "yuv420p", "-an"], camera)
-    raw = cache / f"raw-1080p-{FPS}fps-{seconds:g}s.y4m"
+    return Inputs(videos, still, camera, seconds, origin)
+
+
+def build_raw(inputs: Inputs, folder: Path) -> Path:
+    """The camera-like input's pictures as raw I420 frames (YUV4MPEG2), as a Pi camera module
+    hands them over: nothing to decode, so no decoder's reference pictures. 3 MB a frame (0.9
+    GB for 10 s), so only the memory row makes it, and removes it when done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = folder / f"raw-1080p-{FPS}fps-{inputs.seconds:g}s.y4m"
     if not raw.exists():
-        # A Pi camera module hands over raw frames: nothing to decode, so no decoder's
-        # reference pictures. 3 MB a frame on disk; read one frame at a time.
         log.info("bench: building %s", raw)
-        _ffmpeg(["-i", str(camera), "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"], raw)
-    return Inputs(videos, still, camera, raw, seconds, origin)
+        _ffmpeg(["-i", str(inputs.camera), "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"], raw)
+    return raw

@@ -166,7 +166,8 @@ def run_agent(args: argparse.Namespace) -> dict[str, Any]:
         marks["last"] = time.perf_counter()
 
     io0 = proc_io()
-    service.run(on_frame=on_frame, connect_timeout=10.0, drain_timeout=args.drain)
+    service.run(on_frame=on_frame, connect_timeout=10.0, drain_timeout=args.drain,
+                freeze_gc=True)  # as `doorstep run` does
     io1 = proc_io()
     frames = count[0]
     elapsed = marks.get("last", 0.0) - (source.started or 0.0)
@@ -195,8 +196,8 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = load_config(args.config)
     if args.agent_setup:
-        from doorstep.memory import no_huge_pages
-        no_huge_pages()
+        from doorstep import memory
+        memory.set_up()  # as `doorstep run` does: no huge pages, a fixed mmap threshold
     container = av.open(cfg.camera.source)
     stream = container.streams.video[0]
     stream.thread_type = "SLICE" if args.agent_setup else "AUTO"
@@ -302,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steady-malloc", action="store_true",
                    help="snapshots: fix glibc's mmap threshold as `doorstep run` does")
     p.add_argument("--agent-setup", action="store_true",
-                   help="bare: set the codecs up as the agent does (slice-threaded decoder, no "
-                   "transparent huge pages)")
+                   help="bare: set up as the agent is (slice-threaded decoder, no transparent "
+                   "huge pages, a fixed mmap threshold)")
     args = p.parse_args(argv)
     if args.cpu >= 0:
         # Before any codec library loads: x264 and FFmpeg size their thread pools from the

@@ -215,12 +215,19 @@ def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
 
 def test_the_frame_loop_runs_with_start_up_objects_frozen(tmp_path: Path, keys: Keys) -> None:
     """What `doorstep run` built before its first frame is moved out of the garbage
-    collector's reach (gc.freeze), so no full collection walks it during the frame loop."""
+    collector's reach (gc.freeze), so no full collection walks it during the frame loop; a
+    Service run without the flag (tests, the bench's in-process services) freezes nothing."""
     video = tmp_path / "still.mp4"
     synthetic_video(video, 1, None)
     service = build(parse_config(config(tmp_path, keys, video, False)),
                     pin_factory=MockFactory(), connect=False)
     gc.unfreeze()
     frozen: list[int] = []
-    service.run(on_frame=lambda f: frozen.append(gc.get_freeze_count()))
+    service.run(on_frame=lambda f: frozen.append(gc.get_freeze_count()), freeze_gc=True)
     assert frozen and min(frozen) > 1000
+    gc.unfreeze()
+    again = build(parse_config(config(tmp_path, keys, video, False)),
+                  pin_factory=MockFactory(), connect=False)
+    unfrozen: list[int] = []
+    again.run(on_frame=lambda f: unfrozen.append(gc.get_freeze_count()))
+    assert unfrozen and max(unfrozen) == 0
