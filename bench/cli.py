@@ -183,9 +183,9 @@ class Bench:
                 "shorter" if self.plan.quick else "")
         floor = Stat.of([a + b - c for a, b, c in zip(lean, agent_imports, imports, strict=True)])
         return Row(4, "Peak resident memory", "the bare decode->encode loop at 1080p, as is and "
-                   "with the agent's codec set-up (slice-threaded decoder, no transparent huge "
-                   "pages); a Python that only imports av, numpy and cv2, and one that imports "
-                   "what `doorstep run` loads",
+                   "set up as the agent is (slice-threaded decoder, no transparent huge "
+                   "pages, a fixed mmap threshold); a Python that only imports av, numpy and "
+                   "cv2, and one that imports what `doorstep run` loads",
                    f"`doorstep run` on {self.inputs.describe('1080p')}, 5 s pre-roll, as fast as "
                    f"possible, all {os.cpu_count()} CPUs; the process's own peak RSS (VmHWM)", (
                        Line("1080p30", "MB", Stat.of(agent), Stat.of(bare), target="< 150 MB",
