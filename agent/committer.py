@@ -28,7 +28,6 @@ class Committer:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._unfinished = 0  # jobs submitted and not yet run to the end
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._start_lock:
@@ -36,7 +35,6 @@ class Committer:
                 self._thread = threading.Thread(target=self._loop, name="commit",
                                                 daemon=True)
                 self._thread.start()
-            self._unfinished += 1
         self._jobs.put(job)
 
     def drain(self) -> None:
@@ -56,9 +54,10 @@ class Committer:
         try:
             self._jobs.put(None, timeout=timeout)
         except queue.Full:
-            return self._unfinished
+            return self._jobs.unfinished_tasks
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return self._unfinished if thread.is_alive() else 0
+        # the queue counts every job not yet done, and the stop marker after them
+        return max(0, self._jobs.unfinished_tasks - 1) if thread.is_alive() else 0
 
     def _loop(self) -> None:
         while True:
@@ -72,8 +71,5 @@ class Committer:
             finally:
                 # Let go of the job before waiting for the next: a snapshot job holds its
                 # frame, and with it a decoder or camera buffer (3 MB at 1080p).
-                if job is not None:
-                    with self._start_lock:
-                        self._unfinished -= 1
                 job = None
                 self._jobs.task_done()
