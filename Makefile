@@ -32,7 +32,8 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy -p agent -p capture -p motion -p uplink -p config -p owner -p doorstep -p bench
+	$(VENV)/bin/python tools/mypy_view.py
+	cd .mypy-view && $(abspath $(VENV))/bin/mypy --config-file ../setup.cfg --cache-dir ../.mypy_cache -p doorstep
 
 test: lint
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
@@ -44,4 +45,4 @@ bench-quick: setup
 	$(VENV)/bin/doorstep bench --quick
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .mypy-view .ruff_cache

@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from config.schema import ButtonConfig, ChimeConfig, LedConfig
-from doorstep.errors import ConfigError
+from doorstep.config.schema import ButtonConfig, ChimeConfig, LedConfig
+from doorstep.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 class MonotonicClock(Protocol):
-    """The part of capture.clock.Clock this module needs."""
+    """The part of doorstep.core.clock.Clock this module needs."""
 
     def monotonic(self) -> float: ...
 

@@ -16,15 +16,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.committer import Committer
-from agent.recorder import EndClip, Inputs, MarkClip, Recorder, StartClip, TakeSnapshot, Trigger
-from agent.sealing import ClipWriter, Priority, Sealer
-from capture.frames import Encoder, Frame
-from capture.preroll import PrerollRing
-from capture.snapshot import jpeg, thumbnail
-from config.schema import Config
-from doorstep.errors import DiskFull, SealError
-from motion.detector import MotionDetector, MotionResult
+from doorstep.agent.committer import Committer
+from doorstep.agent.recorder import (
+    EndClip,
+    Inputs,
+    MarkClip,
+    Recorder,
+    StartClip,
+    TakeSnapshot,
+    Trigger,
+)
+from doorstep.agent.sealing import ClipWriter, Priority, Sealer
+from doorstep.capture.frames import Encoder, Frame
+from doorstep.capture.preroll import PrerollRing
+from doorstep.capture.snapshot import jpeg, thumbnail
+from doorstep.config.schema import Config
+from doorstep.core.errors import DiskFull, SealError
+from doorstep.motion.detector import MotionDetector, MotionResult
 
 log = logging.getLogger(__name__)
 

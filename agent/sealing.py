@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from capture.frames import EncodedPacket, StreamInfo
-from capture.mp4 import FragmentedMp4Writer
-from uplink.age import AgeWriter, X25519Recipient, encrypt
-from uplink.outbox import Item, Outbox, PendingArtifact
+from doorstep.capture.frames import EncodedPacket, StreamInfo
+from doorstep.capture.mp4 import FragmentedMp4Writer
+from doorstep.protocol.age import AgeWriter, X25519Recipient, encrypt
+from doorstep.uplink.outbox import Item, Outbox, PendingArtifact
 
 log = logging.getLogger(__name__)
 

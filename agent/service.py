@@ -25,28 +25,30 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from agent.doorbell import Doorbell, LedState, LongPress, Ring
-from agent.firstboot import read_provisioned
-from agent.health import collect_health
-from agent.run import Agent, RingPress
-from agent.sdnotify import FrameWatchdog, Notifier
-from agent.sealing import Sealer
-from capture.clock import SystemClock
-from capture.encoder import open_encoder
-from capture.frames import Frame, FrameSource
-from capture.source import open_source
-from config import load_config, resolve_secret
-from config.schema import Config
-from doorstep import __version__, memory
-from doorstep.droplog import DropLog
-from doorstep.errors import DoorstepError, KeyFileError, SealError
-from doorstep.fsutil import write_atomic
-from motion.detector import MotionDetector
-from uplink.age import X25519Recipient
-from uplink.keys import SigningKey, fingerprint, parse_public_key
-from uplink.mqtt import Uplink
-from uplink.outbox import Outbox
-from uplink.wire import Command, Topics
+from doorstep.agent import memory
+from doorstep.agent.doorbell import Doorbell, LedState, LongPress, Ring
+from doorstep.agent.health import collect_health
+from doorstep.agent.run import Agent, RingPress
+from doorstep.agent.sdnotify import FrameWatchdog, Notifier
+from doorstep.agent.sealing import Sealer
+from doorstep.capture.encoder import open_encoder
+from doorstep.capture.frames import Frame, FrameSource
+from doorstep.capture.source import open_source
+from doorstep.config import load_config, resolve_secret
+from doorstep.config.provisioned import read_provisioned
+from doorstep.config.schema import Config
+from doorstep.core.clock import SystemClock
+from doorstep.core.droplog import DropLog
+from doorstep.core.errors import DoorstepError, KeyFileError, SealError
+from doorstep.core.fsutil import write_atomic
+from doorstep.motion.detector import MotionDetector
+from doorstep.protocol.age import X25519Recipient
+from doorstep.protocol.keys import SigningKey, fingerprint, parse_public_key
+from doorstep.protocol.wire import Command, Topics
+from doorstep.uplink.mqtt import Uplink
+from doorstep.uplink.outbox import Outbox
+
+from doorstep import __version__
 
 log = logging.getLogger(__name__)
 

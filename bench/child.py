@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.worker import disk_writes, proc_io, vm_hwm_kb
-from doorstep.errors import DoorstepError
+from doorstep.bench.worker import disk_writes, proc_io, vm_hwm_kb
+from doorstep.core.errors import DoorstepError
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.child import ChildRun, doorstep_command, run_child
-from bench.inputs import MOTION_DIR, Inputs, build_inputs, build_raw
-from bench.report import Line, Row, Stat, Table, machine_info, render
-from bench.rig import Keys, write_config
+from doorstep.bench.child import ChildRun, doorstep_command, run_child
+from doorstep.bench.inputs import MOTION_DIR, Inputs, build_inputs, build_raw
+from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
+from doorstep.bench.rig import Keys, write_config
+from doorstep.core.errors import DoorstepError
+
 from doorstep.broker import Mosquitto
-from doorstep.errors import DoorstepError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Bench:
 
     def worker(self, mode: str, config: Path, *extra: str) -> dict[str, Any]:
         report = self.work / f"report-{self._n}-{mode}.json"
-        cmd = [sys.executable, "-m", "bench.worker", mode, "--config", str(config),
+        cmd = [sys.executable, "-m", "doorstep.bench.worker", mode, "--config", str(config),
                "--report", str(report), "--cpu", str(self.cpu), *extra]
         with open(self.log, "ab") as logf:
             done = subprocess.run(cmd, stdout=logf, stderr=logf, check=False, timeout=600)
@@ -86,7 +87,7 @@ class Bench:
         return [*doorstep_command(), "run", "--config", str(config)]
 
     def bare_cli(self, config: Path, seconds: float = 0.0) -> list[str]:
-        return [sys.executable, "-m", "bench.worker", "bare", "--config", str(config),
+        return [sys.executable, "-m", "doorstep.bench.worker", "bare", "--config", str(config),
                 "--seconds", str(seconds)]
 
     # -- rows 1, 2 and 7 (per clip) -----------------------------------------------------------
@@ -220,15 +221,14 @@ class Bench:
         too briefly to sample, and its ru_maxrss would carry this process's image)."""
         report = self.work / f"report-{mode}.json"
         with open(self.log, "ab") as logf:
-            subprocess.run([sys.executable, "-m", "bench.worker", mode, "--report",
+            subprocess.run([sys.executable, "-m", "doorstep.bench.worker", mode, "--report",
                             str(report)], stdout=logf, stderr=logf, check=True, timeout=120)
         return int(json.loads(report.read_text())["vm_hwm_kb"])
 
     # -- row 5 --------------------------------------------------------------------------------
     def ring(self) -> Row:
         import numpy as np
-
-        from bench.ring import LINK_BPS, ring_agent, ring_bare
+        from doorstep.bench.ring import LINK_BPS, ring_agent, ring_bare
 
         n = self.plan.presses
         source = self.inputs.video["720p"]
@@ -269,7 +269,7 @@ class Bench:
 
     # -- row 6 --------------------------------------------------------------------------------
     def onset(self) -> Row:
-        from bench.onset import run_onsets
+        from doorstep.bench.onset import run_onsets
 
         if not MOTION_DIR.exists():
             raise DoorstepError(f"{MOTION_DIR}: the labelled motion set is missing")

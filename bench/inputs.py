@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from doorstep.errors import DoorstepError
+from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from doorstep.errors import DoorstepError
+from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
 

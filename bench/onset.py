@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.recorder import Trigger
-from bench.rig import Keys, config_text
-from bench.ring import Subscriber
-from uplink.manifest import open_envelope
-from uplink.wire import unpack_single
+from doorstep.agent.recorder import Trigger
+from doorstep.bench.rig import Keys, config_text
+from doorstep.bench.ring import Subscriber
+from doorstep.protocol.manifest import open_envelope
+from doorstep.protocol.wire import unpack_single
 
 
 @dataclass
@@ -53,11 +53,10 @@ class _StampedSource:
 
 
 def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) -> list[Onset]:
+    from doorstep.agent.service import build
+    from doorstep.config import parse_config
+    from doorstep.motion.evaluate import warmup_frames
     from gpiozero.pins.mock import MockFactory
-
-    from agent.service import build
-    from config import parse_config
-    from motion.evaluate import warmup_frames
 
     labels = json.loads(label_file.read_text())
     video = label_file.parent / labels["video"]

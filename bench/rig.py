@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config.schema import MqttConfig
-from owner.keys import make_owner, make_signing
+from doorstep.config.schema import MqttConfig
+from doorstep.owner.keys import make_owner, make_signing
 
 DEVICE = "bench"
 

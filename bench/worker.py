@@ -119,13 +119,12 @@ class TimedSource:
 
 
 def run_agent(args: argparse.Namespace) -> dict[str, Any]:
+    from doorstep.agent import memory
+    from doorstep.agent.run import RingPress
+    from doorstep.agent.service import build
+    from doorstep.capture.lores import make_lores
+    from doorstep.config import load_config
     from gpiozero.pins.mock import MockFactory
-
-    from agent.run import RingPress
-    from agent.service import build
-    from capture.lores import make_lores
-    from config import load_config
-    from doorstep import memory
 
     cfg = load_config(args.config)
     memory.set_up()  # as `doorstep run` does
@@ -190,13 +189,12 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
 
     import av
     from av.video.frame import PictureType
-
-    from capture.encoder import TIME_BASE, EncoderSettings, _codec_context
-    from config import load_config
+    from doorstep.capture.encoder import TIME_BASE, EncoderSettings, _codec_context
+    from doorstep.config import load_config
 
     cfg = load_config(args.config)
     if args.agent_setup:
-        from doorstep import memory
+        from doorstep.agent import memory
         memory.set_up()  # as `doorstep run` does: no huge pages, a fixed mmap threshold
     container = av.open(cfg.camera.source)
     stream = container.streams.video[0]
@@ -263,11 +261,10 @@ def run_snapshots(args: argparse.Namespace) -> dict[str, Any]:
     ``--steady-malloc`` as `doorstep run` sets it up; without, glibc's defaults."""
     import av
     import numpy as np
-
-    from capture.frames import Frame
-    from capture.snapshot import jpeg, thumbnail
-    from config import load_config
-    from doorstep.memory import steady_malloc
+    from doorstep.agent.memory import steady_malloc
+    from doorstep.capture.frames import Frame
+    from doorstep.capture.snapshot import jpeg, thumbnail
+    from doorstep.config import load_config
 
     if args.steady_malloc:
         steady_malloc()
@@ -317,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         import av  # noqa: F401
         import numpy  # noqa: F401
         if args.mode == "agent-imports":  # everything `doorstep run` loads before its config
-            import agent.service  # noqa: F401
+            import doorstep.agent.service  # noqa: F401
         if args.report:
             Path(args.report).write_text(json.dumps({"vm_hwm_kb": vm_hwm_kb()}))
         return 0

@@ -10,9 +10,8 @@ from typing import Any
 
 import av
 from av.video.frame import PictureType
-
-from capture.frames import EncodedPacket, Encoder, Frame, FrameSource, StreamInfo
-from doorstep.errors import EncoderUnavailable
+from doorstep.capture.frames import EncodedPacket, Encoder, Frame, FrameSource, StreamInfo
+from doorstep.core.errors import EncoderUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,9 @@ def available_encoders(source: FrameSource | None = None) -> list[str]:
 
 
 def _is_picam(source: FrameSource | None) -> bool:
-    from capture.picam import Picamera2Source  # picam.py itself imports picamera2 only lazily
+    from doorstep.capture.picam import (
+        Picamera2Source,  # picam.py itself imports picamera2 only lazily
+    )
     return isinstance(source, Picamera2Source)
 
 
@@ -212,7 +213,7 @@ def open_encoder(name: str, *, width: int, height: int, fps: Fraction,
             raise EncoderUnavailable(
                 "encoder 'picamera2': needs the picamera2 camera source; available: "
                 + ", ".join(available_encoders(source)))
-        from capture.picam import Picamera2Source, PicameraEncoder
+        from doorstep.capture.picam import Picamera2Source, PicameraEncoder
         assert isinstance(source, Picamera2Source)
         return PicameraEncoder(source, bitrate_kbps=bitrate_kbps, gop_seconds=gop_seconds)
     if not _opens(chosen):

@@ -8,9 +8,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import av
-
-from capture.frames import EncodedPacket, StreamInfo
-from doorstep.errors import CaptureError
+from doorstep.capture.frames import EncodedPacket, StreamInfo
+from doorstep.core.errors import CaptureError
 
 log = logging.getLogger(__name__)
 

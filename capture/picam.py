@@ -11,11 +11,10 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-
-from capture.clock import Clock, SystemClock
-from capture.frames import CameraHealth, CameraState, EncodedPacket, Frame, StreamInfo
-from capture.masks import Polygon, PrivacyMask, i420_planes
-from doorstep.errors import CameraUnavailable, CaptureError
+from doorstep.capture.frames import CameraHealth, CameraState, EncodedPacket, Frame, StreamInfo
+from doorstep.capture.masks import Polygon, PrivacyMask, i420_planes
+from doorstep.core.clock import Clock, SystemClock
+from doorstep.core.errors import CameraUnavailable, CaptureError
 
 log = logging.getLogger(__name__)
 

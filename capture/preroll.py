@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from capture.frames import EncodedPacket
+from doorstep.capture.frames import EncodedPacket
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,8 @@ import threading
 import cv2
 import numpy as np
 from av.video.reformatter import Colorspace, VideoReformatter
-
-from capture.frames import Frame
-from doorstep.errors import CaptureError
+from doorstep.capture.frames import Frame
+from doorstep.core.errors import CaptureError
 
 # The ring thread and the commit thread may both snapshot the same decoded picture. PyAV keeps
 # one swscale context per frame and runs it with the GIL released, so two conversions of one

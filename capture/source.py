@@ -16,13 +16,12 @@ from typing import Any
 
 import av
 import numpy as np
-
-from capture.clock import Clock, SystemClock
-from capture.frames import CameraHealth, CameraState, Frame, FrameSource, luma_view
-from capture.lores import make_lores
-from capture.masks import Polygon, PrivacyMask
-from config.schema import CameraConfig
-from doorstep.errors import CameraUnavailable, CaptureError
+from doorstep.capture.frames import CameraHealth, CameraState, Frame, FrameSource, luma_view
+from doorstep.capture.lores import make_lores
+from doorstep.capture.masks import Polygon, PrivacyMask
+from doorstep.config.schema import CameraConfig
+from doorstep.core.clock import Clock, SystemClock
+from doorstep.core.errors import CameraUnavailable, CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +318,7 @@ def open_source(camera: CameraConfig, *, privacy: Sequence[Polygon] = (),
     /dev/videoN device (opened at the configured size and frame rate)."""
     lores = (camera.lores_width, camera.lores_height)
     if camera.source == "picamera2":
-        from capture.picam import Picamera2Source
+        from doorstep.capture.picam import Picamera2Source
         return Picamera2Source((camera.width, camera.height), camera.fps, lores_size=lores,
                                privacy=privacy, clock=clock)
     fmt, opts = default_options(camera.source, size=(camera.width, camera.height),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config.load import load_config
-from doorstep.errors import ConfigError
+from doorstep.config.load import load_config
+from doorstep.core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

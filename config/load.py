@@ -11,8 +11,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from config.schema import Config
-from doorstep.errors import ConfigError
+from doorstep.config.schema import Config
+from doorstep.core.errors import ConfigError
 
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")

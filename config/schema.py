@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from doorstep.protocol.wire import device_prefix
+
 Point = tuple[float, float]
 Polygon = tuple[Point, ...]
 
@@ -164,10 +166,3 @@ class Config:
     @property
     def topic_prefix(self) -> str:
         return device_prefix(self.mqtt.prefix, self.device.id)
-
-
-def device_prefix(template: str, device: str) -> str:
-    """A device's topic prefix from an ``mqtt.prefix`` template: ``{device}`` replaced by its
-    id, ending in "/". The device and the owner's tools use this one rule."""
-    prefix = template.replace("{device}", device)
-    return prefix if prefix.endswith("/") else prefix + "/"

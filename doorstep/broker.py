@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from doorstep.errors import BrokerUnavailable, DoorstepError
+from doorstep.core.errors import BrokerUnavailable, DoorstepError
 
 
 def free_port() -> int:

@@ -14,10 +14,13 @@ from doorstep import __version__
 # Only the module of the command being run is imported: `doorstep run` then carries none of
 # the owner's, the bench's or the installer's code (1.6 MB and 50 ms less at start-up).
 COMMANDS: dict[str, str] = {
-    "run": "agent.service", "inbox": "owner.inbox", "open": "owner.open", "keys": "owner.keys",
-    "share": "owner.share", "cmd": "owner.command", "check-config": "config.check",
-    "demo": "doorstep.demo", "detect": "motion.cli", "eval": "motion.cli",
-    "install": "agent.install", "firstboot": "agent.firstboot", "bench": "bench.cli",
+    "run": "doorstep.agent.service", "inbox": "doorstep.owner.inbox",
+    "open": "doorstep.owner.open", "keys": "doorstep.owner.keys",
+    "share": "doorstep.owner.share", "cmd": "doorstep.owner.command",
+    "check-config": "doorstep.config.check", "demo": "doorstep.demo",
+    "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
+    "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",
+    "bench": "doorstep.bench.cli",
 }
 
 

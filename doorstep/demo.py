@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capture.frames import Frame
-from config import parse_config
-from config.schema import Config
 from doorstep.broker import Mosquitto
-from doorstep.errors import DoorstepError
-from owner.inbox import Inbox
-from owner.keys import make_owner, make_signing
-from owner.open import EXTENSIONS, open_artifact
-from owner.store import InboxStore, Stored
-from uplink.age import load_identities
+from doorstep.capture.frames import Frame
+from doorstep.config import parse_config
+from doorstep.config.schema import Config
+from doorstep.core.errors import DoorstepError
+from doorstep.owner.inbox import Inbox
+from doorstep.owner.keys import make_owner, make_signing
+from doorstep.owner.open import EXTENSIONS, open_artifact
+from doorstep.owner.store import InboxStore, Stored
+from doorstep.protocol.age import load_identities
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _run_agent(cfg: Config, press_at: float, result: DemoResult) -> dict[str, fl
     seconds into the clip. Returns when the clip has ended and the uploads are confirmed."""
     from gpiozero.pins.mock import MockFactory
 
-    from agent.service import build
+    from doorstep.agent.service import build
 
     factory = MockFactory()
     service = build(cfg, pin_factory=factory)

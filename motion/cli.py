@@ -14,15 +14,14 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-
-from capture.masks import rasterize
-from config.load import load_config
-from config.schema import Config, MotionConfig
-from doorstep.errors import DoorstepError
-from motion import evaluate
-from motion.baselines import FrameDiffBaseline, Mog2Baseline
-from motion.detector import MotionDetector, MotionResult
-from motion.video import probe, read_lores
+from doorstep.capture.masks import rasterize
+from doorstep.config.load import load_config
+from doorstep.config.schema import Config, MotionConfig
+from doorstep.core.errors import DoorstepError
+from doorstep.motion import evaluate
+from doorstep.motion.baselines import FrameDiffBaseline, Mog2Baseline
+from doorstep.motion.detector import MotionDetector, MotionResult
+from doorstep.motion.video import probe, read_lores
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-
-from capture.masks import rasterize
-from config.schema import MotionConfig
+from doorstep.capture.masks import rasterize
+from doorstep.config.schema import MotionConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doorstep.errors import ConfigError
+from doorstep.core.errors import ConfigError
 
 MERGE_SECONDS = 2.0  # detector runs closer than this are one detector event
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-
-from capture.lores import make_lores
-from doorstep.errors import CaptureError
+from doorstep.capture.lores import make_lores
+from doorstep.core.errors import CaptureError
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-
-from config.schema import MqttConfig, device_prefix
-from doorstep.errors import BrokerRefused, BrokerUnavailable, DoorstepError
-from doorstep.fsutil import write_atomic
-from uplink.keys import SigningKey
-from uplink.mqtt import make_client
-from uplink.wire import COMMAND_ACTIONS, Command, Topics
+from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError
+from doorstep.core.fsutil import write_atomic
+from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.wire import COMMAND_ACTIONS, Command, Topics, device_prefix
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ def next_counter(counter_file: Path | None, now: float | None = None) -> int:
     return counter
 
 
-def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: MqttConfig,
+def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
                  counter: int, prefix: str = "doorstep/{device}/",
                  timeout: float = 10.0) -> Command:
     """Sign ``action`` for ``device`` and publish it (QoS 1, not retained). Raises
@@ -112,7 +110,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = MqttConfig(host=args.host, port=args.port, protocol=args.protocol, tls=args.tls,
+    cfg = Broker(host=args.host, port=args.port, protocol=args.protocol, tls=args.tls,
                      ca_file=args.ca_file, cert_file=args.cert_file,
                      key_file=args.cert_key_file, username=args.username,
                      password_file=args.password_file)

@@ -21,15 +21,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from doorstep.core.droplog import DropLog
+from doorstep.core.errors import DoorstepError, KeyFileError, SealError
+from doorstep.owner.store import InboxStore, Stored, verify_store
+from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.keys import SigningKey, parse_public_key
+from doorstep.protocol.wire import Receipt
 from paho.mqtt.enums import CallbackAPIVersion
-
-from config.schema import MqttConfig
-from doorstep.droplog import DropLog
-from doorstep.errors import DoorstepError, KeyFileError, SealError
-from owner.store import InboxStore, Stored, verify_store
-from uplink.keys import SigningKey, parse_public_key
-from uplink.mqtt import make_client
-from uplink.wire import Receipt
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,7 @@ class Inbox:
                  base: str = "doorstep", group: str = "doorstep-inbox", protocol: str = "5",
                  client_id: str = "", on_stored: Callable[[Stored], None] | None = None,
                  client: mqtt.Client | None = None) -> None:
-        """``client``: a paho client made by ``uplink.mqtt.make_client`` (TLS, username and
+        """``client``: a paho client made by ``protocol.connect.make_client`` (TLS, username and
         password); by default a plain one."""
         self.store = store
         self.key = key
@@ -245,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"doorstep inbox: {exc}", file=sys.stderr)
         return 2
     try:
-        mqtt_cfg = MqttConfig(host=args.host, port=args.port, protocol=args.protocol,
+        mqtt_cfg = Broker(host=args.host, port=args.port, protocol=args.protocol,
                               tls=args.tls, ca_file=args.ca_file, cert_file=args.client_cert,
                               key_file=args.client_key, username=args.username,
                               password_file=args.password_file)

@@ -8,9 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from doorstep.fsutil import atomic_file
-from uplink.age import X25519Identity
-from uplink.keys import SigningKey, fingerprint
+from doorstep.core.fsutil import atomic_file
+from doorstep.protocol.age import X25519Identity
+from doorstep.protocol.keys import SigningKey, fingerprint
 
 
 def make_owner(out: Path) -> tuple[str, str]:

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from doorstep.errors import DoorstepError, KeyFileError, SealError
-from doorstep.fsutil import write_atomic
-from owner.store import STORED_NAME
-from uplink.age import AgeReader, X25519Identity, decrypt, load_identities
-from uplink.keys import parse_public_key
-from uplink.manifest import Manifest, open_envelope
+from doorstep.core.errors import DoorstepError, KeyFileError, SealError
+from doorstep.core.fsutil import write_atomic
+from doorstep.owner.store import STORED_NAME
+from doorstep.protocol.age import AgeReader, X25519Identity, decrypt, load_identities
+from doorstep.protocol.keys import parse_public_key
+from doorstep.protocol.manifest import Manifest, open_envelope
 
 EXTENSIONS = {"clip": ".mp4", "clip_partial": ".mp4", "snapshot": ".jpg", "thumbnail": ".jpg",
               "event": ".json"}

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from doorstep.errors import DoorstepError
-from doorstep.fsutil import atomic_file
-from uplink.age import X25519Identity, X25519Recipient, load_identities, rewrap
+from doorstep.core.errors import DoorstepError
+from doorstep.core.fsutil import atomic_file
+from doorstep.protocol.age import X25519Identity, X25519Recipient, load_identities, rewrap
 
 log = logging.getLogger(__name__)
 

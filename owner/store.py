@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from doorstep.errors import SealError
-from doorstep.fsutil import write_atomic
-from uplink.keys import public_text
-from uplink.manifest import Manifest, manifest_hash, open_envelope, verify_chain
-from uplink.wire import unpack_chunked_manifest, unpack_single
+from doorstep.core.errors import SealError
+from doorstep.core.fsutil import write_atomic
+from doorstep.protocol.keys import public_text
+from doorstep.protocol.manifest import Manifest, manifest_hash, open_envelope, verify_chain
+from doorstep.protocol.wire import unpack_chunked_manifest, unpack_single
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +265,7 @@ class ChainReport:
 
 def verify_store(root: Path) -> list[ChainReport]:
     """Check every device's chain in a store: signatures, hashes, gaps and broken links."""
-    from uplink.keys import parse_public_key
+    from doorstep.protocol.keys import parse_public_key
 
     reports = []
     for ddir in sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name != ".partial"):

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from doorstep.agent.service import Service
+from doorstep.protocol.age import X25519Identity
+from doorstep.protocol.keys import SigningKey
 
-from agent.service import Service
 from doorstep.broker import Mosquitto
-from uplink.age import X25519Identity
-from uplink.keys import SigningKey
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

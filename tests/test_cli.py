@@ -27,10 +27,11 @@ def test_run_loads_only_the_agent() -> None:
             "args = build_parser(['-v', 'run', '--config', 'x.toml'])"
             ".parse_args(['-v', 'run', '--config', 'x.toml']); "
             "print(args.func.__module__); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('owner', 'bench') "
-            "or m in ('motion.cli', 'doorstep.demo', 'agent.install', 'config.check')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in "
+            "(['doorstep', 'owner'], ['doorstep', 'bench'], ['doorstep', 'provision']) "
+            "or m in ('doorstep.motion.cli', 'doorstep.demo', 'doorstep.config.check')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     module, loaded = done.stdout.splitlines()
-    assert module == "agent.service"
+    assert module == "doorstep.agent.service"
     assert loaded == "[]"

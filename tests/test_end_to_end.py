@@ -10,14 +10,14 @@ from pathlib import Path
 
 import av
 import pytest
+from doorstep.agent.service import build
+from doorstep.config import parse_config
+from doorstep.protocol.age import decrypt
+from doorstep.protocol.manifest import open_envelope, verify_chain
 from gpiozero.pins.mock import MockFactory
 
-from agent.service import build
-from config import parse_config
 from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
 from tests.conftest import Keys, press_bell
-from uplink.age import decrypt
-from uplink.manifest import open_envelope, verify_chain
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
 
     store = out / "inbox" / "demo"
     device_pub = (store / "device.pub").read_text().strip()
-    from uplink.keys import parse_public_key
+    from doorstep.protocol.keys import parse_public_key
     public = parse_public_key(device_pub)
     manifests = [open_envelope(p.read_bytes(), public) for p in sorted(store.glob("*.env"))]
     assert verify_chain(manifests) == []

@@ -21,48 +21,29 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from config import resolve_secret
-from config.schema import MqttConfig
-from doorstep.droplog import DropLog
-from doorstep.errors import BrokerRefused, ConfigError, SealError
-from uplink.outbox import Item, Outbox
-from uplink.sender import Publish, Sender
-from uplink.wire import Receipt, Topics
+from doorstep.config import resolve_secret
+from doorstep.config.schema import MqttConfig
+from doorstep.core.droplog import DropLog
+from doorstep.core.errors import BrokerRefused, SealError
+from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.wire import Receipt, Topics
+from doorstep.uplink.outbox import Item, Outbox
+from doorstep.uplink.sender import Publish, Sender
 
 log = logging.getLogger(__name__)
 
 
-def make_client(cfg: MqttConfig, client_id: str, *, secrets_dir: Path | None = None,
-                reconnect_on_failure: bool = False) -> mqtt.Client:
-    """A paho client configured from [mqtt]: protocol, TLS, username and password file.
-    The device's Uplink reconnects by itself (with jitter), so paho's own reconnect is off
-    unless asked for, as the inbox does."""
-    protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                         reconnect_on_failure=reconnect_on_failure)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    if cfg.tls:
-        try:
-            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
-                           keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError([f"mqtt.ca_file/cert_file/key_file: cannot load: {exc}"]) from exc
-    if cfg.username:
-        password = None
-        if cfg.password_file:
-            path = Path(cfg.password_file)
-            if secrets_dir is not None:
-                path = resolve_secret(cfg.password_file, secrets_dir)
-            try:
-                password = path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError([f"mqtt.password_file: cannot read {str(path)!r}: "
-                                   f"{exc.strerror}"]) from exc
-        client.username_pw_set(cfg.username, password)
-    return client
+def device_client(cfg: MqttConfig, client_id: str, *,
+                  secrets_dir: Path | None = None) -> mqtt.Client:
+    """A paho client from the device's [mqtt] section; a relative password file is looked up
+    in ``secrets_dir`` (systemd's credentials, or the data dir)."""
+    password = cfg.password_file
+    if password and secrets_dir is not None:
+        password = str(resolve_secret(password, secrets_dir))
+    return make_client(Broker(host=cfg.host, port=cfg.port, protocol=cfg.protocol,
+                              keepalive=cfg.keepalive, tls=cfg.tls, ca_file=cfg.ca_file,
+                              cert_file=cfg.cert_file, key_file=cfg.key_file,
+                              username=cfg.username, password_file=password), client_id)
 
 
 @dataclass(frozen=True)
@@ -106,7 +87,7 @@ class Uplink:
         self._inbox_public = inbox_public
         self._status = status
         self._on_command = on_command
-        self.client = make_client(cfg, client_id, secrets_dir=secrets_dir)
+        self.client = device_client(cfg, client_id, secrets_dir=secrets_dir)
         self.client.will_set(topics.status, self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from doorstep.errors import DiskFull, OutboxError, SealError
-from doorstep.fsutil import fsync_dir, write_atomic
-from uplink.age import whole_chunks_length
-from uplink.keys import SigningKey
-from uplink.manifest import Chain, Manifest, manifest_hash, open_envelope, sign_manifest
+from doorstep.core.errors import DiskFull, OutboxError, SealError
+from doorstep.core.fsutil import fsync_dir, write_atomic
+from doorstep.protocol.age import whole_chunks_length
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.manifest import Chain, Manifest, manifest_hash, open_envelope, sign_manifest
 
 log = logging.getLogger(__name__)
 

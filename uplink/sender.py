@@ -17,14 +17,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from uplink.outbox import Item
-from uplink.wire import (
+from doorstep.protocol.wire import (
     SINGLE_MESSAGE_KINDS,
     Topics,
     chunk_count,
     pack_chunked_manifest,
     pack_single,
 )
+from doorstep.uplink.outbox import Item
 
 MANIFEST = -1  # the chunk index used for a chunked artifact's manifest message
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from doorstep.agent.service import build
+from doorstep.config import parse_config
+from doorstep.core.errors import SealError
+from doorstep.protocol.age import decrypt
 from gpiozero.pins.mock import MockFactory
 
-from agent.service import build
-from config import parse_config
 from doorstep.cli import main
-from doorstep.errors import SealError
 from tests.conftest import Keys, press_bell
-from uplink.age import decrypt
 
 FPS = 30
 PREROLL, POSTROLL, GOP = 3.0, 2.0, 1.0
@@ -177,7 +177,7 @@ def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
     committed once the disk answers."""
     import threading
 
-    import uplink.outbox as outbox_module
+    import doorstep.uplink.outbox as outbox_module
 
     video = tmp_path / "still.mp4"
     synthetic_video(video, 6, None)

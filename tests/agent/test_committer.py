@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 
-from agent.committer import Committer
+from doorstep.agent.committer import Committer
 
 
 class Picture:

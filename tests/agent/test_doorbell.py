@@ -6,9 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from gpiozero.pins.mock import MockFactory
-
-from agent.doorbell import (
+from doorstep.agent.doorbell import (
     LED_PATTERNS,
     ButtonLogic,
     Doorbell,
@@ -18,9 +16,10 @@ from agent.doorbell import (
     Ring,
     led_level,
 )
-from capture.clock import FakeClock
-from config.schema import ButtonConfig, ChimeConfig, LedConfig
-from doorstep.errors import ConfigError
+from doorstep.config.schema import ButtonConfig, ChimeConfig, LedConfig
+from doorstep.core.clock import FakeClock
+from doorstep.core.errors import ConfigError
+from gpiozero.pins.mock import MockFactory
 
 
 def local(hour: int, minute: int) -> float:
@@ -337,7 +336,7 @@ def test_a_stalled_frame_loop_cannot_hold_the_chime_relay_closed() -> None:
     relay once the pulse is over."""
     import time as real_time
 
-    from capture.clock import SystemClock
+    from doorstep.core.clock import SystemClock
 
     factory = MockFactory()
     chime = ChimeConfig(enabled=True, pulse_ms=50)

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.health import (
+from doorstep.agent.health import (
     THERMAL_ZONE,
     THROTTLED_SYSFS,
     TIMESYNCD_MARKER,

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from agent.recorder import EndClip, Inputs, MarkClip, Recorder, StartClip, State, TakeSnapshot
-from agent.recorder import Trigger as T
+from doorstep.agent.recorder import (
+    EndClip,
+    Inputs,
+    MarkClip,
+    Recorder,
+    StartClip,
+    State,
+    TakeSnapshot,
+)
+from doorstep.agent.recorder import Trigger as T
 
 
 def run(rec: Recorder, steps: list[Inputs]) -> list[object]:

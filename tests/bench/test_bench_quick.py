@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.report import Line, Row, Stat, Table, render
+from doorstep.bench.report import Line, Row, Stat, Table, render
 
 
 def test_quick_bench_produces_all_eight_rows(tmp_path: Path) -> None:
@@ -49,8 +49,8 @@ def test_a_row_without_a_baseline_is_incomplete_and_shows_no_ratio() -> None:
 def test_peak_memory_is_the_childs_own_not_the_bench_processs() -> None:
     # Linux counts the image a child had before exec() (the bench's own) in its ru_maxrss:
     # a small child started from a big bench must still report its own, small peak.
-    from bench.child import peak_rss_kb, run_child
-    from bench.worker import vm_hwm_kb
+    from doorstep.bench.child import peak_rss_kb, run_child
+    from doorstep.bench.worker import vm_hwm_kb
 
     assert peak_rss_kb(200_000, parent_hwm=90_000, sampled_hwm=199_000) == 200_000
     assert peak_rss_kb(90_000, parent_hwm=90_000, sampled_hwm=12_000) == 12_000

@@ -10,11 +10,10 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
-from capture.annexb import NAL_PPS, NAL_SPS, is_idr, nal_type, split_nals
-from capture.encoder import PyAvEncoder, open_encoder
-from capture.frames import EncodedPacket, Frame
-from doorstep.errors import EncoderUnavailable
+from doorstep.capture.annexb import NAL_PPS, NAL_SPS, is_idr, nal_type, split_nals
+from doorstep.capture.encoder import PyAvEncoder, open_encoder
+from doorstep.capture.frames import EncodedPacket, Frame
+from doorstep.core.errors import EncoderUnavailable
 
 
 def encode_frames(encoder: PyAvEncoder, make_i420: Callable[..., np.ndarray], n: int,
@@ -72,7 +71,7 @@ def test_v4l2m2m_without_hardware_is_unavailable_and_names_what_is() -> None:
 
 
 def test_auto_falls_back_to_libx264_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="capture.encoder"):
+    with caplog.at_level(logging.INFO, logger="doorstep.capture.encoder"):
         enc = open_encoder("auto", width=320, height=240, fps=Fraction(15))
     assert enc.name == "libx264"
     assert any("auto: chose libx264" in r.getMessage() for r in caplog.records)

@@ -11,10 +11,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-from capture.encoder import PyAvEncoder
-from capture.frames import EncodedPacket, Frame
-from capture.source import FileSource
+from doorstep.capture.encoder import PyAvEncoder
+from doorstep.capture.frames import EncodedPacket, Frame
+from doorstep.capture.source import FileSource
 
 
 def encoder(gop_seconds: float = 1.0) -> PyAvEncoder:
@@ -137,7 +136,7 @@ def test_lores_of_a_carried_picture_owns_its_pixels(small_video: Path) -> None:
 def test_lores_of_a_1080p_frame_is_the_area_average() -> None:
     """1080 -> 240 is a factor of 4.5: the two-step shrink must still be an area average, so a
     flat region stays flat and a bright block keeps its mean brightness."""
-    from capture.lores import make_lores
+    from doorstep.capture.lores import make_lores
 
     y = np.full((1080, 1920), 50, np.uint8)
     y[360:720, 640:1280] = 200                      # the middle ninth, bright

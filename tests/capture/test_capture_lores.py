@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from capture.lores import make_lores
+from doorstep.capture.lores import make_lores
 
 
 @pytest.mark.parametrize("shape", [(720, 1280), (1080, 1920), (721, 1281), (576, 768),

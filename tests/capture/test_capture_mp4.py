@@ -10,11 +10,10 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
-from capture.encoder import PyAvEncoder
-from capture.frames import EncodedPacket, Frame
-from capture.mp4 import FragmentedMp4Writer
-from capture.preroll import PrerollRing
+from doorstep.capture.encoder import PyAvEncoder
+from doorstep.capture.frames import EncodedPacket, Frame
+from doorstep.capture.mp4 import FragmentedMp4Writer
+from doorstep.capture.preroll import PrerollRing
 
 FPS = 15
 

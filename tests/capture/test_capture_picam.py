@@ -9,14 +9,13 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-
-from capture.clock import FakeClock
-from capture.encoder import open_encoder
-from capture.frames import CameraState
-from capture.mp4 import FragmentedMp4Writer
-from capture.picam import Picamera2Source, PicameraEncoder
-from capture.preroll import PrerollRing
-from doorstep.errors import CameraUnavailable
+from doorstep.capture.encoder import open_encoder
+from doorstep.capture.frames import CameraState
+from doorstep.capture.mp4 import FragmentedMp4Writer
+from doorstep.capture.picam import Picamera2Source, PicameraEncoder
+from doorstep.capture.preroll import PrerollRing
+from doorstep.core.clock import FakeClock
+from doorstep.core.errors import CameraUnavailable
 
 
 def source(clock: FakeClock | None = None, **kwargs: Any) -> Picamera2Source:

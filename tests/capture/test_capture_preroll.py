@@ -5,9 +5,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-
-from capture.frames import EncodedPacket
-from capture.preroll import PrerollRing
+from doorstep.capture.frames import EncodedPacket
+from doorstep.capture.preroll import PrerollRing
 
 TB = Fraction(1, 90000)
 

@@ -8,9 +8,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-
-from capture.frames import Frame
-from capture.snapshot import jpeg, thumbnail
+from doorstep.capture.frames import Frame
+from doorstep.capture.snapshot import jpeg, thumbnail
 
 
 def frame_of(i420: np.ndarray) -> Frame:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from capture.clock import FakeClock
-from capture.source import FileSource, default_options, open_source
-from doorstep.errors import CameraUnavailable, CaptureError
+from doorstep.capture.source import FileSource, default_options, open_source
+from doorstep.core.clock import FakeClock
+from doorstep.core.errors import CameraUnavailable, CaptureError
 
 VIDEO = Path("/work/shared/data/video")
 MOTION = Path("/work/shared/data/motion")
@@ -147,8 +146,8 @@ def test_default_options_for_streams_and_devices() -> None:
 
 
 def test_open_source_follows_the_camera_config(small_video: Path, fake_camera: object) -> None:
-    from capture.picam import Picamera2Source
-    from config.schema import CameraConfig
+    from doorstep.capture.picam import Picamera2Source
+    from doorstep.config.schema import CameraConfig
 
     src = open_source(CameraConfig(source=str(small_video), realtime=False, lores_width=160,
                                    lores_height=120))

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from doorstep.capture.frames import CameraState
+from doorstep.capture.source import FileSource
+from doorstep.core.errors import CameraUnavailable
 
-from capture.frames import CameraState
-from capture.source import FileSource
 from doorstep.broker import free_port
-from doorstep.errors import CameraUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "doorstep" / "data" / "vtest.mp4"

@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import av
-
-from config.schema import MqttConfig
-from owner.inbox import Inbox
-from owner.open import open_artifact
-from owner.store import InboxStore, Stored, verify_store
-from uplink.age import X25519Identity, encrypt
-from uplink.keys import SigningKey
-from uplink.manifest import open_envelope
-from uplink.mqtt import Uplink
-from uplink.outbox import Item, Outbox
-from uplink.wire import Topics
+from doorstep.config.schema import MqttConfig
+from doorstep.owner.inbox import Inbox
+from doorstep.owner.open import open_artifact
+from doorstep.owner.store import InboxStore, Stored, verify_store
+from doorstep.protocol.age import X25519Identity, encrypt
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.manifest import open_envelope
+from doorstep.protocol.wire import Topics
+from doorstep.uplink.mqtt import Uplink
+from doorstep.uplink.outbox import Item, Outbox
 
 REPO = Path(__file__).resolve().parents[2]
 VTEST = REPO / "doorstep" / "data" / "vtest.mp4"

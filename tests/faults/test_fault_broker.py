@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from doorstep.uplink.mqtt import Uplink
+from doorstep.uplink.sender import Lane, Publish
 
 from doorstep.broker import Mosquitto
 from tests.faults.harness import (
@@ -21,8 +23,6 @@ from tests.faults.harness import (
     running_inbox,
     wait_for,
 )
-from uplink.mqtt import Uplink
-from uplink.sender import Lane, Publish
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from doorstep.agent.service import build
+from doorstep.capture.frames import Frame
+from doorstep.config import parse_config
+from doorstep.protocol.age import decrypt
+from doorstep.uplink.outbox import Outbox, PendingArtifact
 from gpiozero.pins.mock import MockFactory
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.service import build
-from capture.frames import Frame
-from config import parse_config
 from doorstep.broker import Mosquitto
 from tests.faults.harness import (
     DEVICE,
@@ -30,8 +32,6 @@ from tests.faults.harness import (
     put_clip,
     put_event,
 )
-from uplink.age import decrypt
-from uplink.outbox import Outbox, PendingArtifact
 
 EVICTED = re.compile(r"evicting (\w+) seq (\d+) \((\d+) bytes, priority (\d)\)")
 
@@ -200,7 +200,7 @@ def test_crash_inside_a_commit_is_finished_at_start(tmp_path: Path,
             raise Killed
         real_replace(src, dst)
 
-    monkeypatch.setattr("uplink.outbox.os.replace", crash)
+    monkeypatch.setattr("doorstep.uplink.outbox.os.replace", crash)
     with pytest.raises(Killed):
         box.put("event", b"x" * 10, priority=0)
     monkeypatch.undo()
@@ -219,9 +219,9 @@ def test_a_clip_that_cannot_start_on_a_full_disk_leaves_nothing(tmp_path: Path,
                                                                 ) -> None:
     """The disk is full when a clip starts: its age header cannot be written. The start fails
     with DiskFull, and neither an empty file in tmp/ nor an open one in the outbox is left."""
-    from agent.sealing import Sealer
-    from capture.frames import StreamInfo
-    from doorstep.errors import DiskFull
+    from doorstep.agent.sealing import Sealer
+    from doorstep.capture.frames import StreamInfo
+    from doorstep.core.errors import DiskFull
 
     party = make_party(tmp_path / "home")
     root = tmp_path / "home" / "device" / "outbox"

@@ -9,8 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-from motion.cli import main
+from doorstep.motion.cli import main
 
 
 def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (640, 480)) -> None:

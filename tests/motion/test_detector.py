@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from config.schema import MotionConfig
-from motion.detector import MotionDetector
+from doorstep.config.schema import MotionConfig
+from doorstep.motion.detector import MotionDetector
 
 W, H, FPS = 320, 240, 25.0
 

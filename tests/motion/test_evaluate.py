@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from motion.evaluate import Labels, detector_events, overall, score
+from doorstep.motion.evaluate import Labels, detector_events, overall, score
 
 FPS = 5.0  # warm-up is the first 5 frames; detector runs < 10 frames apart merge
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from config.schema import MotionConfig
-from motion.cli import evaluate_dir
+from doorstep.config.schema import MotionConfig
+from doorstep.motion.cli import evaluate_dir
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "motion"
 

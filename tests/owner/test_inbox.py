@@ -11,13 +11,17 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from doorstep.core.errors import SealError
+from doorstep.owner.inbox import Inbox
+from doorstep.owner.store import InboxStore
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.manifest import Chain, sign_manifest
+from doorstep.protocol.wire import Receipt, chunk_count, pack_chunked_manifest, pack_single
+from doorstep.uplink.outbox import Item
 from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.broker import Mosquitto
 from doorstep.cli import main as doorstep_main
-from doorstep.errors import SealError
-from owner.inbox import Inbox
-from owner.store import InboxStore
 from tests.faults.harness import (
     DEVICE,
     Party,
@@ -31,10 +35,6 @@ from tests.faults.harness import (
     stored_seqs,
     wait_for,
 )
-from uplink.keys import SigningKey
-from uplink.manifest import Chain, sign_manifest
-from uplink.outbox import Item
-from uplink.wire import Receipt, chunk_count, pack_chunked_manifest, pack_single
 
 CHUNK = 4096
 
@@ -265,7 +265,7 @@ def test_unassembled_chunks_nobody_completes_expire(tmp_path: Path) -> None:
     import os
     import time
 
-    import owner.store as store_mod
+    import doorstep.owner.store as store_mod
 
     party = make_party(tmp_path / "home")
     store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})

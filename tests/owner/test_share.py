@@ -12,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from doorstep.errors import SealError
-from owner import share as share_mod
-from uplink import age
+from doorstep.core.errors import SealError
+from doorstep.owner import share as share_mod
+from doorstep.protocol import age
 
 
 @pytest.fixture

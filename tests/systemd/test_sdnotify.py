@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from agent.sdnotify import FrameWatchdog, Notifier
-from capture.clock import FakeClock
+from doorstep.agent.sdnotify import FrameWatchdog, Notifier
+from doorstep.core.clock import FakeClock
 
 
 class Systemd:

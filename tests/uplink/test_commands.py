@@ -12,18 +12,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from doorstep.agent.service import CommandGate, build
+from doorstep.capture.frames import Frame
+from doorstep.config import parse_config
+from doorstep.owner.command import next_counter, send_command
+from doorstep.owner.open import open_artifact
+from doorstep.protocol.connect import Broker
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.wire import MAX_CONTROL, WIRE_VERSION, Command, canonical_json, sign_json
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.service import CommandGate, build
-from capture.frames import Frame
-from config import parse_config
-from config.schema import MqttConfig
 from doorstep.broker import Mosquitto
-from owner.command import next_counter, send_command
-from owner.open import open_artifact
 from tests.faults.harness import DEVICE, agent_toml, make_party, running_inbox, wait_for
-from uplink.keys import SigningKey
-from uplink.wire import MAX_CONTROL, WIRE_VERSION, Command, canonical_json, sign_json
 
 DROPPED = "dropped an owner command"
 
@@ -138,7 +138,7 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
         target = frames_seen["n"] + n
         wait_for(lambda: frames_seen["n"] >= target, 30, f"{n} more frames")
 
-    mqtt_cfg = MqttConfig(host="127.0.0.1", port=broker.port)
+    mqtt_cfg = Broker(host="127.0.0.1", port=broker.port)
     counter_file = tmp_path / "owner-counter.json"
 
     def command(action: str, key: SigningKey = party.command) -> Command:
@@ -230,7 +230,7 @@ def owner_snapshot(store: Path, party: Any) -> bytes | None:
 def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> None:
     import argparse
 
-    from owner import command as cmd_module
+    from doorstep.owner import command as cmd_module
 
     party = make_party(tmp_path / "home")
     got: list[bytes] = []

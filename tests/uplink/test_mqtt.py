@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from doorstep.protocol.wire import unpack_single
+from doorstep.uplink.mqtt import Backoff
 from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.broker import BrokerTls, Mosquitto
@@ -35,8 +37,6 @@ from tests.faults.harness import (
     running_inbox,
     wait_for,
 )
-from uplink.mqtt import Backoff
-from uplink.wire import unpack_single
 
 
 # -- backoff -----------------------------------------------------------------------------------

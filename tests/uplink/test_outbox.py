@@ -6,11 +6,10 @@ import errno
 from pathlib import Path
 
 import pytest
-
-from doorstep.errors import DiskFull
-from uplink.keys import SigningKey
-from uplink.manifest import open_envelope, verify_chain
-from uplink.outbox import Outbox
+from doorstep.core.errors import DiskFull
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.manifest import open_envelope, verify_chain
+from doorstep.uplink.outbox import Outbox
 
 
 def make(root: Path, key: SigningKey, quota: int = 10_000_000) -> Outbox:
@@ -139,7 +138,7 @@ def test_a_clip_cut_short_by_a_crash_is_salvaged_as_partial(tmp_path: Path) -> N
     partial clip, and the owner can open them; nothing unauthenticated is accepted."""
     import io
 
-    from uplink.age import AgeReader, AgeWriter, X25519Identity
+    from doorstep.protocol.age import AgeReader, AgeWriter, X25519Identity
 
     owner = X25519Identity.generate()
     key = SigningKey.generate()
@@ -156,14 +155,14 @@ def test_a_clip_cut_short_by_a_crash_is_salvaged_as_partial(tmp_path: Path) -> N
     reader = AgeReader(io.BytesIO(item.path.read_bytes()), [owner], allow_truncated=True)
     assert reader.read() == plaintext
     assert reader.truncated
-    from doorstep.errors import SealError
-    from uplink.age import decrypt
+    from doorstep.core.errors import SealError
+    from doorstep.protocol.age import decrypt
     with pytest.raises(SealError, match="truncated"):
         decrypt(item.path.read_bytes(), [owner])   # never mistaken for a whole clip
 
 
 def test_a_clip_too_short_to_salvage_is_removed(tmp_path: Path) -> None:
-    from uplink.age import AgeWriter, X25519Identity
+    from doorstep.protocol.age import AgeWriter, X25519Identity
 
     key = SigningKey.generate()
     box = make(tmp_path, key)
@@ -219,7 +218,7 @@ def test_a_failed_chain_file_write_never_makes_a_number_used_twice(
     """The disk fills up just as chain.json is rewritten after a commit. The artifact itself
     is committed (its manifest and ciphertext are durable), so the next commit must take the
     next number and not overwrite it; a restart finds both."""
-    import uplink.outbox as outbox_module
+    import doorstep.uplink.outbox as outbox_module
 
     key = SigningKey.generate()
     box = make(tmp_path, key)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from uplink.keys import SigningKey
-from uplink.outbox import Item, Outbox
-from uplink.sender import MANIFEST, Lane, Sender
-from uplink.wire import Topics, unpack_chunked_manifest, unpack_single
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.wire import Topics, unpack_chunked_manifest, unpack_single
+from doorstep.uplink.outbox import Item, Outbox
+from doorstep.uplink.sender import MANIFEST, Lane, Sender
 
 
 def setup(tmp_path: Path, require_receipt: bool = True) -> tuple[Outbox, Sender]:

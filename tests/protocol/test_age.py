@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from doorstep.errors import KeyFileError, SealError
-from uplink import age
+from doorstep.core.errors import KeyFileError, SealError
+from doorstep.protocol import age
 
 SIZES = [0, 1, 1000, 65535, 65536, 65537, 131072, 200000]
 

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-
-from agent import install
-from agent.install import Installer
+from doorstep.provision import install
+from doorstep.provision.install import Installer
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 EXAMPLE = b'[device]\nid = "doorstep"\n'

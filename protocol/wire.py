@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from doorstep.errors import SealError
-from uplink.keys import SigningKey, verify
+from doorstep.core.errors import SealError
+from doorstep.protocol.keys import SigningKey, verify
 
 WIRE_VERSION = 1
 ARTIFACT_MAGIC = b"DS1A"          # single-message artifact on the event topic
@@ -173,3 +172,10 @@ class Command:
             raise SealError(f"command: unknown action {cmd.action!r} "
                             f"(allowed: {', '.join(sorted(COMMAND_ACTIONS))})")
         return cmd
+
+
+def device_prefix(template: str, device: str) -> str:
+    """A device's topic prefix from an ``mqtt.prefix`` template: ``{device}`` replaced by its
+    id, ending in "/". The device and the owner's tools use this one rule."""
+    prefix = template.replace("{device}", device)
+    return prefix if prefix.endswith("/") else prefix + "/"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from doorstep.droplog import DropLog
+from doorstep.core.droplog import DropLog
 
 
 def test_one_line_per_kind_and_a_bounded_number_of_kinds(

@@ -11,11 +11,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from agent import firstboot as fb
-from config.load import load_config
-from doorstep.errors import ConfigError, DoorstepError
-from uplink.keys import SigningKey, fingerprint
+from doorstep.config import provisioned
+from doorstep.config.load import load_config
+from doorstep.core.errors import ConfigError, DoorstepError
+from doorstep.protocol.keys import SigningKey, fingerprint
+from doorstep.provision import firstboot as fb
 
 RECIPIENT = "age1dgwc9pqa0ddhff2h5yfhw5xe0fjl7hrd8xuwhrfwusupcenfzdfq0fdu2d"
 PASSWORD = "correct horse battery staple"
@@ -104,7 +104,7 @@ def test_a_good_file_provisions_the_device(places: Places) -> None:
     fp = fingerprint(key.public_key)
     note = (places.boot / fb.FINGERPRINT_FILE).read_text()
     assert fp in note and key.public_text() in note
-    assert fb.read_provisioned(places.data) == fb.Provisioned(
+    assert provisioned.read_provisioned(places.data) == provisioned.Provisioned(
         device_id="front-door", fingerprint=fp, public_key=key.public_text(),
         provisioned_at=1_700_000_000.0)
 
@@ -176,7 +176,7 @@ def test_a_failure_while_staging_rolls_everything_back(places: Places) -> None:
     places.run()
     places.drop(GOOD.replace("8883", "8884"))
     # the marker is staged last but one: the password, key and config temp files exist by then
-    (places.data / f".{fb.PROVISIONED_FILE}.firstboot.tmp").mkdir()
+    (places.data / f".{provisioned.PROVISIONED_FILE}.firstboot.tmp").mkdir()
     before = places.snapshot()
     with pytest.raises(OSError):
         places.run()
@@ -282,5 +282,5 @@ def test_modes_hold_under_the_units_umask(places: Places) -> None:
     finally:
         os.umask(old)
     assert mode(places.etc) == 0o755 and mode(places.etc / "doorstep.toml") == 0o644
-    assert mode(places.data) == 0o750 and mode(places.data / fb.PROVISIONED_FILE) == 0o644
+    assert mode(places.data) == 0o750 and mode(places.data / provisioned.PROVISIONED_FILE) == 0o644
     assert mode(places.cred_dir) == 0o700

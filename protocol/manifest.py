@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from doorstep.errors import SealError, SignatureError
-from uplink.keys import SigningKey, verify
+from doorstep.core.errors import SealError, SignatureError
+from doorstep.protocol.keys import SigningKey, verify
 
 VERSION = 1
 MAX_ENVELOPE = 16 * 1024

@@ -11,10 +11,9 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from doorstep.errors import KeyFileError, SealError, SignatureError
-from uplink.keys import DeviceKey, SigningKey, fingerprint, parse_public_key, verify
-from uplink.manifest import (
+from doorstep.core.errors import KeyFileError, SealError, SignatureError
+from doorstep.protocol.keys import DeviceKey, SigningKey, fingerprint, parse_public_key, verify
+from doorstep.protocol.manifest import (
     Chain,
     Manifest,
     manifest_hash,

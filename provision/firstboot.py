@@ -20,55 +20,27 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config.load import parse_config
-from config.schema import Config
-from doorstep.errors import ConfigError, DoorstepError, KeyFileError, Permanent
-from doorstep.fsutil import fsync_dir
-from uplink.keys import DeviceKey, SigningKey, fingerprint
+from doorstep.config.load import parse_config
+from doorstep.config.provisioned import PROVISIONED_FILE, Provisioned
+from doorstep.config.schema import Config
+from doorstep.core.errors import ConfigError, DoorstepError, KeyFileError, Permanent
+from doorstep.core.fsutil import fsync_dir
+from doorstep.protocol.keys import DeviceKey, SigningKey, fingerprint
 
 log = logging.getLogger(__name__)
 
 BOOT_FILE = "doorstep.toml"
 ERROR_FILE = "doorstep-error.txt"
 FINGERPRINT_FILE = "doorstep-fingerprint.txt"
-PROVISIONED_FILE = "provisioned.json"
 CONFIG_FILE = "doorstep.toml"
 CREDENTIALS_SUBDIR = "doorstep"
 KEY_CREDENTIAL = "device.key"
 # [secrets] keys in the boot file -> the credential (file) they become, and where the config says so
 SECRETS = {"mqtt_password": "mqtt-password"}
-
-
-@dataclass(frozen=True)
-class Provisioned:
-    """What first boot leaves in the data dir for the agent to publish in its status."""
-
-    device_id: str
-    fingerprint: str
-    public_key: str
-    provisioned_at: float
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=1) + "\n"
-
-
-def read_provisioned(data_dir: str | os.PathLike[str]) -> Provisioned | None:
-    """The marker first boot left, or None if this device was never provisioned that way."""
-    path = Path(data_dir) / PROVISIONED_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return Provisioned(device_id=str(doc["device_id"]), fingerprint=str(doc["fingerprint"]),
-                           public_key=str(doc["public_key"]),
-                           provisioned_at=float(doc["provisioned_at"]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: unreadable provisioning marker: %s", path, exc)
-        return None
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from doorstep.errors import DoorstepError, Permanent
-from doorstep.fsutil import write_atomic
+from doorstep.core.errors import DoorstepError, Permanent
+from doorstep.core.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from doorstep.errors import KeyFileError, SignatureError
-from doorstep.fsutil import atomic_file
+from doorstep.core.errors import KeyFileError, SignatureError
+from doorstep.core.fsutil import atomic_file
 
 PUBLIC_PREFIX = "ed25519:"
 

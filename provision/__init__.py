@@ -1,0 +1,1 @@
+"""Putting Doorstep on a Pi: `doorstep install` and first-boot provisioning."""
