@@ -14,11 +14,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from doorstep.bench.child import ChildRun, doorstep_command, run_child
-from doorstep.bench.inputs import MOTION_DIR, Inputs, build_inputs, build_raw
+from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
 from doorstep.bench.rig import Keys, write_config
 from doorstep.core.errors import DoorstepError
@@ -58,11 +59,15 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)  # the last run's keys, outboxes and logs
         self.work.mkdir(parents=True, exist_ok=True)
         self.keys = Keys.make(self.work / "keys")
-        self.inputs: Inputs = build_inputs(self.out / "inputs", plan.seconds)
         self.cpu = max(os.sched_getaffinity(0))
         self.log = self.work / "children.log"
         self._n = 0
         self.port = 0
+
+    @cached_property
+    def inputs(self) -> Inputs:
+        """Built on first use, so rows that need none (`--rows 6`) do not wait for ffmpeg."""
+        return build_inputs(self.out / "inputs", self.plan.seconds)
 
     # -- helpers ------------------------------------------------------------------------------
     def config(self, source: Path, **knobs: Any) -> Path:
@@ -271,9 +276,12 @@ class Bench:
     def onset(self) -> Row:
         from doorstep.bench.onset import run_onsets
 
-        if not MOTION_DIR.exists():
-            raise DoorstepError(f"{MOTION_DIR}: the labelled motion set is missing")
-        run = run_onsets(MOTION_DIR, self.port, self.keys, self.work / "onset",
+        labelled = labelled_set()
+        if labelled.path is None:  # a clone without the shared data: not measured, not failed
+            log.warning("bench: row 6 not measured, no labelled set: %s", labelled.why)
+            return Row.not_measured(6, "Motion onset", "no labelled set", labelled.why)
+        motion_dir = labelled.path
+        run = run_onsets(motion_dir, self.port, self.keys, self.work / "onset",
                          self.plan.sequences)
         found = [o for o in run.onsets if o.ms is not None]
         floor_ms = [o.floor_frames / o.fps * 1000 for o in run.onsets
@@ -283,7 +291,7 @@ class Bench:
         pipe = [o.pipeline_ms for o in found if o.pipeline_ms is not None]
         return Row(6, "Motion onset", "the motion detector's own first 'on' frame for the same "
                    "event (no recorder, sealing or MQTT)",
-                   f"{', '.join(names)} from {MOTION_DIR.name}/ (their own sizes and frame "
+                   f"{', '.join(names)} from {motion_dir.name}/ (their own sizes and frame "
                    "rates), played as fast as possible; ms = frames at the sequence's fps + "
                    "measured time from that frame to the event at the subscriber; events "
                    "already in view at start count from the warm-up's end", (
@@ -413,4 +421,6 @@ def run(args: argparse.Namespace) -> int:
     for target in targets:
         table.write_json(target)
     print(f"\nJSON: {', '.join(str(t) for t in targets)}")
-    return 0 if all(r.complete for r in table.rows) else 1
+    # A row with no figure fails the run, unless its input is absent here (row 6 without the
+    # labelled set), which the table states.
+    return 0 if all(r.passed for r in table.rows) else 1

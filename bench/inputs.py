@@ -11,15 +11,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from doorstep.bench import shared
 from doorstep.core.errors import DoorstepError
+
+import doorstep
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
-BUNDLED = REPO / "doorstep" / "data" / "vtest.mp4"
-# The full 768x576 10 fps original, where the shared data folder sits next to the repository.
-SHARED = REPO.parent / "shared" / "data" / "video" / "vtest.avi"
-MOTION_DIR = REPO.parent / "shared" / "data" / "motion"
+BUNDLED = Path(doorstep.__file__).resolve().parent / "data" / "vtest.mp4"
 FPS = 30
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -41,7 +40,13 @@ class Inputs:
 
 
 def source_clip() -> Path:
-    return SHARED if SHARED.exists() else BUNDLED
+    """The full 768x576 10 fps original from the shared data, else the bundled copy."""
+    return shared.find("video", "vtest.avi").path or BUNDLED
+
+
+def labelled_set() -> shared.Found:
+    """The labelled motion set of the shared data (row 6), or why it is not here."""
+    return shared.find("motion")
 
 
 def _ffmpeg(args: list[str], target: Path) -> None:

@@ -58,13 +58,21 @@ class Line:
 
 @dataclass(frozen=True)
 class Row:
-    """A numbered row of the table. ``lines[0]`` is the headline figure."""
+    """A numbered row of the table. ``lines[0]`` is the headline figure. A row whose input is
+    not on this machine has no lines and says so in ``absent`` (e.g. "no labelled set"): it is
+    not measured, and that is not a failure."""
 
     number: int
     title: str
     baseline_name: str
     inputs: str
     lines: tuple[Line, ...]
+    absent: str = ""
+
+    @classmethod
+    def not_measured(cls, number: int, title: str, absent: str, why: str) -> Row:
+        """A row skipped because its input is absent; ``why`` says where it was looked for."""
+        return cls(number, title, "-", why, (), absent)
 
     @property
     def complete(self) -> bool:
@@ -72,6 +80,11 @@ class Row:
         head = self.lines[0] if self.lines else None
         return bool(head and head.figure.finite and head.baseline is not None
                     and head.baseline.finite)
+
+    @property
+    def passed(self) -> bool:
+        """Measured in full, or not measured because its input is absent."""
+        return self.complete or bool(self.absent and not self.lines)
 
 
 @dataclass
@@ -91,6 +104,7 @@ class Table:
                 "machine": self.machine,
                 "rows": [{"number": r.number, "title": r.title, "baseline": r.baseline_name,
                           "inputs": r.inputs, "complete": r.complete,
+                          "absent": r.absent or None,
                           "lines": [line(ln) for ln in r.lines]} for r in self.rows]}
 
     def write_json(self, path: Path) -> None:
@@ -137,6 +151,8 @@ def render(table: Table) -> str:
               "target")
     body: list[tuple[str, ...]] = []
     for row in table.rows:
+        if row.absent and not row.lines:
+            body.append((f"{row.number}", f"{row.title}: {row.absent}", "", "-", "-", "-", ""))
         for i, ln in enumerate(row.lines):
             ratio = ln.ratio
             body.append((f"{row.number}" if i == 0 else "",
@@ -153,6 +169,9 @@ def render(table: Table) -> str:
         lines.append(out(r))
     lines.append("")
     for row in table.rows:
+        if row.absent and not row.lines:
+            lines.append(f"{row.number}. not measured, {row.absent}: {row.inputs}")
+            continue
         lines.append(f"{row.number}. baseline: {row.baseline_name}. inputs: {row.inputs}")
         for ln in row.lines:
             if ln.note:

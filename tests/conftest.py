@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Mosquitto on a free port, and throwaway owner, device and inbox keys."""
+"""Shared fixtures: a real Mosquitto on a free port, throwaway owner, device and inbox keys, and
+the shared data folder (skipping, with the reason, where it is absent)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any
 
 import pytest
 from doorstep.agent.service import Service
+from doorstep.bench import shared
 from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.keys import SigningKey
 
 from doorstep.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 BUNDLED_CLIP = REPO / "doorstep" / "data" / "vtest.mp4"
 
 
@@ -27,6 +28,17 @@ def _unfreeze_gc() -> Iterator[None]:
     process that would keep every earlier test's objects from the collector."""
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (video/, motion/), found by doorstep.bench.shared as the bench
+    finds it: <repo>/../shared/data, or $DOORSTEP_SHARED_DATA. A test that asks for it skips
+    when it is absent, saying where it looked."""
+    found = shared.shared_data()
+    if found.path is None:
+        pytest.skip(f"needs the shared data: {found.why}")
+    return found.path
 
 
 @pytest.fixture

@@ -1,28 +1,46 @@
 """The quick benchmark still measures every row: each of the eight rows yields a finite figure
-and a finite baseline, in the printed table and in the JSON. Speed is never asserted here."""
+and a finite baseline, in the printed table and in the JSON. Row 6 needs the labelled motion set
+of the shared data; where that is absent it says "no labelled set" and the run still passes.
+Speed is never asserted here."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from doorstep.bench.inputs import labelled_set
 from doorstep.bench.report import Line, Row, Stat, Table, render
+from doorstep.bench.shared import ENV
+
+
+def quick_bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+                ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    result = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "doorstep.cli", "bench", "--quick", "--out",
+                           str(tmp_path / "bench-out"), "--json", str(result), *args],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc: dict[str, Any] = json.loads(result.read_text())
+    assert doc["quick"] is True
+    return done, doc
 
 
 def test_quick_bench_produces_all_eight_rows(tmp_path: Path) -> None:
-    out = tmp_path / "bench-out"
-    result = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "doorstep.cli", "bench", "--quick", "--out",
-                           str(out), "--json", str(result)], capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    doc = json.loads(result.read_text())
-    assert doc["quick"] is True
+    labelled = labelled_set()  # what the bench will find: the same rule, the same environment
+    done, doc = quick_bench(tmp_path)
     assert [r["number"] for r in doc["rows"]] == list(range(1, 9))
     for row in doc["rows"]:
+        if row["number"] == 6 and labelled.path is None:
+            assert (row["absent"], row["lines"], row["complete"]) == ("no labelled set", [],
+                                                                     False)
+            assert labelled.why in row["inputs"]
+            continue
         head = row["lines"][0]
         assert row["inputs"], row["title"]
         assert head["figure"]["median"] is not None and math.isfinite(head["figure"]["median"]), \
@@ -32,6 +50,16 @@ def test_quick_bench_produces_all_eight_rows(tmp_path: Path) -> None:
         assert row["complete"], row["title"]
     for number in range(1, 9):
         assert any(line.startswith(f"{number} ") for line in done.stdout.splitlines()), number
+
+
+def test_without_the_labelled_set_row_6_says_so_and_the_run_passes(tmp_path: Path) -> None:
+    nowhere = tmp_path / "no-shared-data"
+    done, doc = quick_bench(tmp_path, "--rows", "6", env={ENV: str(nowhere)})
+    [row] = doc["rows"]
+    assert (row["number"], row["absent"], row["complete"]) == (6, "no labelled set", False)
+    assert f"{ENV}={nowhere} is not a folder" in row["inputs"]
+    assert any(line.startswith("6 ") and "Motion onset: no labelled set" in line
+               for line in done.stdout.splitlines()), done.stdout
 
 
 def test_a_row_without_a_baseline_is_incomplete_and_shows_no_ratio() -> None:
@@ -44,6 +72,21 @@ def test_a_row_without_a_baseline_is_incomplete_and_shows_no_ratio() -> None:
     table = Table({"cpu": "test"}, quick=True, rows=[Row(1, "t", "b", "i", (measured,))])
     assert "n/a" in render(table)
     assert json.loads(json.dumps(table.to_json(), default=str))["rows"][0]["complete"] is False
+    assert not Row(1, "t", "b", "i", (measured,)).passed
+
+
+def test_a_row_whose_input_is_absent_passes_and_says_why() -> None:
+    row = Row.not_measured(6, "Motion onset", "no labelled set", "no shared data folder at x")
+    assert row.passed and not row.complete
+    text = render(Table({"cpu": "test"}, quick=True, rows=[row]))
+    assert "Motion onset: no labelled set" in text
+    assert "6. not measured, no labelled set: no shared data folder at x" in text
+    assert table_row(Table({}, quick=True, rows=[row]))["absent"] == "no labelled set"
+
+
+def table_row(table: Table) -> dict[str, Any]:
+    row: dict[str, Any] = table.to_json()["rows"][0]
+    return row
 
 
 def test_peak_memory_is_the_childs_own_not_the_bench_processs() -> None:

@@ -15,12 +15,9 @@ from doorstep.capture.source import FileSource, default_options, open_source
 from doorstep.core.clock import FakeClock
 from doorstep.core.errors import CameraUnavailable, CaptureError
 
-VIDEO = Path("/work/shared/data/video")
-MOTION = Path("/work/shared/data/motion")
 
-
-def test_tree_avi_every_frame_with_real_timing() -> None:
-    src = FileSource(str(VIDEO / "tree.avi"), realtime=False, clock=FakeClock())
+def test_tree_avi_every_frame_with_real_timing(shared_data: Path) -> None:
+    src = FileSource(str(shared_data / "video" / "tree.avi"), realtime=False, clock=FakeClock())
     frames = list(src.frames())
     assert src.size == (320, 240)
     assert len(frames) == 68
@@ -34,9 +31,9 @@ def test_tree_avi_every_frame_with_real_timing() -> None:
     assert frames[-1].lores.shape == (240, 320)
 
 
-def test_vtest_avi_sizes_and_lores() -> None:
-    src = FileSource(str(VIDEO / "vtest.avi"), lores_size=(160, 120), realtime=False,
-                     clock=FakeClock())
+def test_vtest_avi_sizes_and_lores(shared_data: Path) -> None:
+    src = FileSource(str(shared_data / "video" / "vtest.avi"), lores_size=(160, 120),
+                     realtime=False, clock=FakeClock())
     assert src.size == (768, 576) and src.fps == 10
     frames = list(itertools.islice(src.frames(), 40))
     src.close()
@@ -45,9 +42,10 @@ def test_vtest_avi_sizes_and_lores() -> None:
     assert [round(f.pts, 6) for f in frames[:3]] == [0.0, 0.1, 0.2]
 
 
-def test_ffv1_mkv_frame_count_and_wall_from_pts() -> None:
+def test_ffv1_mkv_frame_count_and_wall_from_pts(shared_data: Path) -> None:
     clock = FakeClock()
-    src = FileSource(str(MOTION / "wallflower-wavingtrees.mkv"), realtime=False, clock=clock)
+    src = FileSource(str(shared_data / "motion" / "wallflower-wavingtrees.mkv"), realtime=False,
+                     clock=clock)
     frames = list(src.frames())
     assert len(frames) == 287 and src.size == (160, 120)
     assert frames[-1].pts == pytest.approx(286 / 15, abs=1e-3)

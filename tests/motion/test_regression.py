@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from doorstep.config.schema import MotionConfig
 from doorstep.motion.cli import evaluate_dir
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "motion"
 
-
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"labelled footage not found at {DATA}")
-def test_dev_set_targets() -> None:
-    scores = evaluate_dir(DATA, MotionConfig(), baselines=False)["doorstep"]
+def test_dev_set_targets(shared_data: Path) -> None:
+    scores = evaluate_dir(shared_data / "motion", MotionConfig(), baselines=False)["doorstep"]
     *per_sequence, total = scores
     assert len(per_sequence) >= 4
     for s in per_sequence:
