@@ -7,6 +7,7 @@ clip or stores a snapshot or event, which the ``commit`` thread does in order (d
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import threading
@@ -26,18 +27,43 @@ from doorstep.agent.recorder import (
     TakeSnapshot,
     Trigger,
 )
-from doorstep.agent.sealing import ClipWriter, Priority, Sealer
-from doorstep.capture.frames import Encoder, Frame
+from doorstep.agent.sealing import ClipWriter, Sealer
+from doorstep.capture.frames import EncodedPacket, Encoder, Frame
 from doorstep.capture.preroll import PrerollRing
 from doorstep.capture.snapshot import jpeg, thumbnail
 from doorstep.config.schema import Config
 from doorstep.core.errors import DiskFull, SealError
 from doorstep.motion.detector import MotionDetector, MotionResult
+from doorstep.protocol.kinds import Action, EventType, Kind, Priority
 
 log = logging.getLogger(__name__)
 
 RECENT_EVENTS = 1000
 CLOSE_TIMEOUT = 10.0  # s the commit thread gets at shutdown; systemd stops us after 20 s
+
+
+class Mode(enum.Enum):
+    """What the agent is doing, for whatever shows it (the doorbell's LED)."""
+
+    IDLE = "idle"
+    RECORDING = "recording"
+    PRIVACY = "privacy"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One processed frame as the agent decided on it, for observers (the bench, live
+    view): the detector's answer (None when disarmed or in privacy mode) and the trigger of a
+    snapshot decided on this frame, if any."""
+
+    frame: Frame
+    motion: MotionResult | None
+    snapshot: Trigger | None
+
+
+PacketConsumer = Callable[[EncodedPacket], None]
+Observer = Callable[[Observed], None]
+FrameCommand = Callable[[Frame], bool]   # True: the command asks the recorder for a clip
 
 
 @dataclass(frozen=True)
@@ -70,7 +96,7 @@ class Agent:
 
     def __init__(self, cfg: Config, *, encoder: Encoder, sealer: Sealer,
                  detector: MotionDetector | None,
-                 on_state: Callable[[str], None] | None = None) -> None:
+                 on_state: Callable[[Mode], None] | None = None) -> None:
         self.cfg = cfg
         self.encoder = encoder
         self.sealer = sealer
@@ -84,7 +110,7 @@ class Agent:
         self._on_state = on_state
         self._latest: Frame | None = None
         self._rings: queue.Queue[RingPress] = queue.Queue()
-        self._owner: queue.Queue[str] = queue.Queue()
+        self._owner: queue.Queue[Action] = queue.Queue()
         self._ring_lock = threading.Lock()
         self._clip: ClipWriter | None = None
         self._clip_meta: dict[str, Any] = {}
@@ -96,6 +122,19 @@ class Agent:
         self.events: deque[tuple[str, int]] = deque(maxlen=RECENT_EVENTS)
         self.last_motion: MotionResult | None = None
         self._committer = Committer()
+        # Every encoded packet goes to the pre-roll ring and then to each of these, in order,
+        # on the frame thread: the open clip's writer first, then whatever plugs in (live
+        # view). A consumer must not block; one that needs time hands the packet to a queue.
+        self.packet_consumers: list[PacketConsumer] = [self._to_clip]
+        self.observers: list[Observer] = []
+        # Owner commands that act on the frame loop, by action. A new command registers its
+        # handler here (``agent.commands[action] = handler``); the loop itself never changes.
+        self.commands: dict[Action, FrameCommand] = {
+            Action.SNAPSHOT: self._cmd_snapshot, Action.ARM: self._cmd_arm,
+            Action.DISARM: self._cmd_disarm, Action.PRIVACY_ON: self._cmd_privacy_on,
+            Action.PRIVACY_OFF: self._cmd_privacy_off,
+        }
+        self._snapshot_decided: Trigger | None = None
 
     # -- inputs from other threads ------------------------------------------------------------
     def ring(self, press: RingPress) -> None:
@@ -110,17 +149,18 @@ class Agent:
             body = {"count": press.count, "first": press.first, "pressed": press.wall,
                     "privacy": self.privacy}
             try:
-                item = self.sealer.event("ring", body, priority=Priority.RING, thumbnail=thumb)
-                self.events.append(("ring", item.seq))
+                item = self.sealer.event(EventType.RING, body, priority=Priority.RING,
+                                         thumbnail=thumb)
+                self.events.append((EventType.RING, item.seq))
                 if frame is not None and press.first and not self.privacy:
                     snap = jpeg(frame, self.cfg.clip.snapshot_quality)
-                    self.sealer.blob("snapshot", snap, priority=Priority.RING,
+                    self.sealer.blob(Kind.SNAPSHOT, snap, priority=Priority.RING,
                                      parent=str(item.seq))
             except DiskFull as exc:
                 log.error("ring: could not store the ring event: %s", exc)
 
-    def owner_request(self, action: str) -> None:
-        """A verified owner command: snapshot, arm, disarm, privacy_on, privacy_off."""
+    def owner_request(self, action: Action) -> None:
+        """A verified owner command, carried out on the next frame by ``commands[action]``."""
         self._owner.put(action)
 
     # -- the frame loop -----------------------------------------------------------------------
@@ -144,9 +184,10 @@ class Agent:
         self.frames += 1
         for packet in self.encoder.encode(frame):
             self.preroll.push(packet)
-            if self._clip is not None:
-                self._write_clip([packet])
+            for consume in self.packet_consumers:
+                consume(packet)
         motion = False
+        result: MotionResult | None = None
         if self.detector is not None and self.armed:
             result = self.detector.update(frame.lores, frame.pts)
             self.last_motion = result
@@ -164,6 +205,11 @@ class Agent:
                                             owner_clip=owner_clip))
         for action in actions:
             self._do(action, frame)
+        if self.observers:
+            seen = Observed(frame, result, self._snapshot_decided)
+            for observe in self.observers:
+                observe(seen)
+        self._snapshot_decided = None
 
     def finish(self, t: float) -> None:
         for action in self.recorder.finish(t):
@@ -207,8 +253,12 @@ class Agent:
                            "rings": [frame.wall] if action.trigger is Trigger.RING else []}
         log.info("clip %d: started by %s at t=%.2f", action.clip, action.trigger.value,
                  action.trigger_t)
-        self._notify_state("recording")
+        self._notify_state(Mode.RECORDING)
         self._write_clip(self.preroll.since(action.start_from))
+
+    def _to_clip(self, packet: EncodedPacket) -> None:
+        if self._clip is not None:
+            self._write_clip([packet])
 
     def _write_clip(self, packets: list[Any]) -> None:
         assert self._clip is not None
@@ -222,7 +272,7 @@ class Agent:
 
     def _end_clip(self) -> None:
         clip, self._clip = self._clip, None
-        self._notify_state("idle")
+        self._notify_state(Mode.IDLE)
         if clip is None or clip.first is None:
             if clip is not None:
                 clip.abort()
@@ -248,7 +298,7 @@ class Agent:
                 "trigger_pts": record.trigger_pts, "start_pts": record.start_pts,
                 "duration": record.duration, "rings": record.rings}
         try:
-            self.sealer.event("clip", body, priority=clip.priority)
+            self.sealer.event(EventType.CLIP, body, priority=clip.priority)
         except DiskFull as exc:
             log.error("clip %d: its metadata event could not be stored: %s", record.clip, exc)
         log.info("clip %d: %.1f s with %.1f s of pre-roll, seq %d", record.clip,
@@ -256,18 +306,19 @@ class Agent:
 
     def _snapshot(self, frame: Frame, trigger: Trigger) -> None:
         # the frame keeps its picture (the decoder's buffer) until the job has run
+        self._snapshot_decided = trigger
         self._committer.submit(lambda: self._store_snapshot(frame, trigger))
 
     def _store_snapshot(self, frame: Frame, trigger: Trigger) -> None:
         """On the commit thread: the event with its thumbnail, then the full JPEG."""
         try:
-            kind = "motion" if trigger is Trigger.MOTION else "snapshot"
+            kind = EventType.MOTION if trigger is Trigger.MOTION else EventType.SNAPSHOT
             event = self.sealer.event(kind, {"trigger": trigger.value, "wall": frame.wall},
                                       priority=Priority.EVENT,
                                       thumbnail=thumbnail(frame,
                                                           self.cfg.clip.thumbnail_width, 80))
             self.events.append((kind, event.seq))
-            self.sealer.blob("snapshot", jpeg(frame, self.cfg.clip.snapshot_quality),
+            self.sealer.blob(Kind.SNAPSHOT, jpeg(frame, self.cfg.clip.snapshot_quality),
                              priority=Priority.SNAPSHOT, parent=str(event.seq))
         except DiskFull as exc:
             log.error("snapshot: not stored: %s", exc)
@@ -282,8 +333,9 @@ class Agent:
 
     def _store_motion_end(self, wall: float) -> None:
         try:
-            item = self.sealer.event("motion_end", {"wall": wall}, priority=Priority.EVENT)
-            self.events.append(("motion_end", item.seq))
+            item = self.sealer.event(EventType.MOTION_END, {"wall": wall},
+                                     priority=Priority.EVENT)
+            self.events.append((EventType.MOTION_END, item.seq))
         except DiskFull as exc:
             log.error("motion_end: not stored: %s", exc)
 
@@ -294,24 +346,43 @@ class Agent:
                 action = self._owner.get_nowait()
             except queue.Empty:
                 return owner_clip
+            handler = self.commands.get(action)
+            if handler is None:
+                log.warning("owner command %s: nothing handles it on this doorbell", action)
+                continue
             log.info("owner command: %s", action)
-            if action == "snapshot" and not self.privacy:
-                self._snapshot(frame, Trigger.OWNER)
-            elif action == "arm":
-                self.armed = True
-            elif action == "disarm":
-                self.armed = False
-                self._motion_on = False
-            elif action == "privacy_on" and not self.privacy:
-                self.privacy = True
-                self.finish(frame.pts)
-                self._notify_state("privacy")
-            elif action == "privacy_off" and self.privacy:
-                self.privacy = False
-                if self.detector is not None:
-                    self.detector.reset()
-                self._notify_state("idle")
+            owner_clip = handler(frame) or owner_clip
 
-    def _notify_state(self, state: str) -> None:
+    # -- owner commands (the ``commands`` table) ---------------------------------------------
+    def _cmd_snapshot(self, frame: Frame) -> bool:
+        if not self.privacy:
+            self._snapshot(frame, Trigger.OWNER)
+        return False
+
+    def _cmd_arm(self, frame: Frame) -> bool:
+        self.armed = True
+        return False
+
+    def _cmd_disarm(self, frame: Frame) -> bool:
+        self.armed = False
+        self._motion_on = False
+        return False
+
+    def _cmd_privacy_on(self, frame: Frame) -> bool:
+        if not self.privacy:
+            self.privacy = True
+            self.finish(frame.pts)
+            self._notify_state(Mode.PRIVACY)
+        return False
+
+    def _cmd_privacy_off(self, frame: Frame) -> bool:
+        if self.privacy:
+            self.privacy = False
+            if self.detector is not None:
+                self.detector.reset()
+            self._notify_state(Mode.IDLE)
+        return False
+
+    def _notify_state(self, state: Mode) -> None:
         if self._on_state is not None:
             self._on_state(state)

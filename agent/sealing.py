@@ -14,20 +14,12 @@ from typing import Any
 from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.capture.mp4 import FragmentedMp4Writer
 from doorstep.protocol.age import AgeWriter, X25519Recipient, encrypt
+from doorstep.protocol.kinds import EventType, Kind, Priority
 from doorstep.uplink.outbox import Item, Outbox, PendingArtifact
 
 log = logging.getLogger(__name__)
 
 EVENT_VERSION = 1
-
-
-class Priority:
-    """Outbox priorities: lower numbers are sent first and evicted last (motion before ring)."""
-
-    RING = 0
-    EVENT = 1
-    SNAPSHOT = 2
-    CLIP = 3
 
 
 class Sealer:
@@ -41,7 +33,7 @@ class Sealer:
         self.recipients = list(recipients)
         self.clock_synced = clock_synced
 
-    def event(self, kind: str, body: dict[str, Any], *, priority: int,
+    def event(self, kind: EventType, body: dict[str, Any], *, priority: Priority,
               thumbnail: bytes | None = None) -> Item:
         """A sealed JSON event: ``{"v": 1, "type": kind, "time": ..., ...body}``."""
         doc: dict[str, Any] = {"v": EVENT_VERSION, "type": kind, "time": time.time(),
@@ -49,14 +41,14 @@ class Sealer:
         if thumbnail is not None:
             doc["thumbnail"] = base64.b64encode(thumbnail).decode("ascii")
         data = json.dumps(doc, sort_keys=True).encode()
-        return self.outbox.put("event", encrypt(data, self.recipients), priority=priority)
+        return self.outbox.put(Kind.EVENT, encrypt(data, self.recipients), priority=priority)
 
-    def blob(self, kind: str, data: bytes, *, priority: int, parent: str = "") -> Item:
+    def blob(self, kind: Kind, data: bytes, *, priority: Priority, parent: str = "") -> Item:
         return self.outbox.put(kind, encrypt(data, self.recipients), priority=priority,
                                parent=parent)
 
-    def clip(self, info: StreamInfo, *, priority: int) -> ClipWriter:
-        pending = self.outbox.open("clip", priority=priority)
+    def clip(self, info: StreamInfo, *, priority: Priority) -> ClipWriter:
+        pending = self.outbox.open(Kind.CLIP, priority=priority)
         try:
             return ClipWriter(pending, self.recipients, info)
         except BaseException:
@@ -80,12 +72,12 @@ class ClipWriter:
         self.packets = 0
 
     @property
-    def priority(self) -> int:
-        return self._pending.priority
+    def priority(self) -> Priority:
+        return Priority(self._pending.priority)
 
     @priority.setter
-    def priority(self, value: int) -> None:
-        self._pending.priority = value
+    def priority(self, value: Priority) -> None:
+        self._pending.priority = int(value)
 
     def write(self, packets: Sequence[EncodedPacket]) -> None:
         if not packets:

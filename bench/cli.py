@@ -22,9 +22,8 @@ from doorstep.bench.child import ChildRun, doorstep_command, run_child
 from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
 from doorstep.bench.rig import Keys, write_config
-from doorstep.core.errors import DoorstepError
-
 from doorstep.broker import Mosquitto
+from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +232,7 @@ class Bench:
     # -- row 5 --------------------------------------------------------------------------------
     def ring(self) -> Row:
         import numpy as np
+
         from doorstep.bench.ring import LINK_BPS, ring_agent, ring_bare
 
         n = self.plan.presses

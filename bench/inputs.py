@@ -11,10 +11,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import doorstep
 from doorstep.bench import shared
 from doorstep.core.errors import DoorstepError
-
-import doorstep
 
 log = logging.getLogger(__name__)
 

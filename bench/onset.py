@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from doorstep.agent.recorder import Trigger
+from doorstep.agent.run import Observed
 from doorstep.bench.rig import Keys, config_text
 from doorstep.bench.ring import Subscriber
 from doorstep.protocol.manifest import open_envelope
@@ -53,10 +54,12 @@ class _StampedSource:
 
 
 def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) -> list[Onset]:
-    from doorstep.agent.service import build
+    from gpiozero.pins.mock import MockFactory
+
+    from doorstep.agent.wiring import build
+    from doorstep.capture.source import open_source
     from doorstep.config import parse_config
     from doorstep.motion.evaluate import warmup_frames
-    from gpiozero.pins.mock import MockFactory
 
     labels = json.loads(label_file.read_text())
     video = label_file.parent / labels["video"]
@@ -69,29 +72,20 @@ def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) 
         return open_envelope(envelope, keys.device_public).seq
 
     sub = Subscriber(broker_port, cfg.topic_prefix + "event", parse)
-    service = build(cfg, pin_factory=MockFactory())
-    source = _StampedSource(service.source)
-    service.source = source
-    detector = service.agent.detector
+    source = _StampedSource(open_source(cfg.camera, privacy=cfg.privacy.masks))
+    service = build(cfg, pin_factory=MockFactory(), source=source)
+    # What the detector said on each frame, and the frame each motion event was decided on:
+    # the agent hands the sealing to its commit thread and goes on, so the frame on which the
+    # event shows up later says nothing.
     states: list[bool] = []
-    if detector is not None:
-        update = detector.update
-
-        def recording(lores: Any, t: float) -> Any:
-            result = update(lores, t)
-            states.append(bool(result.motion))
-            return result
-        setattr(detector, "update", recording)  # noqa: B010
-    # The frame each motion event was decided on: the agent hands the sealing to its commit
-    # thread and goes on, so the frame on which the event shows up later says nothing.
     triggers: list[int] = []
-    snapshot = service.agent._snapshot
 
-    def deciding(frame: Any, trigger: Trigger) -> None:
-        if trigger is Trigger.MOTION:
-            triggers.append(frame.index)
-        snapshot(frame, trigger)
-    setattr(service.agent, "_snapshot", deciding)  # noqa: B010
+    def observe(seen: Observed) -> None:
+        if seen.motion is not None:
+            states.append(bool(seen.motion.motion))
+        if seen.snapshot is Trigger.MOTION:
+            triggers.append(seen.frame.index)
+    service.agent.observers.append(observe)
 
     runner = threading.Thread(target=service.run, name="bench-onset",
                               kwargs={"connect_timeout": 10.0, "drain_timeout": 15.0})

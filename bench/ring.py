@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from doorstep.bench.link import Link
 from doorstep.bench.rig import Keys, config_text
 from doorstep.core.errors import DoorstepError, SealError
 from doorstep.protocol.manifest import open_envelope
 from doorstep.protocol.wire import unpack_single
-from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,11 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
     """Press the agent's doorbell ``presses`` times; each latency is press -> ring event at
     the subscriber. The next press waits until the ring's event and snapshot have both left
     the outbox, plus a short random gap, so every press is a visitor's first ring."""
-    from doorstep.agent.sealing import Priority
-    from doorstep.agent.service import build
-    from doorstep.config import parse_config
     from gpiozero.pins.mock import MockFactory
+
+    from doorstep.agent.wiring import build
+    from doorstep.config import parse_config
+    from doorstep.protocol.kinds import Priority
 
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

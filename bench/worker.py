@@ -1,7 +1,7 @@
 """The measured processes: ``python -m bench.worker agent|bare|imports``. Each runs in its own
 process (optionally pinned to one CPU before any codec library loads) and writes a JSON report.
 
-- ``agent``: the real agent from ``agent.service.build`` on a config, with timers wrapped around
+- ``agent``: the real agent from ``agent.wiring.build`` on a config, with timers wrapped around
   its stages (source, lores, motion, encode, seal), a ring pressed on the first frame so a clip
   is always being recorded, and its own /proc/self/io.
 - ``bare``: the floor, a bare PyAV decode->encode loop on the same file with the same encoder
@@ -119,12 +119,13 @@ class TimedSource:
 
 
 def run_agent(args: argparse.Namespace) -> dict[str, Any]:
+    from gpiozero.pins.mock import MockFactory
+
     from doorstep.agent import memory
     from doorstep.agent.run import RingPress
-    from doorstep.agent.service import build
+    from doorstep.agent.wiring import build
     from doorstep.capture.lores import make_lores
     from doorstep.config import load_config
-    from gpiozero.pins.mock import MockFactory
 
     cfg = load_config(args.config)
     memory.set_up()  # as `doorstep run` does
@@ -140,7 +141,7 @@ def run_agent(args: argparse.Namespace) -> dict[str, Any]:
     clip_sizes: list[int] = []
     open_clip = agent.sealer.clip
 
-    def timed_clip(info: Any, *, priority: int) -> Any:
+    def timed_clip(info: Any, *, priority: Any) -> Any:
         writer = open_clip(info, priority=priority)
         close = writer.close
         setattr(writer, "write", timers.wrap("seal", writer.write))  # noqa: B010
@@ -189,6 +190,7 @@ def run_bare(args: argparse.Namespace) -> dict[str, Any]:
 
     import av
     from av.video.frame import PictureType
+
     from doorstep.capture.encoder import TIME_BASE, EncoderSettings, _codec_context
     from doorstep.config import load_config
 
@@ -261,6 +263,7 @@ def run_snapshots(args: argparse.Namespace) -> dict[str, Any]:
     ``--steady-malloc`` as `doorstep run` sets it up; without, glibc's defaults."""
     import av
     import numpy as np
+
     from doorstep.agent.memory import steady_malloc
     from doorstep.capture.frames import Frame
     from doorstep.capture.snapshot import jpeg, thumbnail
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         import av  # noqa: F401
         import numpy  # noqa: F401
         if args.mode == "agent-imports":  # everything `doorstep run` loads before its config
-            import doorstep.agent.service  # noqa: F401
+            import doorstep.agent.cli  # noqa: F401
         if args.report:
             Path(args.report).write_text(json.dumps({"vm_hwm_kb": vm_hwm_kb()}))
         return 0

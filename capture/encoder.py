@@ -10,6 +10,7 @@ from typing import Any
 
 import av
 from av.video.frame import PictureType
+
 from doorstep.capture.frames import EncodedPacket, Encoder, Frame, FrameSource, StreamInfo
 from doorstep.core.errors import EncoderUnavailable
 

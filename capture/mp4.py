@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import av
+
 from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.core.errors import CaptureError
 

@@ -11,6 +11,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
 from doorstep.capture.frames import CameraHealth, CameraState, EncodedPacket, Frame, StreamInfo
 from doorstep.capture.masks import Polygon, PrivacyMask, i420_planes
 from doorstep.core.clock import Clock, SystemClock

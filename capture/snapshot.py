@@ -7,6 +7,7 @@ import threading
 import cv2
 import numpy as np
 from av.video.reformatter import Colorspace, VideoReformatter
+
 from doorstep.capture.frames import Frame
 from doorstep.core.errors import CaptureError
 

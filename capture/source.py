@@ -16,6 +16,7 @@ from typing import Any
 
 import av
 import numpy as np
+
 from doorstep.capture.frames import CameraHealth, CameraState, Frame, FrameSource, luma_view
 from doorstep.capture.lores import make_lores
 from doorstep.capture.masks import Polygon, PrivacyMask

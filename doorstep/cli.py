@@ -14,7 +14,7 @@ from doorstep import __version__
 # Only the module of the command being run is imported: `doorstep run` then carries none of
 # the owner's, the bench's or the installer's code (1.6 MB and 50 ms less at start-up).
 COMMANDS: dict[str, str] = {
-    "run": "doorstep.agent.service", "inbox": "doorstep.owner.inbox",
+    "run": "doorstep.agent.cli", "inbox": "doorstep.owner.inbox",
     "open": "doorstep.owner.open", "keys": "doorstep.owner.keys",
     "share": "doorstep.owner.share", "cmd": "doorstep.owner.command",
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",

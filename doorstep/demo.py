@@ -118,7 +118,7 @@ def _run_agent(cfg: Config, press_at: float, result: DemoResult) -> dict[str, fl
     seconds into the clip. Returns when the clip has ended and the uploads are confirmed."""
     from gpiozero.pins.mock import MockFactory
 
-    from doorstep.agent.service import build
+    from doorstep.agent.wiring import build
 
     factory = MockFactory()
     service = build(cfg, pin_factory=factory)

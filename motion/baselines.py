@@ -7,6 +7,7 @@ import time
 
 import cv2
 import numpy as np
+
 from doorstep.motion.detector import MotionResult
 
 HOLD_SECONDS = 2.0  # picamera2's example stops recording 2 s after the last trigger

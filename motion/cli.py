@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
 from doorstep.capture.masks import rasterize
 from doorstep.config.load import load_config
 from doorstep.config.schema import Config, MotionConfig

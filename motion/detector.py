@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+
 from doorstep.capture.masks import rasterize
 from doorstep.config.schema import MotionConfig
 

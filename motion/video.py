@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+
 from doorstep.capture.lores import make_lores
 from doorstep.core.errors import CaptureError
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
 from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError
 from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.connect import Broker, make_client
 from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.kinds import Action
 from doorstep.protocol.wire import COMMAND_ACTIONS, Command, Topics, device_prefix
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
     if action not in COMMAND_ACTIONS:
         raise DoorstepError(f"unknown action {action!r} (allowed: "
                             f"{', '.join(sorted(COMMAND_ACTIONS))})")
-    cmd = Command(device=device, counter=counter, action=action, issued=time.time())
+    cmd = Command(device=device, counter=counter, action=Action(action), issued=time.time())
     topic = Topics(device_prefix(prefix, device)).cmd
     client = make_client(mqtt_cfg, f"doorstep-owner-{device}-{counter}")
     answer: dict[str, Any] = {}

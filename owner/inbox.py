@@ -21,13 +21,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion
+
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import DoorstepError, KeyFileError, SealError
 from doorstep.owner.store import InboxStore, Stored, verify_store
 from doorstep.protocol.connect import Broker, make_client
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.wire import Receipt
-from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from doorstep.core.errors import DoorstepError, KeyFileError, SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.owner.store import STORED_NAME

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from doorstep.core.errors import SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.keys import public_text

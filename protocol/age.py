@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from doorstep.core.errors import KeyFileError, SealError
 from doorstep.protocol.bech32 import bech32_decode, bech32_encode
 

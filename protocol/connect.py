@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from doorstep.core.errors import ConfigError
 from paho.mqtt.enums import CallbackAPIVersion
+
+from doorstep.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,15 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from doorstep.core.errors import SealError, SignatureError
 from doorstep.protocol.keys import SigningKey, verify
+from doorstep.protocol.kinds import Kind
 
 VERSION = 1
 MAX_ENVELOPE = 16 * 1024
 SIGN_CONTEXT = b"doorstep/manifest/v1\n"
-KINDS = ("event", "snapshot", "thumbnail", "clip", "clip_partial")
+KINDS = tuple(Kind)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from doorstep.core.errors import SealError
 from doorstep.protocol.keys import SigningKey, verify
+from doorstep.protocol.kinds import Action, Kind
 
 WIRE_VERSION = 1
 ARTIFACT_MAGIC = b"DS1A"          # single-message artifact on the event topic
@@ -24,8 +26,8 @@ CHUNKED_MAGIC = b"DS1M"           # manifest of a chunked artifact on clip/<seq>
 MAX_ENVELOPE = 16 * 1024
 MAX_SINGLE = 4 * 1024 * 1024      # largest artifact sent as one message (snapshots)
 MAX_CONTROL = 4096                # receipts and commands
-SINGLE_MESSAGE_KINDS = frozenset({"event", "snapshot", "thumbnail"})
-COMMAND_ACTIONS = frozenset({"snapshot", "arm", "disarm", "privacy_on", "privacy_off"})
+SINGLE_MESSAGE_KINDS = frozenset({Kind.EVENT, Kind.SNAPSHOT, Kind.THUMBNAIL})
+COMMAND_ACTIONS = frozenset(Action)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class Command:
 
     device: str
     counter: int
-    action: str
+    action: Action
     issued: float
 
     def sign(self, key: SigningKey) -> bytes:
@@ -163,15 +165,15 @@ class Command:
     @classmethod
     def open(cls, payload: bytes, owner_public: Ed25519PublicKey) -> Command:
         body = open_signed_json(payload, owner_public, "command")
+        action = str(body.get("action"))
+        if action not in COMMAND_ACTIONS:
+            raise SealError(f"command: unknown action {action[:40]!r} "
+                            f"(allowed: {', '.join(sorted(COMMAND_ACTIONS))})")
         try:
-            cmd = cls(device=str(body["device"]), counter=int(body["counter"]),
-                      action=str(body["action"]), issued=float(body["issued"]))
+            return cls(device=str(body["device"]), counter=int(body["counter"]),
+                       action=Action(action), issued=float(body["issued"]))
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"command: missing or bad field ({exc})") from exc
-        if cmd.action not in COMMAND_ACTIONS:
-            raise SealError(f"command: unknown action {cmd.action!r} "
-                            f"(allowed: {', '.join(sorted(COMMAND_ACTIONS))})")
-        return cmd
 
 
 def device_prefix(template: str, device: str) -> str:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from doorstep.agent.service import Service
 from doorstep.bench import shared
+from doorstep.broker import Mosquitto
 from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.keys import SigningKey
-
-from doorstep.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_CLIP = REPO / "doorstep" / "data" / "vtest.mp4"

@@ -33,5 +33,5 @@ def test_run_loads_only_the_agent() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     module, loaded = done.stdout.splitlines()
-    assert module == "doorstep.agent.service"
+    assert module == "doorstep.agent.cli"
     assert loaded == "[]"

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import av
 import pytest
-from doorstep.agent.service import build
-from doorstep.config import parse_config
-from doorstep.protocol.age import decrypt
-from doorstep.protocol.manifest import open_envelope, verify_chain
 from gpiozero.pins.mock import MockFactory
 
+from doorstep.agent.wiring import build
+from doorstep.config import parse_config
 from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
+from doorstep.protocol.age import decrypt
+from doorstep.protocol.manifest import open_envelope, verify_chain
 from tests.conftest import Keys, press_bell
 
 pytestmark = pytest.mark.slow

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
 from doorstep.config import resolve_secret
 from doorstep.config.schema import MqttConfig
 from doorstep.core.droplog import DropLog

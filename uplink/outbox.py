@@ -290,6 +290,7 @@ class Outbox:
     # -- writing ------------------------------------------------------------------------------
     def open(self, kind: str, *, priority: int, parent: str = "") -> PendingArtifact:
         """Start a new artifact. Write ciphertext to it, then ``commit()`` or ``abort()``."""
+        kind, priority = str(kind), int(priority)   # plain values on disk and in manifests
         path = self._tmp / f"{kind}-p{priority}-{uuid.uuid4().hex}.part"
         pending = PendingArtifact(self, path, kind, priority, parent)
         with self._lock:

@@ -1,4 +1,4 @@
-"""Issue 4's clip checks, through the agent's own wiring (agent.service.build) with a synthetic
+"""Issue 4's clip checks, through the agent's own wiring (agent.wiring.build) with a synthetic
 video: pre-roll against the sealed metadata, duration = pre-roll + event + post-roll within one
 GOP, decoding with PyAV, and a damaged clip refused with a clear message."""
 
@@ -12,13 +12,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from doorstep.agent.service import build
+from gpiozero.pins.mock import MockFactory
+
+from doorstep.agent.wiring import build
+from doorstep.cli import main
 from doorstep.config import parse_config
 from doorstep.core.errors import SealError
 from doorstep.protocol.age import decrypt
-from gpiozero.pins.mock import MockFactory
-
-from doorstep.cli import main
 from tests.conftest import Keys, press_bell
 
 FPS = 30

@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from gpiozero.pins.mock import MockFactory
+
 from doorstep.agent.doorbell import (
     LED_PATTERNS,
     ButtonLogic,
@@ -19,7 +21,6 @@ from doorstep.agent.doorbell import (
 from doorstep.config.schema import ButtonConfig, ChimeConfig, LedConfig
 from doorstep.core.clock import FakeClock
 from doorstep.core.errors import ConfigError
-from gpiozero.pins.mock import MockFactory
 
 
 def local(hour: int, minute: int) -> float:

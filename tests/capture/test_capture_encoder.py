@@ -10,6 +10,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+
 from doorstep.capture.annexb import NAL_PPS, NAL_SPS, is_idr, nal_type, split_nals
 from doorstep.capture.encoder import PyAvEncoder, open_encoder
 from doorstep.capture.frames import EncodedPacket, Frame

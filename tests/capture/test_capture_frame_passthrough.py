@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from doorstep.capture.encoder import PyAvEncoder
 from doorstep.capture.frames import EncodedPacket, Frame
 from doorstep.capture.source import FileSource

@@ -10,6 +10,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+
 from doorstep.capture.encoder import PyAvEncoder
 from doorstep.capture.frames import EncodedPacket, Frame
 from doorstep.capture.mp4 import FragmentedMp4Writer

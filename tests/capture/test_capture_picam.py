@@ -9,6 +9,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+
 from doorstep.capture.encoder import open_encoder
 from doorstep.capture.frames import CameraState
 from doorstep.capture.mp4 import FragmentedMp4Writer

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+
 from doorstep.capture.frames import EncodedPacket
 from doorstep.capture.preroll import PrerollRing
 

@@ -8,6 +8,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+
 from doorstep.capture.frames import Frame
 from doorstep.capture.snapshot import jpeg, thumbnail
 

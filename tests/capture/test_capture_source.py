@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from doorstep.capture.source import FileSource, default_options, open_source
 from doorstep.core.clock import FakeClock
 from doorstep.core.errors import CameraUnavailable, CaptureError

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from doorstep.broker import free_port
 from doorstep.capture.frames import CameraState
 from doorstep.capture.source import FileSource
 from doorstep.core.errors import CameraUnavailable
-
-from doorstep.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "doorstep" / "data" / "vtest.mp4"

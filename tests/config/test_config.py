@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from doorstep.config import load_config, parse_config
-from doorstep.core.errors import ConfigError
 
 from doorstep.cli import main
+from doorstep.config import load_config, parse_config
+from doorstep.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from doorstep.core.droplog import DropLog
 
 

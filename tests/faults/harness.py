@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+
 from doorstep.config.schema import MqttConfig
 from doorstep.owner.inbox import Inbox
 from doorstep.owner.open import open_artifact

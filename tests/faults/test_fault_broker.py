@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from doorstep.uplink.mqtt import Uplink
-from doorstep.uplink.sender import Lane, Publish
 
 from doorstep.broker import Mosquitto
+from doorstep.uplink.mqtt import Uplink
+from doorstep.uplink.sender import Lane, Publish
 from tests.faults.harness import (
     check_store,
     device_outbox,

@@ -15,15 +15,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from doorstep.agent.service import build
+from gpiozero.pins.mock import MockFactory
+from paho.mqtt.enums import CallbackAPIVersion
+
+from doorstep.agent.wiring import build
+from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.protocol.age import decrypt
 from doorstep.uplink.outbox import Outbox, PendingArtifact
-from gpiozero.pins.mock import MockFactory
-from paho.mqtt.enums import CallbackAPIVersion
-
-from doorstep.broker import Mosquitto
 from tests.faults.harness import (
     DEVICE,
     agent_toml,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from doorstep.config.schema import MotionConfig
 from doorstep.motion.detector import MotionDetector
 

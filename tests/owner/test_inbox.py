@@ -11,6 +11,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from doorstep.broker import Mosquitto
+from doorstep.cli import main as doorstep_main
 from doorstep.core.errors import SealError
 from doorstep.owner.inbox import Inbox
 from doorstep.owner.store import InboxStore
@@ -18,10 +22,6 @@ from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.manifest import Chain, sign_manifest
 from doorstep.protocol.wire import Receipt, chunk_count, pack_chunked_manifest, pack_single
 from doorstep.uplink.outbox import Item
-from paho.mqtt.enums import CallbackAPIVersion
-
-from doorstep.broker import Mosquitto
-from doorstep.cli import main as doorstep_main
 from tests.faults.harness import (
     DEVICE,
     Party,

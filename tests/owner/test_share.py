@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from doorstep.core.errors import SealError
 from doorstep.owner import share as share_mod
 from doorstep.protocol import age

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from doorstep.core.errors import KeyFileError, SealError
 from doorstep.protocol import age
 

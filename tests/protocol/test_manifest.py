@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from doorstep.core.errors import KeyFileError, SealError, SignatureError
 from doorstep.protocol.keys import DeviceKey, SigningKey, fingerprint, parse_public_key, verify
 from doorstep.protocol.manifest import (

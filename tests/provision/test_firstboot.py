@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from doorstep.config import provisioned
 from doorstep.config.load import load_config
 from doorstep.core.errors import ConfigError, DoorstepError

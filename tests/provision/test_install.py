@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
 from doorstep.provision import install
 from doorstep.provision.install import Installer
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.core.clock import FakeClock
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
 from doorstep.provision import firstboot, install
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"

@@ -12,7 +12,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from doorstep.agent.service import CommandGate, build
+from paho.mqtt.enums import CallbackAPIVersion
+
+from doorstep.agent.commands import CommandGate
+from doorstep.agent.wiring import build
+from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.owner.command import next_counter, send_command
@@ -20,9 +24,6 @@ from doorstep.owner.open import open_artifact
 from doorstep.protocol.connect import Broker
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.wire import MAX_CONTROL, WIRE_VERSION, Command, canonical_json, sign_json
-from paho.mqtt.enums import CallbackAPIVersion
-
-from doorstep.broker import Mosquitto
 from tests.faults.harness import DEVICE, agent_toml, make_party, running_inbox, wait_for
 
 DROPPED = "dropped an owner command"

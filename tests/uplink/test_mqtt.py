@@ -21,11 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from doorstep.protocol.wire import unpack_single
-from doorstep.uplink.mqtt import Backoff
 from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.broker import BrokerTls, Mosquitto
+from doorstep.protocol.wire import unpack_single
+from doorstep.uplink.mqtt import Backoff
 from tests.faults.harness import (
     DEVICE,
     check_store,

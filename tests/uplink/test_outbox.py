@@ -6,6 +6,7 @@ import errno
 from pathlib import Path
 
 import pytest
+
 from doorstep.core.errors import DiskFull
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.manifest import open_envelope, verify_chain

@@ -1,0 +1,72 @@
+"""What the doorbell reports about itself: whether its clock is synchronised, the last health
+probe, its frame rate, and the body of the retained status message built from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from doorstep import __version__
+from doorstep.agent.health import collect_health
+from doorstep.agent.run import Agent
+from doorstep.capture.frames import FrameSource
+from doorstep.config.provisioned import read_provisioned
+from doorstep.config.schema import Config
+from doorstep.protocol.keys import SigningKey, fingerprint
+from doorstep.uplink.outbox import Outbox
+
+
+class ClockSync:
+    """Whether the wall clock is NTP-synchronised, as the last health probe found it (the
+    status thread probes once a minute, and once at start-up). Unknown (no timesyncd, no
+    timedatectl) counts as not synchronised: until then, times are flagged and the owner
+    orders by sequence number. Reading it never runs a probe, so commits never wait for one."""
+
+    def __init__(self) -> None:
+        self._value = False
+
+    def set(self, synced: object) -> None:
+        self._value = synced is True
+
+    def __call__(self) -> bool:
+        return self._value
+
+
+class Status:
+    """The doorbell's health and modes, for the retained status message."""
+
+    def __init__(self, cfg: Config, *, key: SigningKey, agent: Agent, outbox: Outbox,
+                 source: FrameSource, clock_sync: ClockSync) -> None:
+        self.cfg = cfg
+        self.key = key
+        self.agent = agent
+        self.outbox = outbox
+        self.source = source
+        self.clock_sync = clock_sync
+        self.fps = 0.0
+        self._health: dict[str, Any] | None = None
+
+    def refresh_health(self) -> dict[str, Any]:
+        """Probe the machine (sysfs, vcgencmd, timedatectl): only ever on the status thread or
+        at start-up, never on the frame, ring or uplink threads."""
+        health = collect_health(data_dir=self.cfg.device.data_dir, frame_rate=self.fps,
+                                outbox_depth=self.outbox.depth).to_dict()
+        self._health = health
+        self.clock_sync.set(health.get("clock_synchronised"))
+        return health
+
+    def body(self) -> dict[str, Any]:
+        """The body of the retained status message, from the last health probe."""
+        health = self._health if self._health is not None else self.refresh_health()
+        body: dict[str, Any] = {"version": __version__, "device": self.cfg.device.id,
+                                "fingerprint": fingerprint(self.key.public_key),
+                                "armed": self.agent.armed, "privacy": self.agent.privacy,
+                                "outbox": self.outbox.stats(),
+                                "health": {**health, "frame_rate": round(self.fps, 2),
+                                           "outbox_depth": self.outbox.depth}}
+        provisioned = read_provisioned(self.cfg.device.data_dir)
+        if provisioned is not None:
+            body["provisioned_at"] = provisioned.provisioned_at
+        camera_health = getattr(self.source, "health", None)
+        if camera_health is not None and hasattr(camera_health, "as_dict"):
+            body["camera"] = camera_health.as_dict()
+        return body

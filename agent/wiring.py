@@ -1,0 +1,106 @@
+"""Wiring: every stage of `doorstep run` built from the config, in order, in one place, each
+whole when it is made: keys and outbox, source, encoder and detector, the doorbell, the agent,
+the status, the command table, the uplink, and the Service that runs them."""
+
+from __future__ import annotations
+
+import queue
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from doorstep.agent.commands import CommandGate, Commands
+from doorstep.agent.doorbell import Doorbell, LedState
+from doorstep.agent.run import Agent, Mode
+from doorstep.agent.sealing import Sealer
+from doorstep.agent.service import Service
+from doorstep.agent.status import ClockSync, Status
+from doorstep.capture.encoder import open_encoder
+from doorstep.capture.frames import FrameSource
+from doorstep.capture.source import open_source
+from doorstep.config import resolve_secret
+from doorstep.config.schema import Config
+from doorstep.core.clock import SystemClock
+from doorstep.core.errors import KeyFileError
+from doorstep.motion.detector import MotionDetector
+from doorstep.protocol.age import X25519Recipient
+from doorstep.protocol.keys import SigningKey, parse_public_key
+from doorstep.protocol.wire import Command, Topics
+from doorstep.uplink.mqtt import Uplink
+from doorstep.uplink.outbox import Outbox
+
+# What the status LED shows for each of the agent's modes (OFFLINE is the Service's own).
+LED_FOR_MODE = {Mode.IDLE: LedState.IDLE, Mode.RECORDING: LedState.RECORDING,
+                Mode.PRIVACY: LedState.PRIVACY}
+
+
+def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = None,
+          connect: bool = True) -> Service:
+    """Wire every stage from the config. ``pin_factory``: gpiozero factory (None: the
+    default for this machine; tests pass MockFactory). ``source``: frames from here instead
+    of the configured camera (the demo, tests and the bench). The Service closes its source
+    when it stops; if building fails, a source passed in is left to the caller."""
+    data_dir = Path(cfg.device.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = resolve_secret(cfg.device.key_file, data_dir)
+    if not key_path.exists():
+        raise KeyFileError(f"{key_path}: no device key; create it with `doorstep keys device "
+                           f"--out {key_path.parent}` or run first-boot provisioning")
+    key = SigningKey.load(key_path)
+    recipients = [X25519Recipient.parse(r) for r in cfg.owner.recipients]
+    inbox_public = parse_public_key(cfg.owner.inbox_key) if cfg.owner.inbox_key else None
+    clock_sync = ClockSync()
+    outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key,
+                    quota_bytes=int(cfg.outbox.quota_mb * 1024 * 1024), clock_synced=clock_sync)
+    src = source if source is not None else open_source(cfg.camera, privacy=cfg.privacy.masks)
+    try:
+        return _wire(cfg, src, key, outbox, recipients, inbox_public, clock_sync, data_dir,
+                     pin_factory, connect)
+    except BaseException:
+        if source is None:
+            src.close()        # a camera or stream we opened must not stay open on failure
+        raise
+
+
+def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
+          recipients: list[X25519Recipient], inbox_public: Any, clock_sync: ClockSync,
+          data_dir: Path, pin_factory: Any, connect: bool) -> Service:
+    encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
+                           fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
+                           gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
+                           subpel=cfg.encoder.subpel, source=src)
+    detector = MotionDetector(cfg.motion, (cfg.camera.lores_width, cfg.camera.lores_height),
+                              float(src.fps)) if cfg.motion.enabled else None
+    sealer = Sealer(outbox, recipients, clock_synced=clock_sync)
+    bell_events: queue.Queue[object] = queue.Queue()
+    doorbell = None
+    if cfg.button.enabled or cfg.chime.enabled or cfg.led.enabled:
+        doorbell = Doorbell(cfg.button, cfg.chime, cfg.led, pin_factory=pin_factory,
+                            clock=SystemClock(), emit=bell_events.put)
+    bell = doorbell    # bound once, for the closure below
+
+    def show(mode: Mode) -> None:
+        if bell is not None:
+            bell.set_led(LED_FOR_MODE[mode])
+
+    agent = Agent(cfg, encoder=encoder, sealer=sealer, detector=detector, on_state=show)
+    status = Status(cfg, key=key, agent=agent, outbox=outbox, source=src,
+                    clock_sync=clock_sync)
+    gate = (CommandGate(parse_public_key(cfg.owner.command_key), cfg.device.id,
+                        data_dir / "command_counter.json") if cfg.owner.command_key else None)
+    commands = Commands(gate)
+
+    def to_frame_loop(cmd: Command) -> None:
+        agent.owner_request(cmd.action)
+
+    for action in agent.commands:
+        commands[action] = to_frame_loop
+    uplink = None
+    if connect:
+        uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
+                        client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",
+                        inbox_public=inbox_public, status=status.body,
+                        on_command=commands.on_payload, secrets_dir=data_dir)
+        outbox.on_commit = uplink.notify
+    return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
+                   bell_events)

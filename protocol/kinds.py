@@ -1,0 +1,46 @@
+"""The named values that cross modules and the wire: artifact kinds, event types, owner
+command actions and priorities. They are str and int enums, so what is written to the wire and
+to disk is exactly the text and numbers it was before they were typed."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.StrEnum):
+    """What an artifact holds (the manifest's ``kind``)."""
+
+    EVENT = "event"              # sealed JSON (EventType below), with its thumbnail inside
+    SNAPSHOT = "snapshot"        # sealed full-resolution JPEG
+    THUMBNAIL = "thumbnail"
+    CLIP = "clip"                # sealed fragmented MP4
+    CLIP_PARTIAL = "clip_partial"  # a clip cut short by a crash, trimmed to whole age chunks
+
+
+class EventType(enum.StrEnum):
+    """The ``type`` inside a sealed event's JSON body."""
+
+    RING = "ring"
+    MOTION = "motion"
+    MOTION_END = "motion_end"
+    SNAPSHOT = "snapshot"        # an owner's "take a snapshot"
+    CLIP = "clip"                # a finished clip's metadata
+
+
+class Action(enum.StrEnum):
+    """What a signed owner command asks the doorbell to do."""
+
+    SNAPSHOT = "snapshot"
+    ARM = "arm"
+    DISARM = "disarm"
+    PRIVACY_ON = "privacy_on"
+    PRIVACY_OFF = "privacy_off"
+
+
+class Priority(enum.IntEnum):
+    """Outbox priorities: lower numbers are sent first and evicted last (motion before ring)."""
+
+    RING = 0
+    EVENT = 1
+    SNAPSHOT = 2
+    CLIP = 3
