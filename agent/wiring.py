@@ -5,9 +5,10 @@ the status, the command table, the uplink, and the Service that runs them."""
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from doorstep.agent.commands import CommandGate, Commands
 from doorstep.agent.doorbell import Doorbell, LedState
@@ -29,17 +30,28 @@ from doorstep.protocol.wire import Command, Topics
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Outbox
 
+T = TypeVar("T")
+# A hook that may wrap a stage as it is built (the bench times them): (stage name, stage) ->
+# the stage to wire in its place. Stages: "source", "encoder", "detector", "sealer".
+Instrument = Callable[[str, Any], Any]
+
+
+def _as_is(name: str, stage: T) -> T:
+    return stage
+
+
 # What the status LED shows for each of the agent's modes (OFFLINE is the Service's own).
 LED_FOR_MODE = {Mode.IDLE: LedState.IDLE, Mode.RECORDING: LedState.RECORDING,
                 Mode.PRIVACY: LedState.PRIVACY}
 
 
 def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = None,
-          connect: bool = True) -> Service:
+          connect: bool = True, instrument: Instrument = _as_is) -> Service:
     """Wire every stage from the config. ``pin_factory``: gpiozero factory (None: the
     default for this machine; tests pass MockFactory). ``source``: frames from here instead
     of the configured camera (the demo, tests and the bench). The Service closes its source
-    when it stops; if building fails, a source passed in is left to the caller."""
+    when it stops; if building fails, a source passed in is left to the caller.
+    ``instrument``: each stage passes through it as it is built (the bench's timers)."""
     data_dir = Path(cfg.device.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key_path = resolve_secret(cfg.device.key_file, data_dir)
@@ -54,8 +66,8 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
                     quota_bytes=int(cfg.outbox.quota_mb * 1024 * 1024), clock_synced=clock_sync)
     src = source if source is not None else open_source(cfg.camera, privacy=cfg.privacy.masks)
     try:
-        return _wire(cfg, src, key, outbox, recipients, inbox_public, clock_sync, data_dir,
-                     pin_factory, connect)
+        return _wire(cfg, instrument("source", src), key, outbox, recipients, inbox_public,
+                     clock_sync, data_dir, pin_factory, connect, instrument)
     except BaseException:
         if source is None:
             src.close()        # a camera or stream we opened must not stay open on failure
@@ -64,7 +76,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
 
 def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
           recipients: list[X25519Recipient], inbox_public: Any, clock_sync: ClockSync,
-          data_dir: Path, pin_factory: Any, connect: bool) -> Service:
+          data_dir: Path, pin_factory: Any, connect: bool, instrument: Instrument) -> Service:
     encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
                            fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
                            gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
@@ -72,6 +84,9 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     detector = MotionDetector(cfg.motion, (cfg.camera.lores_width, cfg.camera.lores_height),
                               float(src.fps)) if cfg.motion.enabled else None
     sealer = Sealer(outbox, recipients, clock_synced=clock_sync)
+    encoder = instrument("encoder", encoder)
+    detector = instrument("detector", detector) if detector is not None else None
+    sealer = instrument("sealer", sealer)
     bell_events: queue.Queue[object] = queue.Queue()
     doorbell = None
     if cfg.button.enabled or cfg.chime.enabled or cfg.led.enabled:

@@ -118,6 +118,55 @@ class TimedSource:
             yield frame
 
 
+class _Timed:
+    """A stage with some of its methods timed; everything else passes through."""
+
+    def __init__(self, inner: Any, timed: dict[str, Callable[..., Any]]) -> None:
+        object.__setattr__(self, "_inner", inner)
+        self.__dict__.update(timed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)       # e.g. a ring raising a clip's priority
+
+
+class TimedStages:
+    """``build(instrument=...)``: times the encoder, the detector and the clip sealing as the
+    agent's wiring builds them, and the source through TimedSource."""
+
+    def __init__(self, timers: Timers, clip_sizes: list[int]) -> None:
+        self.timers = timers
+        self.clip_sizes = clip_sizes
+        self.source: TimedSource | None = None
+
+    def __call__(self, name: str, stage: Any) -> Any:
+        t = self.timers
+        if name == "source":
+            self.source = TimedSource(stage, t)
+            return self.source
+        if name == "encoder":
+            return _Timed(stage, {"encode": t.wrap("encode", stage.encode)})
+        if name == "detector":
+            return _Timed(stage, {"update": t.wrap("motion", stage.update)})
+        if name == "sealer":
+            return _Timed(stage, {"clip": lambda info, **kw: self._clip(stage, info, **kw)})
+        return stage
+
+    def _clip(self, sealer: Any, info: Any, **kw: Any) -> Any:
+        writer = sealer.clip(info, **kw)
+
+        def closing() -> Any:
+            start = time.perf_counter()
+            item = writer.close()
+            self.timers.add("seal", time.perf_counter() - start)
+            self.clip_sizes.append(int(item.size))
+            return item
+        return _Timed(writer, {"write": self.timers.wrap("seal", writer.write),
+                               "close": closing})
+
+
 def run_agent(args: argparse.Namespace) -> dict[str, Any]:
     from gpiozero.pins.mock import MockFactory
 
@@ -129,32 +178,13 @@ def run_agent(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = load_config(args.config)
     memory.set_up()  # as `doorstep run` does
-    service = build(cfg, pin_factory=MockFactory())
-    agent = service.agent
     timers = Timers()
-    source = TimedSource(service.source, timers)
-    service.source = source
-    setattr(agent.encoder, "encode", timers.wrap("encode", agent.encoder.encode))  # noqa: B010
-    if agent.detector is not None:
-        setattr(agent.detector, "update",  # noqa: B010
-                timers.wrap("motion", agent.detector.update))
     clip_sizes: list[int] = []
-    open_clip = agent.sealer.clip
-
-    def timed_clip(info: Any, *, priority: Any) -> Any:
-        writer = open_clip(info, priority=priority)
-        close = writer.close
-        setattr(writer, "write", timers.wrap("seal", writer.write))  # noqa: B010
-
-        def closing() -> Any:
-            start = time.perf_counter()
-            item = close()
-            timers.add("seal", time.perf_counter() - start)
-            clip_sizes.append(int(item.size))
-            return item
-        setattr(writer, "close", closing)  # noqa: B010
-        return writer
-    setattr(agent.sealer, "clip", timed_clip)  # noqa: B010
+    timed = TimedStages(timers, clip_sizes)
+    service = build(cfg, pin_factory=MockFactory(), instrument=timed)
+    source = timed.source
+    assert source is not None
+    agent = service.agent
 
     marks: dict[str, float] = {}
     count = [0]
