@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,52 +15,114 @@ from typing import Any
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import SealError
 from doorstep.core.fsutil import write_atomic
+from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.kinds import Action
-from doorstep.protocol.wire import Command
+from doorstep.protocol.wire import Ack, Command
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Command], None]
+Done = Callable[[str | None], None]          # the outcome: None, or why it was refused
+Handler = Callable[[Command, Done], None]
+
+ISSUED_WINDOW = 300.0   # s: a command issued further than this from our clock is refused
 
 
 class CommandGate:
-    """Verifies owner commands: signature, device, and a counter that must only go up. The
-    highest accepted counter is stored, so a replay is refused even after a restart."""
+    """Verifies owner commands: signature, device, when it was issued, and a counter that
+    must only go up. The highest accepted counter is stored durably, so a replay is refused
+    even after a restart. Fails closed: if the stored counter is lost (unreadable, or gone on
+    a doorbell that has run before), no command is accepted until the clock is synchronised,
+    and then none issued before the loss plus ISSUED_WINDOW."""
 
-    def __init__(self, owner_public: Any, device: str, state: Path) -> None:
+    def __init__(self, owner_public: Any, device: str, state: Path, *,
+                 clock_synced: Callable[[], bool], fresh: bool = False,
+                 now: Callable[[], float] = time.time) -> None:
         self._public = owner_public
         self._device = device
         self._state = state
+        self._synced = clock_synced
+        self._now = now
         self._dropped = DropLog(log, "dropped an owner command")
+        self.counter = 0
+        self.lost: str | None = None      # why the stored counter cannot be trusted
         try:
             self.counter = int(json.loads(state.read_text())["counter"])
-        except (OSError, ValueError, KeyError, TypeError):
-            self.counter = 0
+            if self.counter < 0:
+                raise ValueError("negative counter")
+        except FileNotFoundError:
+            if not fresh:
+                self.lost = f"{state} is missing on a doorbell that has run before"
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            self.lost = f"{state} is unreadable ({exc.__class__.__name__})"
+        if self.lost:
+            log.error("owner commands: %s; refusing commands until a new floor is set from "
+                      "the synchronised clock", self.lost)
 
-    def check(self, payload: bytes) -> Command | None:
+    def check(self, payload: bytes) -> tuple[Command | None, str | None]:
+        """``(command, None)``: accepted. ``(command, reason)``: genuinely the owner's and
+        for us, but refused (answered with a signed refusal). ``(None, None)``: forged,
+        malformed or not for us: dropped unanswered, logged once per kind."""
         try:
             cmd = Command.open(payload, self._public)
             if cmd.device != self._device:
-                raise SealError(f"command: for device {cmd.device!r}, not us")
-            if cmd.counter <= self.counter:
-                raise SealError(f"command: counter {cmd.counter} is not above {self.counter} "
-                                "(replayed)")
+                raise SealError(f"command: for device {cmd.device[:40]!r}, not us")
         except SealError as exc:
             self._dropped(str(exc))
-            return None
+            return None, None
+        refusal = self._refusal(cmd)
+        if refusal is None:
+            try:
+                write_atomic(self._state, json.dumps({"counter": cmd.counter}).encode())
+            except OSError as exc:
+                refusal = (f"could not store the command counter ({exc.strerror or exc}); "
+                           "refused, so it cannot be replayed later")
+        if refusal is not None:
+            self._dropped(f"command: {refusal}")
+            return cmd, refusal
         self.counter = cmd.counter
-        write_atomic(self._state, json.dumps({"counter": cmd.counter}).encode())
-        return cmd
+        return cmd, None
+
+    def _refusal(self, cmd: Command) -> str | None:
+        now = self._now()
+        synced = self._synced()
+        if self.lost is not None:
+            if not synced:
+                return (f"the doorbell lost its replay state ({self.lost}) and its clock is "
+                        "not synchronised, so a replay cannot be ruled out")
+            floor = int((now + ISSUED_WINDOW) * 1000)
+            try:
+                write_atomic(self._state, json.dumps({"counter": floor}).encode())
+            except OSError as exc:
+                return f"could not store a new command counter ({exc.strerror or exc})"
+            log.warning("owner commands: replay state rebuilt from the clock; commands "
+                        "issued before %.0f are refused", floor / 1000)
+            self.counter, self.lost = floor, None
+        if synced:
+            off = cmd.issued - now
+            if not math.isfinite(off) or abs(off) > ISSUED_WINDOW:
+                return (f"issued {off:+.0f} s from the doorbell's synchronised clock (more "
+                        f"than {ISSUED_WINDOW:.0f} s): replayed, or the owner's clock is off")
+            if cmd.counter > (now + ISSUED_WINDOW) * 1000:
+                return ("counter is ahead of the doorbell's clock (the owner's counter file "
+                        "was written by a clock running ahead; reset it)")
+        if cmd.counter <= self.counter:
+            return f"counter {cmd.counter} is not above {self.counter} (replayed)"
+        return None
 
 
 class Commands:
     """What the doorbell does with each verified command: a dispatch table by action. The
     agent's frame-loop actions are registered at wiring; a new feature (live view, talk)
     registers its own with ``commands[action] = handler``. Runs on the uplink's thread, so a
-    handler only hands work on and returns."""
+    handler only hands work on and returns; it calls ``done`` with the outcome, and the
+    owner gets a signed acknowledgement or refusal (``Ack``) through ``reply``."""
 
-    def __init__(self, gate: CommandGate | None) -> None:
+    def __init__(self, gate: CommandGate | None, *, device: str, key: SigningKey,
+                 reply: Callable[[bytes], None]) -> None:
         self._gate = gate
+        self._device = device
+        self._key = key
+        self._reply = reply
         self._table: dict[Action, Handler] = {}
 
     def __setitem__(self, action: Action, handler: Handler) -> None:
@@ -69,12 +133,25 @@ class Commands:
 
     def on_payload(self, payload: bytes) -> None:
         """A message on the command topic: verified, then dispatched. Without an owner
-        command key in the config, every command is refused."""
-        cmd = self._gate.check(payload) if self._gate is not None else None
+        command key in the config, every command is refused unanswered."""
+        if self._gate is None:
+            return
+        cmd, refusal = self._gate.check(payload)
         if cmd is None:
+            return
+        if refusal is not None:
+            self._answer(cmd, refusal)
             return
         handler = self._table.get(cmd.action)
         if handler is None:
-            log.warning("owner command %s: nothing handles it on this doorbell", cmd.action)
+            self._answer(cmd, f"{cmd.action}: nothing handles it on this doorbell")
             return
-        handler(cmd)
+        handler(cmd, lambda outcome: self._answer(cmd, outcome))
+
+    def _answer(self, cmd: Command, refusal: str | None) -> None:
+        ack = Ack(device=self._device, counter=cmd.counter, ok=refusal is None,
+                  reason=refusal or "", time=time.time())
+        try:
+            self._reply(ack.sign(self._key))
+        except Exception:  # an answer that cannot be sent must not undo the command
+            log.exception("owner command %d: could not send the answer", cmd.counter)

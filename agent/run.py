@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doorstep.agent.committer import Committer
+from doorstep.agent.modes import Modes, ModeStore
 from doorstep.agent.recorder import (
     EndClip,
     Inputs,
@@ -63,7 +64,8 @@ class Observed:
 
 PacketConsumer = Callable[[EncodedPacket], None]
 Observer = Callable[[Observed], None]
-FrameCommand = Callable[[Frame], bool]   # True: the command asks the recorder for a clip
+FrameCommand = Callable[[Frame], str | None]   # None: done; else why it was refused
+Done = Callable[[str | None], None]            # told the outcome once the command has run
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class Agent:
 
     def __init__(self, cfg: Config, *, encoder: Encoder, sealer: Sealer,
                  detector: MotionDetector | None,
-                 on_state: Callable[[Mode], None] | None = None) -> None:
+                 on_state: Callable[[Mode], None] | None = None,
+                 modes: ModeStore | None = None) -> None:
         self.cfg = cfg
         self.encoder = encoder
         self.sealer = sealer
@@ -105,12 +108,15 @@ class Agent:
         self.recorder = Recorder(preroll=cfg.clip.preroll_seconds,
                                  postroll=cfg.clip.postroll_seconds,
                                  max_seconds=cfg.clip.max_seconds)
-        self.armed = cfg.motion.enabled
-        self.privacy = False
+        # armed and privacy as the owner last set them, restored before the first frame
+        self.modes = modes
+        start = modes.load() if modes is not None else Modes(cfg.motion.enabled, False)
+        self.armed = start.armed
+        self.privacy = start.privacy
         self._on_state = on_state
         self._latest: Frame | None = None
         self._rings: queue.Queue[RingPress] = queue.Queue()
-        self._owner: queue.Queue[Action] = queue.Queue()
+        self._owner: queue.Queue[tuple[Action, Done | None]] = queue.Queue()
         self._ring_lock = threading.Lock()
         self._clip: ClipWriter | None = None
         self._clip_meta: dict[str, Any] = {}
@@ -159,9 +165,10 @@ class Agent:
             except DiskFull as exc:
                 log.error("ring: could not store the ring event: %s", exc)
 
-    def owner_request(self, action: Action) -> None:
-        """A verified owner command, carried out on the next frame by ``commands[action]``."""
-        self._owner.put(action)
+    def owner_request(self, action: Action, done: Done | None = None) -> None:
+        """A verified owner command, carried out on the next frame by ``commands[action]``;
+        ``done`` is then told the outcome (None, or why it was refused)."""
+        self._owner.put((action, done))
 
     # -- the frame loop -----------------------------------------------------------------------
     def run(self, frames: Iterable[Frame], stop: threading.Event | None = None,
@@ -340,48 +347,74 @@ class Agent:
             log.error("motion_end: not stored: %s", exc)
 
     def _apply_owner_requests(self, frame: Frame) -> bool:
-        owner_clip = False
+        """Carry out the owner's queued commands. Returns whether one asks the recorder for a
+        clip (none of today's commands does)."""
         while True:
             try:
-                action = self._owner.get_nowait()
+                action, done = self._owner.get_nowait()
             except queue.Empty:
-                return owner_clip
+                return False
             handler = self.commands.get(action)
             if handler is None:
-                log.warning("owner command %s: nothing handles it on this doorbell", action)
-                continue
-            log.info("owner command: %s", action)
-            owner_clip = handler(frame) or owner_clip
+                refusal: str | None = f"{action}: nothing handles it on this doorbell"
+            else:
+                log.info("owner command: %s", action)
+                refusal = handler(frame)
+            if refusal is not None:
+                log.warning("owner command refused: %s", refusal)
+            if done is not None:
+                done(refusal)
 
     # -- owner commands (the ``commands`` table) ---------------------------------------------
-    def _cmd_snapshot(self, frame: Frame) -> bool:
-        if not self.privacy:
-            self._snapshot(frame, Trigger.OWNER)
-        return False
+    def _set_modes(self, *, armed: bool, privacy: bool) -> str | None:
+        """Store the new modes durably before acting on them; the reason if that failed."""
+        if self.modes is None:
+            return None
+        try:
+            self.modes.save(Modes(armed=armed, privacy=privacy))
+        except OSError as exc:
+            return f"could not store the new mode ({exc.strerror or exc}); nothing changed"
+        return None
 
-    def _cmd_arm(self, frame: Frame) -> bool:
-        self.armed = True
-        return False
+    def _cmd_snapshot(self, frame: Frame) -> str | None:
+        if self.privacy:
+            return "privacy mode is on: the camera takes no pictures"
+        self._snapshot(frame, Trigger.OWNER)
+        return None
 
-    def _cmd_disarm(self, frame: Frame) -> bool:
-        self.armed = False
-        self._motion_on = False
-        return False
+    def _cmd_arm(self, frame: Frame) -> str | None:
+        refusal = self._set_modes(armed=True, privacy=self.privacy)
+        if refusal is None:
+            self.armed = True
+        return refusal
 
-    def _cmd_privacy_on(self, frame: Frame) -> bool:
+    def _cmd_disarm(self, frame: Frame) -> str | None:
+        refusal = self._set_modes(armed=False, privacy=self.privacy)
+        if refusal is None:
+            self.armed = False
+            self._motion_on = False
+        return refusal
+
+    def _cmd_privacy_on(self, frame: Frame) -> str | None:
+        refusal = self._set_modes(armed=self.armed, privacy=True)
+        # Fail closed: the camera goes dark even if the disk would not take the new mode
+        # (the owner is told it may not outlive a restart).
         if not self.privacy:
             self.privacy = True
             self.finish(frame.pts)
             self._notify_state(Mode.PRIVACY)
-        return False
+        return None if refusal is None else f"privacy is on, but {refusal}"
 
-    def _cmd_privacy_off(self, frame: Frame) -> bool:
+    def _cmd_privacy_off(self, frame: Frame) -> str | None:
+        refusal = self._set_modes(armed=self.armed, privacy=False)
+        if refusal is not None:
+            return refusal
         if self.privacy:
             self.privacy = False
             if self.detector is not None:
                 self.detector.reset()
             self._notify_state(Mode.IDLE)
-        return False
+        return None
 
     def _notify_state(self, state: Mode) -> None:
         if self._on_state is not None:

@@ -3,6 +3,7 @@ probe, its frame rate, and the body of the retained status message built from th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from doorstep import __version__
@@ -35,13 +36,15 @@ class Status:
     """The doorbell's health and modes, for the retained status message."""
 
     def __init__(self, cfg: Config, *, key: SigningKey, agent: Agent, outbox: Outbox,
-                 source: FrameSource, clock_sync: ClockSync) -> None:
+                 source: FrameSource, clock_sync: ClockSync,
+                 problems: Callable[[], list[str]] = list) -> None:
         self.cfg = cfg
         self.key = key
         self.agent = agent
         self.outbox = outbox
         self.source = source
         self.clock_sync = clock_sync
+        self.problems = problems     # what the owner must be told (lost state, say)
         self.fps = 0.0
         self._health: dict[str, Any] | None = None
 
@@ -63,6 +66,9 @@ class Status:
                                 "outbox": self.outbox.stats(),
                                 "health": {**health, "frame_rate": round(self.fps, 2),
                                            "outbox_depth": self.outbox.depth}}
+        problems = self.problems()
+        if problems:
+            body["problems"] = problems
         provisioned = read_provisioned(self.cfg.device.data_dir)
         if provisioned is not None:
             body["provisioned_at"] = provisioned.provisioned_at

@@ -10,8 +10,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
-from doorstep.agent.commands import CommandGate, Commands
+from doorstep.agent.commands import CommandGate, Commands, Done
 from doorstep.agent.doorbell import Doorbell, LedState
+from doorstep.agent.modes import MODES_FILE, Modes, ModeStore
 from doorstep.agent.run import Agent, Mode
 from doorstep.agent.sealing import Sealer
 from doorstep.agent.service import Service
@@ -53,6 +54,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
     when it stops; if building fails, a source passed in is left to the caller.
     ``instrument``: each stage passes through it as it is built (the bench's timers)."""
     data_dir = Path(cfg.device.data_dir)
+    fresh = not (data_dir / "outbox").exists()    # never ran here: no state to have lost
     data_dir.mkdir(parents=True, exist_ok=True)
     key_path = resolve_secret(cfg.device.key_file, data_dir)
     if not key_path.exists():
@@ -67,7 +69,7 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
     src = source if source is not None else open_source(cfg.camera, privacy=cfg.privacy.masks)
     try:
         return _wire(cfg, instrument("source", src), key, outbox, recipients, inbox_public,
-                     clock_sync, data_dir, pin_factory, connect, instrument)
+                     clock_sync, data_dir, pin_factory, connect, instrument, fresh)
     except BaseException:
         if source is None:
             src.close()        # a camera or stream we opened must not stay open on failure
@@ -76,7 +78,8 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
 
 def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
           recipients: list[X25519Recipient], inbox_public: Any, clock_sync: ClockSync,
-          data_dir: Path, pin_factory: Any, connect: bool, instrument: Instrument) -> Service:
+          data_dir: Path, pin_factory: Any, connect: bool, instrument: Instrument,
+          fresh: bool) -> Service:
     encoder = open_encoder(cfg.encoder.name, width=src.size[0], height=src.size[1],
                            fps=Fraction(src.fps), bitrate_kbps=cfg.encoder.bitrate_kbps,
                            gop_seconds=cfg.encoder.gop_seconds, preset=cfg.encoder.preset,
@@ -98,19 +101,30 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
         if bell is not None:
             bell.set_led(LED_FOR_MODE[mode])
 
-    agent = Agent(cfg, encoder=encoder, sealer=sealer, detector=detector, on_state=show)
-    status = Status(cfg, key=key, agent=agent, outbox=outbox, source=src,
-                    clock_sync=clock_sync)
+    modes = ModeStore(data_dir / MODES_FILE, Modes(armed=cfg.motion.enabled, privacy=False))
+    agent = Agent(cfg, encoder=encoder, sealer=sealer, detector=detector, on_state=show,
+                  modes=modes)
+    if agent.privacy:
+        show(Mode.PRIVACY)          # restored from before the restart
     gate = (CommandGate(parse_public_key(cfg.owner.command_key), cfg.device.id,
-                        data_dir / "command_counter.json") if cfg.owner.command_key else None)
-    commands = Commands(gate)
+                        data_dir / "command_counter.json", clock_synced=clock_sync,
+                        fresh=fresh) if cfg.owner.command_key else None)
+    status = Status(cfg, key=key, agent=agent, outbox=outbox, source=src,
+                    clock_sync=clock_sync, problems=lambda: [
+                        p for p in (modes.problem, gate.lost if gate else None) if p])
+    uplink: Uplink | None = None
 
-    def to_frame_loop(cmd: Command) -> None:
-        agent.owner_request(cmd.action)
+    def reply(payload: bytes) -> None:
+        if uplink is not None:      # the uplink below; answers go out once it exists
+            uplink.publish_reply(payload)
+
+    commands = Commands(gate, device=cfg.device.id, key=key, reply=reply)
+
+    def to_frame_loop(cmd: Command, done: Done) -> None:
+        agent.owner_request(cmd.action, done)
 
     for action in agent.commands:
         commands[action] = to_frame_loop
-    uplink = None
     if connect:
         uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
                         client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",

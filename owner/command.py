@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError
+from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError, SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.connect import Broker, make_client
-from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.kinds import Action
-from doorstep.protocol.wire import COMMAND_ACTIONS, Command, Topics, device_prefix
+from doorstep.protocol.wire import COMMAND_ACTIONS, Ack, Command, Topics, device_prefix
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +45,46 @@ def next_counter(counter_file: Path | None, now: float | None = None) -> int:
 
 
 def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
-                 counter: int, prefix: str = "doorstep/{device}/",
-                 timeout: float = 10.0) -> Command:
-    """Sign ``action`` for ``device`` and publish it (QoS 1, not retained). Raises
-    BrokerRefused or BrokerUnavailable when it could not be handed to the broker."""
+                 counter: int, prefix: str = "doorstep/{device}/", timeout: float = 10.0,
+                 device_public: Ed25519PublicKey | None = None,
+                 answer_timeout: float = 20.0) -> tuple[Command, Ack | None]:
+    """Sign ``action`` for ``device`` and publish it (QoS 1, not retained). With
+    ``device_public``, wait up to ``answer_timeout`` s for the doorbell's signed answer and
+    return it (refusals included: ``ack.ok`` is False and ``ack.reason`` says why). Raises
+    BrokerRefused or BrokerUnavailable when the command could not be handed to the broker,
+    and NoAnswer when the doorbell did not answer in time."""
     if action not in COMMAND_ACTIONS:
         raise DoorstepError(f"unknown action {action!r} (allowed: "
                             f"{', '.join(sorted(COMMAND_ACTIONS))})")
     cmd = Command(device=device, counter=counter, action=Action(action), issued=time.time())
-    topic = Topics(device_prefix(prefix, device)).cmd
+    topics = Topics(device_prefix(prefix, device))
     client = make_client(mqtt_cfg, f"doorstep-owner-{device}-{counter}")
-    answer: dict[str, Any] = {}
-    connected = threading.Event()
+    state: dict[str, Any] = {}
+    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
 
     def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: Any,
                    properties: object = None) -> None:
-        answer["reason"] = reason
+        state["reason"] = reason
         connected.set()
 
+    def on_subscribe(client: mqtt.Client, userdata: object, mid: int, reasons: Any,
+                     properties: object = None) -> None:
+        subscribed.set()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if device_public is None:
+            return
+        try:      # anything else on the topic (forged, another command's) is ignored
+            ack = Ack.open(bytes(msg.payload), device_public)
+        except SealError:
+            return
+        if ack.device == device and ack.counter == counter:
+            state["ack"] = ack
+            answered.set()
+
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
     try:
         client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive)
     except OSError as exc:
@@ -71,18 +93,32 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
     try:
         if not connected.wait(timeout):
             raise BrokerUnavailable(f"broker {mqtt_cfg.host}:{mqtt_cfg.port} did not answer")
-        if answer["reason"].is_failure:
+        if state["reason"].is_failure:
             raise BrokerRefused(f"broker {mqtt_cfg.host}:{mqtt_cfg.port} refused us: "
-                                f"{answer['reason']}")
-        info = client.publish(topic, cmd.sign(key), qos=1)
+                                f"{state['reason']}")
+        if device_public is not None:      # listen before asking, so no answer is missed
+            client.subscribe(topics.ack, qos=1)
+            if not subscribed.wait(timeout):
+                raise BrokerUnavailable(f"the broker did not confirm our subscription to "
+                                        f"{topics.ack}")
+        info = client.publish(topics.cmd, cmd.sign(key), qos=1)
         info.wait_for_publish(timeout)
         if not info.is_published():
-            raise BrokerUnavailable(f"the broker did not acknowledge the command on {topic}")
+            raise BrokerUnavailable(f"the broker did not acknowledge the command on "
+                                    f"{topics.cmd}")
+        log.info("sent %s to %s (counter %d) on %s", action, device, counter, topics.cmd)
+        if device_public is not None and not answered.wait(answer_timeout):
+            raise NoAnswer(f"{device} did not answer {action} (counter {counter}) within "
+                           f"{answer_timeout:.0f} s: it may be offline, or not have the "
+                           "owner's command key")
     finally:
         client.disconnect()
         client.loop_stop()
-    log.info("sent %s to %s (counter %d) on %s", action, device, counter, topic)
-    return cmd
+    return cmd, state.get("ack")
+
+
+class NoAnswer(BrokerUnavailable):
+    """The command reached the broker, but the doorbell's signed answer never came."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,6 +130,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", default="owner-command.key", metavar="FILE",
                    help="the owner's Ed25519 command key (from `doorstep keys owner`)")
     p.add_argument("--device", required=True, metavar="ID", help="the device id")
+    p.add_argument("--device-key", metavar="ed25519:...",
+                   help="the doorbell's public key (as given to `doorstep inbox --device`): "
+                   "its signed answer is awaited and checked against it")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for the doorbell's answer (exit 0 once the broker has "
+                   "the command; nothing confirms it was carried out)")
+    p.add_argument("--wait", type=float, default=20.0, metavar="SECONDS",
+                   help="how long to wait for the answer (default 20)")
     p.add_argument("--host", default="localhost")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
@@ -113,16 +157,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = Broker(host=args.host, port=args.port, protocol=args.protocol, tls=args.tls,
-                     ca_file=args.ca_file, cert_file=args.cert_file,
-                     key_file=args.cert_key_file, username=args.username,
-                     password_file=args.password_file)
+                 ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.cert_key_file,
+                 username=args.username, password_file=args.password_file)
+    if not args.no_wait and not args.device_key:
+        print("doorstep cmd: --device-key ed25519:... is needed to check the doorbell's "
+              "answer (or --no-wait to send without confirmation)", file=sys.stderr)
+        return 2
     try:
+        device_public = None if args.no_wait else parse_public_key(args.device_key)
         key = SigningKey.load(args.key)
         counter = next_counter(Path(args.counter_file) if args.counter_file else None)
-        cmd = send_command(key, args.device, args.action, mqtt_cfg=cfg, counter=counter,
-                           prefix=args.prefix)
+        cmd, ack = send_command(key, args.device, args.action, mqtt_cfg=cfg, counter=counter,
+                                prefix=args.prefix, device_public=device_public,
+                                answer_timeout=args.wait)
     except (DoorstepError, OSError) as exc:
         print(f"doorstep cmd: {exc}", file=sys.stderr)
         return 1
-    print(f"sent {cmd.action} to {cmd.device} (counter {cmd.counter})")
+    if ack is None:
+        print(f"sent {cmd.action} to {cmd.device} (counter {cmd.counter}); not confirmed")
+        return 0
+    if not ack.ok:
+        print(f"doorstep cmd: {cmd.device} refused {cmd.action}: {ack.reason}",
+              file=sys.stderr)
+        return 1
+    print(f"{cmd.device} did {cmd.action} (counter {cmd.counter})")
     return 0

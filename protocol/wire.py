@@ -52,6 +52,10 @@ class Topics:
     def cmd(self) -> str:
         return self.prefix + "cmd"
 
+    @property
+    def ack(self) -> str:
+        return self.prefix + "ack"
+
     def clip_manifest(self, seq: int) -> str:
         return f"{self.prefix}clip/{seq}/m"
 
@@ -174,6 +178,34 @@ class Command:
                        action=Action(action), issued=float(body["issued"]))
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"command: missing or bad field ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The device's signed answer to an owner command it could verify: carried out
+    (``ok``), or refused with the reason. It names the command by its counter, not its action,
+    so the broker learns nothing from it that the command itself did not say."""
+
+    device: str
+    counter: int
+    ok: bool
+    reason: str
+    time: float
+
+    def sign(self, key: SigningKey) -> bytes:
+        return sign_json(key, {"v": WIRE_VERSION, "type": "ack", **asdict(self)})
+
+    @classmethod
+    def open(cls, payload: bytes, device_public: Ed25519PublicKey) -> Ack:
+        body = open_signed_json(payload, device_public, "ack")
+        if body.get("type") != "ack":
+            raise SealError("ack: not an acknowledgement")
+        try:
+            return cls(device=str(body["device"]), counter=int(body["counter"]),
+                       ok=bool(body["ok"]), reason=str(body["reason"])[:200],
+                       time=float(body["time"]))
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise SealError(f"ack: missing or bad field ({exc})") from exc
 
 
 def device_prefix(template: str, device: str) -> str:

@@ -147,6 +147,12 @@ class Uplink:
             self.client.publish(self.topics.status, self._status_payload("online"), qos=1,
                                 retain=True)
 
+    def publish_reply(self, payload: bytes) -> None:
+        """A signed answer to an owner command (QoS 1, not retained). While offline it is
+        not kept: the owner's `doorstep cmd` times out and says it got no answer."""
+        if self._connected.is_set():
+            self.client.publish(self.topics.ack, payload, qos=1)
+
     def _status_payload(self, state: str) -> bytes:
         body = {"v": 1, "state": state, "time": time.time()}
         if state == "online":

@@ -4,20 +4,18 @@ wiring `doorstep run` uses, with nothing in the frame loop edited or patched."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import pytest
 from gpiozero.pins.mock import MockFactory
 
-from doorstep.agent.commands import CommandGate, Commands
+from doorstep.agent.commands import CommandGate, Commands, Done
 from doorstep.agent.run import Observed
 from doorstep.agent.wiring import build
 from doorstep.capture.frames import EncodedPacket
 from doorstep.config import parse_config
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.kinds import Action
-from doorstep.protocol.wire import Command
+from doorstep.protocol.wire import Ack, Command
 from tests.agent.test_clips import config, synthetic_video
 from tests.conftest import Keys
 
@@ -50,25 +48,29 @@ def test_packet_consumers_and_observers_plug_in_without_editing_the_loop(
 
 
 def test_the_dispatch_table_routes_each_action_and_a_new_one_plugs_in(
-        tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, keys: Keys) -> None:
     owner = SigningKey.generate()
-    gate = CommandGate(owner.public_key, "door", tmp_path / "counter.json")
-    commands = Commands(gate)
+    gate = CommandGate(owner.public_key, "door", tmp_path / "counter.json",
+                       clock_synced=lambda: False, fresh=True)
+    answers: list[Ack] = []
+    commands = Commands(gate, device="door", key=keys.device,
+                        reply=lambda p: answers.append(Ack.open(p, keys.device.public_key)))
     got: list[Command] = []
-    commands[Action.SNAPSHOT] = got.append
-    signed = Command(device="door", counter=1, action=Action.SNAPSHOT, issued=0.0).sign(owner)
-    commands.on_payload(signed)
+
+    def snapshot(cmd: Command, done: Done) -> None:      # a handler a new feature registers
+        got.append(cmd)
+        done(None)
+    commands[Action.SNAPSHOT] = snapshot
+    commands.on_payload(Command("door", 1, Action.SNAPSHOT, 0.0).sign(owner))
     assert [c.action for c in got] == [Action.SNAPSHOT]
-    # a verified command that nothing handles is logged and dropped, never raised
-    with caplog.at_level(logging.WARNING):
-        commands.on_payload(Command(device="door", counter=2, action=Action.ARM,
-                                    issued=0.0).sign(owner))
-    assert "nothing handles it" in caplog.text and len(got) == 1
-    # a forged command never reaches a handler
-    forged = Command(device="door", counter=3, action=Action.SNAPSHOT,
-                     issued=0.0).sign(SigningKey.generate())
-    commands.on_payload(forged)
-    assert len(got) == 1
+    assert [(a.counter, a.ok) for a in answers] == [(1, True)]
+    # a genuine command that nothing handles is answered with a refusal, never raised
+    commands.on_payload(Command("door", 2, Action.ARM, 0.0).sign(owner))
+    assert (answers[-1].counter, answers[-1].ok) == (2, False)
+    assert "nothing handles it" in answers[-1].reason and len(got) == 1
+    # a forged command reaches no handler and is not answered
+    commands.on_payload(Command("door", 3, Action.SNAPSHOT, 0.0).sign(SigningKey.generate()))
+    assert len(got) == 1 and len(answers) == 2
 
 
 def test_the_wired_service_routes_every_frame_loop_action(tmp_path: Path, keys: Keys) -> None:

@@ -23,7 +23,14 @@ from doorstep.owner.command import next_counter, send_command
 from doorstep.owner.open import open_artifact
 from doorstep.protocol.connect import Broker
 from doorstep.protocol.keys import SigningKey
-from doorstep.protocol.wire import MAX_CONTROL, WIRE_VERSION, Command, canonical_json, sign_json
+from doorstep.protocol.wire import (
+    MAX_CONTROL,
+    WIRE_VERSION,
+    Ack,
+    Command,
+    canonical_json,
+    sign_json,
+)
 from tests.faults.harness import DEVICE, agent_toml, make_party, running_inbox, wait_for
 
 DROPPED = "dropped an owner command"
@@ -34,6 +41,18 @@ def signed(key: SigningKey, counter: int, action: str = "snapshot",
     return Command(device, counter, action, 1.7e9).sign(key)
 
 
+def gate_at(owner: SigningKey, state: Path, *, synced: bool = False, now: float = 1.7e9,
+            fresh: bool = True) -> CommandGate:
+    return CommandGate(owner.public_key, DEVICE, state, clock_synced=lambda: synced,
+                       fresh=fresh, now=lambda: now)
+
+
+def accepted(gate: CommandGate, payload: bytes) -> Command | None:
+    """The command if the gate accepted it, else None (refused or dropped)."""
+    cmd, refusal = gate.check(payload)
+    return cmd if refusal is None else None
+
+
 def drop_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if DROPPED in r.getMessage()]
 
@@ -41,13 +60,13 @@ def drop_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_gate_accepts_in_order_and_remembers_across_restarts(tmp_path: Path) -> None:
     owner = SigningKey.generate()
     state = tmp_path / "command_counter.json"
-    gate = CommandGate(owner.public_key, DEVICE, state)
-    first = gate.check(signed(owner, 5, "disarm"))
+    gate = gate_at(owner, state)
+    first = accepted(gate, signed(owner, 5, "disarm"))
     assert first is not None and (first.action, first.counter) == ("disarm", 5)
-    assert gate.check(signed(owner, 6, "privacy_on")) is not None
-    restarted = CommandGate(owner.public_key, DEVICE, state)
-    assert restarted.check(signed(owner, 6, "privacy_on")) is None      # replay after reboot
-    assert restarted.check(signed(owner, 7, "arm")) is not None
+    assert accepted(gate, signed(owner, 6, "privacy_on")) is not None
+    restarted = gate_at(owner, state)
+    assert accepted(restarted, signed(owner, 6, "privacy_on")) is None      # replay after reboot
+    assert accepted(restarted, signed(owner, 7, "arm")) is not None
 
 
 @pytest.mark.parametrize("name, payload, reason", [
@@ -63,8 +82,8 @@ def test_gate_drops_bad_commands_with_one_log_line(tmp_path: Path, name: str, pa
                                                    reason: str,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     owner = SigningKey.generate()
-    gate = CommandGate(owner.public_key, DEVICE, tmp_path / "c.json")
-    assert gate.check(payload) is None
+    gate = gate_at(owner, tmp_path / "c.json")
+    assert accepted(gate, payload) is None
     lines = drop_lines(caplog)
     assert len(lines) == 1 and reason in lines[0], lines
     assert gate.counter == 0
@@ -73,8 +92,8 @@ def test_gate_drops_bad_commands_with_one_log_line(tmp_path: Path, name: str, pa
 def test_gate_drops_forged_replayed_foreign_and_unknown_commands(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     owner, impostor = SigningKey.generate(), SigningKey.generate()
-    gate = CommandGate(owner.public_key, DEVICE, tmp_path / "c.json")
-    assert gate.check(signed(owner, 10)) is not None
+    gate = gate_at(owner, tmp_path / "c.json")
+    assert accepted(gate, signed(owner, 10)) is not None
     cases = [
         (signed(impostor, 11), "bad signature"),                       # forged
         (signed(owner, 10), "replayed"),                               # replayed
@@ -89,18 +108,18 @@ def test_gate_drops_forged_replayed_foreign_and_unknown_commands(
     ]
     for payload, reason in cases:
         caplog.clear()
-        assert gate.check(payload) is None
+        assert accepted(gate, payload) is None
         lines = drop_lines(caplog)
         if reason:
             assert len(lines) == 1 and reason in lines[0], (reason, lines)
         else:
             assert lines == [], lines
     caplog.clear()                     # the same bad command again: dropped without a line
-    assert gate.check(signed(impostor, 11)) is None and drop_lines(caplog) == []
+    assert accepted(gate, signed(impostor, 11)) is None and drop_lines(caplog) == []
     # a signature over different bytes than the body: tampering after signing
     doc = json.loads(signed(owner, 20, "snapshot"))
     doc["body"]["action"] = "privacy_off"
-    assert gate.check(json.dumps(doc).encode()) is None
+    assert accepted(gate, json.dumps(doc).encode()) is None
     assert gate.counter == 10
     assert canonical_json(doc["body"])  # the tampered body itself is well-formed
 
@@ -115,6 +134,7 @@ def test_counter_file_only_goes_up(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: Mosquitto,
+                                                        capsys: pytest.CaptureFixture[str],
                                                         caplog: pytest.LogCaptureFixture
                                                         ) -> None:
     caplog.set_level(logging.INFO)
@@ -143,8 +163,11 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
     counter_file = tmp_path / "owner-counter.json"
 
     def command(action: str, key: SigningKey = party.command) -> Command:
-        return send_command(key, DEVICE, action, mqtt_cfg=mqtt_cfg,
-                            counter=next_counter(counter_file))
+        cmd, ack = send_command(key, DEVICE, action, mqtt_cfg=mqtt_cfg,
+                                counter=next_counter(counter_file),
+                                device_public=party.device.public_key)
+        assert ack is not None and ack.ok and ack.counter == cmd.counter, ack
+        return cmd
 
     store = tmp_path / "store"
     runner = threading.Thread(target=service.run, kwargs={"on_frame": on_frame,
@@ -196,6 +219,33 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
             assert service.agent.frames == recorded
             assert service.outbox.stats()["last_seq"] == clips
             assert service.agent._clip is None
+            # `doorstep cmd` waits for the doorbell's signed answer: a snapshot in privacy
+            # mode is refused, and the command line says why and exits non-zero
+            args = cmd_parser().parse_args([
+                "cmd", "snapshot", "--key", str(party.command_key_file), "--device", DEVICE,
+                "--device-key", party.device.public_text(), "--host", "127.0.0.1",
+                "--port", str(broker.port), "--counter-file", str(counter_file)])
+            assert args.func(args) == 1
+            assert "refused snapshot: privacy mode is on" in capsys.readouterr().err
+            # a genuine command replayed: answered with a signed refusal naming the replay
+            replay = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            answers: list[Ack] = []
+            replay.on_message = lambda c, u, m: answers.append(
+                Ack.open(bytes(m.payload), party.device.public_key))
+            listening = threading.Event()
+            replay.on_subscribe = lambda *a: listening.set()
+            replay.connect("127.0.0.1", broker.port)
+            replay.subscribe(f"doorstep/{DEVICE}/ack", qos=1)
+            replay.loop_start()
+            assert listening.wait(10)
+            replay.publish(f"doorstep/{DEVICE}/cmd", snap.sign(party.command),
+                           qos=1).wait_for_publish(5)
+            wait_for(lambda: any(a.counter == snap.counter for a in answers), 10,
+                     "the refusal of the replay")
+            replay.loop_stop()
+            replay.disconnect()
+            (refusal,) = [a for a in answers if a.counter == snap.counter]
+            assert not refusal.ok and "replayed" in refusal.reason
         finally:
             service.stop_event.set()
             runner.join(20)
@@ -227,6 +277,15 @@ def owner_snapshot(store: Path, party: Any) -> bytes | None:
     return None
 
 
+def cmd_parser() -> Any:
+    import argparse
+
+    from doorstep.owner import command as cmd_module
+    parser = argparse.ArgumentParser(prog="doorstep")
+    cmd_module.register(parser.add_subparsers())
+    return parser
+
+
 @pytest.mark.slow
 def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> None:
     import argparse
@@ -247,13 +306,81 @@ def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> 
         for action in ("disarm", "privacy_on"):
             args = parser.parse_args(["cmd", action, "--key", str(party.command_key_file),
                                       "--device", DEVICE, "--host", "127.0.0.1", "--port",
-                                      str(broker.port), "--counter-file", str(counter_file)])
+                                      str(broker.port), "--counter-file", str(counter_file),
+                                      "--no-wait"])
             assert args.func(args) == 0
         wait_for(lambda: len(got) == 2, 10, "both commands")
     finally:
         watcher.loop_stop()
         watcher.disconnect()
-    gate = CommandGate(party.command.public_key, DEVICE, tmp_path / "device-counter.json")
-    accepted = [gate.check(payload) for payload in got]
-    assert [c.action for c in accepted if c is not None] == ["disarm", "privacy_on"]
+    gate = gate_at(party.command, tmp_path / "device-counter.json")
+    taken = [accepted(gate, payload) for payload in got]
+    assert [c.action for c in taken if c is not None] == ["disarm", "privacy_on"]
     assert json.loads(counter_file.read_text())["counter"] == gate.counter
+
+
+# -- replay protection fails closed (issue 13, item 7) -----------------------------------------
+
+def test_a_lost_counter_refuses_every_command_until_the_clock_sets_a_new_floor(
+        tmp_path: Path) -> None:
+    owner = SigningKey.generate()
+    state = tmp_path / "command_counter.json"
+    now = 1.8e9
+    gate = gate_at(owner, state, synced=True, now=now)
+    old = Command(DEVICE, int(now * 1000) - 5000, "privacy_off", now - 5).sign(owner)
+    assert accepted(gate, old) is not None
+    for damage in ("delete", "corrupt"):
+        if damage == "delete":
+            state.unlink()
+        else:
+            state.write_text("{not json")
+        # the clock is not synchronised: nothing can rule a replay out, so nothing passes
+        blind = gate_at(owner, state, synced=False, now=now, fresh=False)
+        cmd, refusal = blind.check(old)
+        assert cmd is not None and refusal is not None and "replay state" in refusal
+        fresh_one = Command(DEVICE, int(now * 1000) + 1, "arm", now).sign(owner)
+        assert blind.check(fresh_one)[1] is not None
+        # synchronised: a new floor from the clock; the old command is still refused, and
+        # so is anything issued before the floor
+        gate = gate_at(owner, state, synced=True, now=now, fresh=False)
+        assert gate.lost is not None
+        assert accepted(gate, old) is None
+        assert accepted(gate, fresh_one) is None
+        later = now + 400
+        gate = gate_at(owner, state, synced=True, now=later, fresh=False)
+        assert gate.lost is None                        # the floor was stored
+        new = Command(DEVICE, int(later * 1000), "arm", later).sign(owner)
+        assert accepted(gate, new) is not None
+
+
+def test_a_fresh_doorbell_has_nothing_to_lose(tmp_path: Path) -> None:
+    owner = SigningKey.generate()
+    gate = gate_at(owner, tmp_path / "c.json", fresh=True)
+    assert gate.lost is None and accepted(gate, signed(owner, 1)) is not None
+
+
+def test_issued_far_from_the_synchronised_clock_is_refused(tmp_path: Path) -> None:
+    owner = SigningKey.generate()
+    now = 1.8e9
+    gate = gate_at(owner, tmp_path / "c.json", synced=True, now=now)
+    stale = Command(DEVICE, int(now * 1000), "privacy_off", now - 3600).sign(owner)
+    cmd, refusal = gate.check(stale)
+    assert cmd is not None and refusal is not None and "-3600 s" in refusal
+    # a counter written by an owner's clock a year ahead would lock the owner out for a
+    # year if it were accepted: it is refused, and the counter does not move
+    ahead = Command(DEVICE, int((now + 3.2e7) * 1000), "arm", now).sign(owner)
+    cmd, refusal = gate.check(ahead)
+    assert refusal is not None and "ahead" in refusal and gate.counter == 0
+    assert accepted(gate, Command(DEVICE, int(now * 1000), "arm", now).sign(owner))
+    # unsynchronised, the issued time cannot be judged; the counter still must go up
+    blind = gate_at(owner, tmp_path / "c.json", synced=False, now=now)
+    assert accepted(blind, Command(DEVICE, int(now * 1000) + 1, "arm", now - 3600).sign(owner))
+
+
+def test_a_counter_that_cannot_be_stored_refuses_the_command(tmp_path: Path) -> None:
+    owner = SigningKey.generate()
+    state = tmp_path / "gone" / "c.json"       # its directory does not exist: the write fails
+    gate = gate_at(owner, state)
+    cmd, refusal = gate.check(signed(owner, 5))
+    assert cmd is not None and refusal is not None and "could not store" in refusal
+    assert gate.counter == 0
