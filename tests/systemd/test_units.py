@@ -85,22 +85,47 @@ def test_verify_is_not_a_rubber_stamp(root: Path, tmp_path: Path) -> None:
 
 
 @needs_analyze
-def test_the_owner_inbox_user_unit_verifies(tmp_path: Path) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(tmp_path)}
-    done = analyze("--user", "verify", str(UNITS / "doorstep-inbox.service"), env=env)
-    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+def test_the_owner_inbox_unit_verifies(root: Path) -> None:
+    unit = root / "etc/systemd/system/doorstep-inbox.service"
+    shutil.copy(UNITS / "doorstep-inbox.service", unit)
+    try:
+        done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-inbox.service")
+        assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    finally:
+        unit.unlink()
+
+
+SHIPPED = sorted(p.name for p in UNITS.glob("*.service"))
 
 
 @needs_analyze
-def test_the_agent_is_rated_exposure_2_or_better() -> None:
-    unit = str(UNITS / "doorstep-agent.service")
-    done = analyze("security", "--offline=true", "--threshold=20", unit)
-    found = re.search(r"Overall exposure level for doorstep-agent\.service: (\d+\.\d)", done.stdout)
+@pytest.mark.parametrize("unit", SHIPPED)
+def test_every_shipped_unit_is_rated_exposure_2_or_better(unit: str) -> None:
+    done = analyze("security", "--offline=true", "--threshold=20", str(UNITS / unit))
+    found = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d)", done.stdout)
     assert found, done.stdout[-2000:] + done.stderr
-    assert float(found.group(1)) <= 2.0
+    assert float(found.group(1)) <= 2.0, done.stdout[-3000:]
     assert done.returncode == 0
+
+
+@pytest.mark.parametrize("unit", SHIPPED)
+def test_every_shipped_unit_has_a_memory_ceiling(unit: str) -> None:
+    (limit,) = settings(unit)["MemoryMax"]
+    assert limit.endswith("M") and 64 <= int(limit[:-1]) <= 512
+
+
+def test_the_inbox_unit_cannot_read_the_owners_key() -> None:
+    # owner.key lives in the owner's home (README): the inbox runs as a throwaway user with
+    # every home directory hidden, and is given no path into one
+    s = settings("doorstep-inbox.service")
+    assert s["DynamicUser"] == ["yes"] and s["ProtectHome"] == ["yes"]
+    assert s["PrivateUsers"] == ["yes"] and s["ProtectSystem"] == ["strict"]
+    paths = " ".join(v for k, vs in s.items() if k.endswith(("Paths", "Directory")) or
+                     k.startswith(("Bind", "LoadCredential", "ExecStart")) for v in vs)
+    assert "%h" not in paths and "/home" not in paths and "/root" not in paths
+    assert "owner.key" not in paths
+    # and it is bounded in memory, so a flood cannot take the machine down (issue 13 item 5)
+    assert s["MemoryMax"] and s["MemoryMax"][0].endswith("M")
 
 
 def test_agent_unit_keeps_the_promises_the_docs_make() -> None:
