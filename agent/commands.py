@@ -42,7 +42,7 @@ class CommandGate:
         self._state = state
         self._synced = clock_synced
         self._now = now
-        self._dropped = DropLog(log, "dropped an owner command")
+        self.drops = DropLog(log, "dropped an owner command")
         self.counter = 0
         self.lost: str | None = None      # why the stored counter cannot be trusted
         try:
@@ -67,7 +67,7 @@ class CommandGate:
             if cmd.device != self._device:
                 raise SealError(f"command: for device {cmd.device[:40]!r}, not us")
         except SealError as exc:
-            self._dropped(str(exc))
+            self.drops(str(exc))
             return None, None
         refusal = self._refusal(cmd)
         if refusal is None:
@@ -77,7 +77,7 @@ class CommandGate:
                 refusal = (f"could not store the command counter ({exc.strerror or exc}); "
                            "refused, so it cannot be replayed later")
         if refusal is not None:
-            self._dropped(f"command: {refusal}")
+            self.drops(f"command: {refusal}")
             return cmd, refusal
         self.counter = cmd.counter
         return cmd, None

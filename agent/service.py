@@ -84,6 +84,7 @@ class Service:
         while not self.stop_event.wait(interval) and not self._finished.is_set():
             try:
                 self.status.refresh_health()
+                self.status.report_drops()
                 if self.uplink is not None:
                     self.uplink.publish_status()
             except Exception:  # a failed probe must not end the status reports

@@ -12,6 +12,7 @@ from doorstep.agent.run import Agent
 from doorstep.capture.frames import FrameSource
 from doorstep.config.provisioned import read_provisioned
 from doorstep.config.schema import Config
+from doorstep.core.droplog import DropLog
 from doorstep.protocol.keys import SigningKey, fingerprint
 from doorstep.uplink.outbox import Outbox
 
@@ -37,7 +38,8 @@ class Status:
 
     def __init__(self, cfg: Config, *, key: SigningKey, agent: Agent, outbox: Outbox,
                  source: FrameSource, clock_sync: ClockSync,
-                 problems: Callable[[], list[str]] = list) -> None:
+                 problems: Callable[[], list[str]] = list,
+                 drops: Callable[[], dict[str, DropLog]] = dict) -> None:
         self.cfg = cfg
         self.key = key
         self.agent = agent
@@ -45,6 +47,7 @@ class Status:
         self.source = source
         self.clock_sync = clock_sync
         self.problems = problems     # what the owner must be told (lost state, say)
+        self.drops = drops           # the drop logs whose counts the status carries
         self.fps = 0.0
         self._health: dict[str, Any] | None = None
 
@@ -57,6 +60,12 @@ class Status:
         self.clock_sync.set(health.get("clock_synchronised"))
         return health
 
+    def report_drops(self) -> None:
+        """Log what each drop log counted since the last report (the status thread, hourly
+        at most as often as the status)."""
+        for drop_log in self.drops().values():
+            drop_log.report()
+
     def body(self) -> dict[str, Any]:
         """The body of the retained status message, from the last health probe."""
         health = self._health if self._health is not None else self.refresh_health()
@@ -66,6 +75,9 @@ class Status:
                                 "outbox": self.outbox.stats(),
                                 "health": {**health, "frame_rate": round(self.fps, 2),
                                            "outbox_depth": self.outbox.depth}}
+        dropped = {name: drop_log.count for name, drop_log in self.drops().items()}
+        if any(dropped.values()):
+            body["dropped"] = dropped
         problems = self.problems()
         if problems:
             body["problems"] = problems

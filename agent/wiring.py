@@ -111,7 +111,10 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
                         fresh=fresh) if cfg.owner.command_key else None)
     status = Status(cfg, key=key, agent=agent, outbox=outbox, source=src,
                     clock_sync=clock_sync, problems=lambda: [
-                        p for p in (modes.problem, gate.lost if gate else None) if p])
+                        p for p in (modes.problem, gate.lost if gate else None) if p],
+                    drops=lambda: {name: d for name, d in (
+                        ("commands", gate.drops if gate else None),
+                        ("uplink", uplink.drops if uplink else None)) if d is not None})
     uplink: Uplink | None = None
 
     def reply(payload: bytes) -> None:

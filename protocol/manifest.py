@@ -131,8 +131,11 @@ def _parse(data: bytes) -> tuple[Manifest, bytes]:
     try:
         doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_dupes,
                          parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SealError(f"manifest envelope is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:
+        # ValueError: bad UTF-8, bad JSON, or an integer of more digits than Python parses;
+        # RecursionError: a few KiB of "[[[[..." nest deeper than the parser can go
+        raise SealError(f"manifest envelope is not valid JSON: "
+                        f"{e.__class__.__name__}: {str(e)[:100]}") from None
     if not isinstance(doc, dict) or set(doc) != {"manifest", "sig"}:
         raise SealError('manifest envelope must be {"manifest": {...}, "sig": "..."}')
     body, sig_text = doc["manifest"], doc["sig"]
@@ -148,7 +151,10 @@ def _parse(data: bytes) -> tuple[Manifest, bytes]:
     if len(sig) != 64:
         raise SealError("manifest envelope: sig is not a base64 Ed25519 signature")
     if _is_int(body["created"]):
-        body["created"] = float(body["created"])
+        try:
+            body["created"] = float(body["created"])
+        except OverflowError:
+            raise SealError("manifest: created is not a finite unix time") from None
     return Manifest(**body), sig
 
 

@@ -285,6 +285,11 @@ class Uplink:
     def dropped_messages(self) -> int:
         return self._dropped.count
 
+    @property
+    def drops(self) -> DropLog:
+        """What this uplink dropped, by kind (for the status and the periodic drop report)."""
+        return self._dropped
+
     def _pump(self) -> None:
         for seq in self.sender.finished(time.monotonic()):
             self.outbox.remove(seq)

@@ -4,7 +4,6 @@ exposure 2.0 or better. Also checks the units agree with install.py and firstboo
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
