@@ -84,6 +84,7 @@ enabled = {b(k['motion'])}
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+tls = false
 chunk_bytes = {k['chunk_bytes']}
 chunks_in_flight = {k['in_flight']}
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from doorstep.config.schema import Config
 from doorstep.core.errors import ConfigError
+from doorstep.protocol.connect import plaintext_refusal
 
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
@@ -203,5 +204,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     if any(c in config.mqtt.prefix for c in "+#\0"):
         problems.append(f"mqtt.prefix: {_show(config.mqtt.prefix)} may not contain the MQTT "
                         "wildcards + or # (or a NUL)")
+    refusal = plaintext_refusal(config.mqtt.host, config.mqtt.tls, config.mqtt.insecure_no_tls,
+                                key="mqtt.insecure_no_tls = true")
+    if refusal:
+        problems.append(f"mqtt.tls: {refusal}")
     if config.mqtt.password_file and not config.mqtt.username:
         problems.append("mqtt.password_file: set, but mqtt.username is empty")

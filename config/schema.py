@@ -94,12 +94,14 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class MqttConfig:
     host: str = _f("localhost")
-    port: int = _f(1883, lo=1, hi=65535)
+    port: int = _f(8883, lo=1, hi=65535, doc="8883 is MQTT over TLS; 1883 plain")
     protocol: str = _f("5", choices=("5", "3.1.1"))
     prefix: str = _f("doorstep/{device}/", doc="topic prefix; {device} is the device id")
     client_id: str = _f("", doc="defaults to doorstep-<device id>")
     keepalive: int = _f(30, lo=5, hi=3600)
-    tls: bool = _f(False)
+    tls: bool = _f(True)
+    insecure_no_tls: bool = _f(False, doc="allow tls = false to a broker on another machine: "
+                                           "the password and all metadata travel in clear")
     ca_file: str = _f("")
     cert_file: str = _f("")
     key_file: str = _f("")

@@ -74,6 +74,7 @@ max_seconds = 30.0
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+tls = false
 
 [button]
 pin = "GPIO17"

@@ -18,7 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError, SealError
 from doorstep.core.fsutil import write_atomic
-from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.connect import (
+    Broker,
+    add_broker_arguments,
+    broker_from_args,
+    make_client,
+)
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.kinds import Action
 from doorstep.protocol.wire import COMMAND_ACTIONS, Ack, Command, Topics, device_prefix
@@ -138,32 +143,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "the command; nothing confirms it was carried out)")
     p.add_argument("--wait", type=float, default=20.0, metavar="SECONDS",
                    help="how long to wait for the answer (default 20)")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, default=1883)
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    add_broker_arguments(p)
     p.add_argument("--prefix", default="doorstep/{device}/",
                    help="topic prefix, as in the device's mqtt.prefix")
     p.add_argument("--counter-file", metavar="FILE",
                    help="keeps the last counter, so commands stay in order even if this "
                    "machine's clock goes back")
-    p.add_argument("--tls", action="store_true", help="connect with TLS")
-    p.add_argument("--ca-file", default="", metavar="FILE")
-    p.add_argument("--cert-file", default="", metavar="FILE", help="TLS client certificate")
-    p.add_argument("--cert-key-file", default="", metavar="FILE", help="its private key")
-    p.add_argument("--username", default="")
-    p.add_argument("--password-file", default="", metavar="FILE")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = Broker(host=args.host, port=args.port, protocol=args.protocol, tls=args.tls,
-                 ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.cert_key_file,
-                 username=args.username, password_file=args.password_file)
     if not args.no_wait and not args.device_key:
         print("doorstep cmd: --device-key ed25519:... is needed to check the doorbell's "
               "answer (or --no-wait to send without confirmation)", file=sys.stderr)
         return 2
     try:
+        cfg = broker_from_args(args)
         device_public = None if args.no_wait else parse_public_key(args.device_key)
         key = SigningKey.load(args.key)
         counter = next_counter(Path(args.counter_file) if args.counter_file else None)

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import DoorstepError, KeyFileError, SealError
 from doorstep.owner.store import InboxStore, Stored, verify_store
-from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.connect import add_broker_arguments, broker_from_args, make_client
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.wire import Receipt
 
@@ -202,18 +202,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a device and its public key (repeatable)")
     p.add_argument("--devices", action="append", default=[], metavar="FILE",
                    help="a file of 'ID ed25519:...' lines")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--port", type=int, default=1883)
+    add_broker_arguments(p)
     p.add_argument("--base", default="doorstep", help="topic root above the device ids")
     p.add_argument("--group", default="doorstep-inbox", help="shared subscription group")
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
-    p.add_argument("--tls", action="store_true", help="connect with TLS")
-    p.add_argument("--ca-file", default="", metavar="FILE", help="CA certificates for TLS")
-    p.add_argument("--client-cert", default="", metavar="FILE", help="TLS client certificate")
-    p.add_argument("--client-key", default="", metavar="FILE", help="its private key")
-    p.add_argument("--username", default="", help="MQTT username")
-    p.add_argument("--password-file", default="", metavar="FILE",
-                   help="file holding the MQTT password (never on the command line)")
     p.set_defaults(func=run)
 
 
@@ -244,16 +235,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"doorstep inbox: {exc}", file=sys.stderr)
         return 2
     try:
-        mqtt_cfg = Broker(host=args.host, port=args.port, protocol=args.protocol,
-                              tls=args.tls, ca_file=args.ca_file, cert_file=args.client_cert,
-                              key_file=args.client_key, username=args.username,
-                              password_file=args.password_file)
+        mqtt_cfg = broker_from_args(args)
         client = make_client(mqtt_cfg, f"doorstep-inbox-{os.getpid()}",
                              reconnect_on_failure=True)
     except DoorstepError as exc:
         print(f"doorstep inbox: {exc}", file=sys.stderr)
         return 2
-    inbox = Inbox(store, key, host=args.host, port=args.port, base=args.base, group=args.group,
+    inbox = Inbox(store, key, host=mqtt_cfg.host, port=mqtt_cfg.port, base=args.base,
+                  group=args.group,
                   client=client,
                   protocol=args.protocol)
     inbox.start()

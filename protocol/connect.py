@@ -4,6 +4,8 @@ become a `Broker`, so neither side imports the other's settings."""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from doorstep.core.errors import ConfigError
+from doorstep.core.errors import ConfigError, DoorstepError
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,26 @@ class Broker:
     key_file: str = ""
     username: str = ""
     password_file: str = ""
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1: traffic that never leaves this machine."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_refusal(host: str, tls: bool, accepted: bool, *, key: str) -> str | None:
+    """Why connecting to ``host`` without TLS is refused, or None. Without TLS the broker
+    password and every message's metadata cross the network in clear; that is allowed only to
+    this machine, or when ``accepted`` (the setting ``key`` names the risk)."""
+    if tls or accepted or is_loopback(host):
+        return None
+    return (f"TLS is off for {host}, so the broker password and every message would cross the "
+            f"network in clear: turn TLS on, or set {key} to accept that risk")
 
 
 def make_client(broker: Broker, client_id: str, *,
@@ -57,3 +79,35 @@ def make_client(broker: Broker, client_id: str, *,
                                    f"{broker.password_file!r}: {exc.strerror}"]) from exc
         client.username_pw_set(broker.username, password)
     return client
+
+
+def add_broker_arguments(p: argparse.ArgumentParser) -> None:
+    """The broker flags the owner's commands share (`doorstep inbox`, `doorstep cmd`). TLS is
+    on unless --no-tls, and --no-tls to another machine also needs --insecure-no-tls."""
+    p.add_argument("--host", default="localhost")
+    p.add_argument("--port", type=int, metavar="N", help="default 8883, or 1883 with --no-tls")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--no-tls", dest="tls", action="store_false",
+                   help="connect without TLS (only to this machine, unless --insecure-no-tls)")
+    p.add_argument("--insecure-no-tls", action="store_true",
+                   help="allow --no-tls to another machine: the password and all metadata "
+                   "then cross the network in clear")
+    p.add_argument("--ca-file", default="", metavar="FILE", help="CA certificates for TLS")
+    p.add_argument("--client-cert", default="", metavar="FILE", help="TLS client certificate")
+    p.add_argument("--client-key", default="", metavar="FILE", help="its private key")
+    p.add_argument("--username", default="", help="MQTT username")
+    p.add_argument("--password-file", default="", metavar="FILE",
+                   help="file holding the MQTT password (never on the command line)")
+
+
+def broker_from_args(args: argparse.Namespace) -> Broker:
+    """The Broker the flags of ``add_broker_arguments`` describe; raises DoorstepError when
+    they would send the password in clear over the network."""
+    refusal = plaintext_refusal(args.host, args.tls, args.insecure_no_tls,
+                                key="--insecure-no-tls")
+    if refusal:
+        raise DoorstepError(refusal)
+    return Broker(host=args.host, port=args.port or (8883 if args.tls else 1883),
+                  protocol=args.protocol, tls=args.tls, ca_file=args.ca_file,
+                  cert_file=args.client_cert, key_file=args.client_key,
+                  username=args.username, password_file=args.password_file)

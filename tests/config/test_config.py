@@ -90,3 +90,18 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[clip]\npreroll_seconds = -1\n')
     assert main(["-q", "check-config", str(bad)]) == 1
     assert "clip.preroll_seconds: -1.0 is out of range" in capsys.readouterr().err
+
+
+def test_tls_is_on_by_default_and_plaintext_off_this_machine_needs_a_named_risk() -> None:
+    base = f'[device]\nid = "d"\n[owner]\nrecipients = ["{RECIPIENT}"]\n'
+    cfg = parse_config(base)
+    assert cfg.mqtt.tls is True and cfg.mqtt.port == 8883
+    assert parse_config(base + '[mqtt]\nhost = "127.0.0.1"\nport = 1883\ntls = false\n')
+    with pytest.raises(ConfigError) as err:
+        parse_config(base + '[mqtt]\nhost = "broker.example.net"\ntls = false\n'
+                     'username = "door"\npassword_file = "pw"\n')
+    assert any(p.startswith("mqtt.tls: TLS is off for broker.example.net") and
+               "mqtt.insecure_no_tls = true" in p for p in err.value.problems)
+    accepted = parse_config(base + '[mqtt]\nhost = "broker.example.net"\ntls = false\n'
+                            'insecure_no_tls = true\n')
+    assert accepted.mqtt.tls is False

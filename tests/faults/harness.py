@@ -99,6 +99,7 @@ enabled = {str(motion).lower()}
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+tls = false
 protocol = "{protocol}"
 chunk_bytes = {chunk_bytes}
 chunks_in_flight = {in_flight}
@@ -211,7 +212,8 @@ def device_uplink(box: Outbox, party: Party, port: int, *, receipts: bool = True
                   status: Callable[[], dict[str, Any]] | None = None,
                   **mqtt: Any) -> Uplink:
     """The device's uplink over ``box``; ``mqtt`` overrides MqttConfig fields."""
-    settings: dict[str, Any] = {"host": "127.0.0.1", "port": port, "chunk_bytes": 16384,
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": port, "tls": False,
+                                "chunk_bytes": 16384,
                                 "chunks_in_flight": 2, "receipt_timeout_seconds": 2.0,
                                 "keepalive": 5, **mqtt}
     uplink = Uplink(MqttConfig(**settings), Topics(f"doorstep/{DEVICE}/"), box,

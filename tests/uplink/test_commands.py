@@ -223,7 +223,7 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
             # mode is refused, and the command line says why and exits non-zero
             args = cmd_parser().parse_args([
                 "cmd", "snapshot", "--key", str(party.command_key_file), "--device", DEVICE,
-                "--device-key", party.device.public_text(), "--host", "127.0.0.1",
+                "--device-key", party.device.public_text(), "--host", "127.0.0.1", "--no-tls",
                 "--port", str(broker.port), "--counter-file", str(counter_file)])
             assert args.func(args) == 1
             assert "refused snapshot: privacy mode is on" in capsys.readouterr().err
@@ -305,8 +305,9 @@ def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> 
     try:
         for action in ("disarm", "privacy_on"):
             args = parser.parse_args(["cmd", action, "--key", str(party.command_key_file),
-                                      "--device", DEVICE, "--host", "127.0.0.1", "--port",
-                                      str(broker.port), "--counter-file", str(counter_file),
+                                      "--device", DEVICE, "--host", "127.0.0.1", "--no-tls",
+                                      "--port", str(broker.port),
+                                      "--counter-file", str(counter_file),
                                       "--no-wait"])
             assert args.func(args) == 0
         wait_for(lambda: len(got) == 2, 10, "both commands")
@@ -384,3 +385,14 @@ def test_a_counter_that_cannot_be_stored_refuses_the_command(tmp_path: Path) -> 
     cmd, refusal = gate.check(signed(owner, 5))
     assert cmd is not None and refusal is not None and "could not store" in refusal
     assert gate.counter == 0
+
+
+def test_doorstep_cmd_will_not_send_a_password_in_clear_over_the_network(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "owner-command.key"
+    SigningKey.generate().save(key)
+    base = ["cmd", "arm", "--key", str(key), "--device", DEVICE, "--no-wait", "--port", "1",
+            "--host", "broker.example.net", "--no-tls"]
+    assert cmd_parser().parse_args(base).func(cmd_parser().parse_args(base)) == 1
+    err = capsys.readouterr().err
+    assert "TLS is off for broker.example.net" in err and "--insecure-no-tls" in err
