@@ -90,3 +90,26 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[clip]\npreroll_seconds = -1\n')
     assert main(["-q", "check-config", str(bad)]) == 1
     assert "clip.preroll_seconds: -1.0 is out of range" in capsys.readouterr().err
+
+
+def test_check_config_warns_when_this_machine_has_no_gpio_for_the_button(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from doorstep.core.gpio import gpio_problem
+    from gpiozero import Device
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    if gpio_problem() is None:
+        pytest.skip("this machine has GPIO")
+    good = REPO / "config" / "example.toml"       # the default: [button] enabled = true
+    assert main(["-q", "check-config", str(good)]) == 0   # a warning: the file may be for a Pi
+    out = capsys.readouterr()
+    assert "OK" in out.out
+    assert "warning: button.enabled = true, but this machine has no GPIO" in out.err
+    assert "button.enabled = false" in out.err and "GPIOZERO_PIN_FACTORY=mock" in out.err
+    assert Device.pin_factory is None
+    # with the mock pin factory (development) there is nothing to warn about
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    assert main(["-q", "check-config", str(good)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert Device.pin_factory is None
