@@ -48,7 +48,7 @@ def device_client(cfg: MqttConfig, client_id: str, *,
 
 @dataclass(frozen=True)
 class _Event:
-    kind: str              # "connected", "disconnected", "puback", "message", "wake"
+    kind: str              # "connected", "disconnected", "puback", "message", "wake", "evicted"
     mid: int = 0
     topic: str = ""
     payload: bytes = b""
@@ -105,6 +105,7 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self.refused: str | None = None
         self._dropped = DropLog(log, "uplink: dropped a message")
+        outbox.on_evict = self._evicted
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,6 +130,10 @@ class Uplink:
         self.client.disconnect()
         for t in self._threads:
             t.join(timeout)
+
+    def _evicted(self, seq: int) -> None:
+        """The outbox evicted ``seq`` (any thread, under the outbox's lock): stop sending it."""
+        self._events.put(_Event("evicted", mid=seq))
 
     def notify(self, item: Item | None = None) -> None:
         """A new artifact is in the outbox (safe to call from any thread)."""
@@ -251,6 +256,8 @@ class Uplink:
                     self.outbox.set_acked_chunks(pub.seq, acked)
         elif ev.kind == "message":
             self._on_message(ev.topic, ev.payload)
+        elif ev.kind == "evicted":
+            self.sender.drop(ev.mid)
         elif ev.kind == "wake" and ev.mid:
             item = self.outbox.get(ev.mid)
             if item is not None:
@@ -281,10 +288,14 @@ class Uplink:
     def _pump(self) -> None:
         for seq in self.sender.finished(time.monotonic()):
             self.outbox.remove(seq)
+        vanished: set[int] = set()
         for pub in self.sender.next_publishes(time.monotonic()):
+            if pub.seq in vanished:
+                continue            # its other chunks: one line per artifact, not per chunk
             try:
                 payload = self.sender.payload(pub)
             except (OSError, KeyError) as exc:
+                vanished.add(pub.seq)
                 log.warning("uplink: seq %d vanished before it was sent (%s)", pub.seq, exc)
                 self.sender.drop(pub.seq)
                 continue

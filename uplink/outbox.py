@@ -95,7 +95,7 @@ class PendingArtifact:
                     wrote = self._file.write(view[done:])
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC or not self._outbox._evict_for(
-                            n - done, self, disk_full=True):
+                            n - done, self.priority, disk_full=True):
                         raise DiskFull(f"outbox disk is full writing {self.kind} "
                                        f"({self.size + n} bytes): {exc.strerror}") from exc
                     continue
@@ -154,7 +154,8 @@ class PendingArtifact:
 
 
 class Outbox:
-    """See the module docstring. ``on_commit`` is called (outside the lock) with each new item."""
+    """See the module docstring. ``on_commit`` is called (outside the lock) with each new item,
+    ``on_evict`` (under the lock: it must only hand over) with the seq of each evicted one."""
 
     def __init__(self, root: Path, *, device: str, key: SigningKey, quota_bytes: int,
                  clock_synced: Callable[[], bool] = lambda: True,
@@ -166,6 +167,7 @@ class Outbox:
         self.quota_bytes = quota_bytes
         self._clock_synced = clock_synced
         self.on_commit = on_commit
+        self.on_evict: Callable[[int], None] | None = None
         self._lock = threading.RLock()       # the state: items, bytes used, pending writes
         # Commits are serialised (each manifest chains to the one before) under a lock of their
         # own, so their fsyncs never hold up a clip's chunk writes or a receipt, which need
@@ -304,15 +306,16 @@ class Outbox:
 
     def _reserve(self, n: int, pending: PendingArtifact) -> None:
         with self._lock:
-            if self._used + n > self.quota_bytes and not self._evict_for(n, pending):
+            if self._used + n > self.quota_bytes and not self._evict_for(n, pending.priority):
                 raise DiskFull(f"outbox quota of {self.quota_bytes} bytes reached and nothing "
                                f"is left to evict for this {pending.kind}")
             self._used += n
 
-    def _evict_for(self, n: int, pending: PendingArtifact, *, disk_full: bool = False) -> bool:
+    def _evict_for(self, n: int, priority: int, *, disk_full: bool = False) -> bool:
         """Evict ready items, lowest priority (highest number) and oldest first, until ``n``
         more bytes fit in the quota or, when the disk itself is full, until ``n`` bytes have been
         freed. Never evicts an item of higher priority than the one being written."""
+        why = "disk full" if disk_full else f"quota of {self.quota_bytes} bytes reached"
         with self._lock:
             victims = sorted(self._items.values(),
                              key=lambda it: (-it.manifest.priority, it.seq))
@@ -320,11 +323,13 @@ class Outbox:
             for item in victims:
                 if (freed >= n) if disk_full else (self._used + n <= self.quota_bytes):
                     return True
-                if item.manifest.priority < pending.priority:
+                if item.manifest.priority < priority:
                     break
-                log.warning("outbox: quota reached; evicting %s seq %d (%d bytes, priority %d)",
+                log.warning("outbox: %s; evicting %s seq %d (%d bytes, priority %d)", why,
                             item.manifest.kind, item.seq, item.size, item.manifest.priority)
                 self._drop(item.seq)
+                if self.on_evict is not None:
+                    self.on_evict(item.seq)
                 self.evictions += 1
                 self.evicted_bytes += item.size
                 freed += item.size

@@ -236,3 +236,21 @@ def test_a_clip_that_cannot_start_on_a_full_disk_leaves_nothing(tmp_path: Path,
     assert outbox.bytes_used == 0
     assert Outbox(root, device=DEVICE, key=party.device,
                   quota_bytes=1 << 30).recovery.torn_removed == 0
+
+
+def test_evictions_on_a_full_disk_say_disk_full_not_quota(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """The quota is far away but the disk is full: the log says which of the two it was."""
+    caplog.set_level("WARNING")
+    party = make_party(tmp_path / "home")
+    root = tmp_path / "home" / "device" / "outbox"
+    outbox = Outbox(root, device=DEVICE, key=party.device, quota_bytes=1 << 30)
+    disk = SmallDisk(root, 30_000)
+    disk.install(monkeypatch)
+    motion = outbox.put("clip", os.urandom(20_000), priority=3)
+    ring = outbox.put("clip", os.urandom(20_000), priority=0)
+    assert outbox.get(motion.seq) is None and outbox.get(ring.seq) is not None
+    assert f"disk full; evicting clip seq {motion.seq}" in caplog.text
+    assert "quota" not in caplog.text

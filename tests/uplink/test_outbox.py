@@ -66,7 +66,7 @@ def test_quota_evicts_motion_before_ring_and_oldest_first(tmp_path: Path,
     seqs = [i.seq for i in box.items()]
     assert ring.seq in seqs and new_motion.seq in seqs and old_motion.seq not in seqs
     assert box.evictions == 1
-    assert "evicting clip seq 2" in caplog.text
+    assert "quota of 10000 bytes reached; evicting clip seq 2" in caplog.text
     box.put("clip", b"R" * 6000, priority=0)     # a ring clip may evict every motion clip
     assert [i.manifest.priority for i in box.items()] == [0, 0]
     assert box.stats()["evictions"] == 3
