@@ -26,7 +26,7 @@ from doorstep.config.schema import MqttConfig
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import BrokerRefused, SealError
 from doorstep.protocol.connect import Broker, make_client
-from doorstep.protocol.wire import Receipt, Topics
+from doorstep.protocol.wire import InboxStatus, Receipt, Topics
 from doorstep.uplink.outbox import Item, Outbox
 from doorstep.uplink.sender import Publish, Sender
 
@@ -105,6 +105,7 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self.refused: str | None = None
         self._dropped = DropLog(log, "uplink: dropped a message")
+        self._inbox_time = float("-inf")   # the newest inbox announcement acted on
         outbox.on_evict = self._evicted
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -236,8 +237,14 @@ class Uplink:
             log.info("uplink: connected to %s:%d", self.cfg.host, self.cfg.port)
             with self._mids_lock:
                 self._mids.clear()
-            self.sender.on_connect()
-            self.client.subscribe([(self.topics.receipt, 1), (self.topics.cmd, 1)])
+            again = self.sender.pending
+            self.sender.on_connect()     # everything unreceipted goes again, backoff reset
+            if again:
+                log.info("uplink: resending %d unreceipted artifact(s) after connecting", again)
+            topics = [(self.topics.receipt, 1), (self.topics.cmd, 1)]
+            if self._inbox_public is not None:
+                topics.append((self.topics.inbox, 1))
+            self.client.subscribe(topics)
             self.publish_status()
         elif ev.kind == "refused":
             log.error("uplink: broker refused the connection: %s (%s)", ev.reason,
@@ -251,7 +258,7 @@ class Uplink:
             with self._mids_lock:
                 pub = self._mids.pop(ev.mid, None)
             if pub is not None:
-                acked = self.sender.on_puback(pub.seq, pub.part, now)
+                acked = self.sender.on_puback(pub, now)
                 if acked is not None:
                     self.outbox.set_acked_chunks(pub.seq, acked)
         elif ev.kind == "message":
@@ -278,8 +285,29 @@ class Uplink:
             if self.sender.on_receipt(receipt.seq, receipt.sha256):
                 self.outbox.remove(receipt.seq)
                 log.info("uplink: inbox confirmed seq %d; removed from the outbox", receipt.seq)
+        elif topic == self.topics.inbox and self._inbox_public is not None:
+            self._on_inbox_status(payload)
         elif topic == self.topics.cmd and self._on_command is not None:
             self._on_command(payload)
+
+    def _on_inbox_status(self, payload: bytes) -> None:
+        """The inbox announces itself when it (re)subscribes: what was published while it was
+        away is gone, so everything unreceipted goes again now, whole, rings first."""
+        assert self._inbox_public is not None     # subscribed only with the key
+        try:
+            status = InboxStatus.open(payload, self._inbox_public)
+        except SealError as exc:
+            self._dropped(f"inbox status: {exc}")
+            return
+        if status.time <= self._inbox_time:
+            return                       # one acted on already, or a replay of an old one
+        self._inbox_time = status.time
+        if status.state == "online":
+            n = self.sender.resend(whole=True)
+            log.info("uplink: the inbox is online; resending %d unreceipted artifact(s) now", n)
+        else:
+            log.info("uplink: the inbox went offline; the outbox keeps everything until it "
+                     "returns")
 
     @property
     def dropped_messages(self) -> int:
