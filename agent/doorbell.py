@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from doorstep.config.schema import ButtonConfig, ChimeConfig, LedConfig
-from doorstep.core.errors import ConfigError
+from doorstep.core.errors import ConfigError, NoGpio
+from doorstep.core.gpio import default_pin_factory, enabled_parts, no_gpio_message
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,8 @@ def led_level(state: LedState, elapsed: float) -> bool:
 
 
 class Doorbell:
-    """Button, chime relay and status LED on gpiozero devices made by ``pin_factory``.
+    """Button, chime relay and status LED on gpiozero devices made by ``pin_factory`` (None:
+    this machine's; a machine without GPIO is a ConfigError naming the keys and the fix).
 
     ``emit`` receives Ring and LongPress events. A first Ring is emitted from gpiozero's edge
     callback, which on a Pi runs on the pin library's thread, so the ring is not held up by a
@@ -232,6 +234,12 @@ class Doorbell:
         self._button: Any = None
         self._chime: Any = None
         self._led: Any = None
+        keys = enabled_parts(button.enabled, chime.enabled, led.enabled)
+        if pin_factory is None and keys:
+            try:
+                pin_factory = default_pin_factory()
+            except NoGpio as exc:
+                raise ConfigError([no_gpio_message(keys, str(exc))]) from exc
         key = ""
         try:
             if chime.enabled:

@@ -65,3 +65,7 @@ class OutboxError(DoorstepError, OSError):
 
 class DiskFull(OutboxError):
     """The outbox's disk or quota is full even after eviction."""
+
+
+class NoGpio(Permanent, ImportError):
+    """This machine has no GPIO that gpiozero can drive (no pin library, or not a Pi)."""

@@ -14,6 +14,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from doorstep.core.errors import DoorstepError, KeyFileError, SealError
 from doorstep.owner.store import InboxStore, Stored, verify_store
 from doorstep.protocol.connect import add_broker_arguments, broker_from_args, make_client
 from doorstep.protocol.keys import SigningKey, parse_public_key
-from doorstep.protocol.wire import Receipt
+from doorstep.protocol.wire import InboxStatus, Receipt, inbox_topic
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,13 @@ class Inbox:
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect
         self.client.on_message = self._cb_message
+        self.client.on_subscribe = self._cb_subscribe
+        # Devices resend at once when they see a new "online" (wire.md, inbox status); the
+        # will says "offline" for them if this worker vanishes without a word.
+        self.status_topic = inbox_topic(self.base)
+        self.client.will_set(self.status_topic, InboxStatus("offline", time.time()).sign(key),
+                             qos=1, retain=True)
+        self._subscribe_mid: int | None = None
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 30)
         self._work: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
@@ -83,6 +91,13 @@ class Inbox:
         self._thread.start()
 
     def stop(self) -> None:
+        if self.connected.is_set():
+            try:
+                info = self.client.publish(self.status_topic, self._status("offline"), qos=1,
+                                           retain=True)
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("inbox: could not publish offline status: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()
         self._work.put(None)
@@ -96,11 +111,31 @@ class Inbox:
             if reason.is_failure:
                 log.error("inbox: the broker refused the connection: %s", reason)
                 return
-            client.subscribe([(t, 1) for t in self.topics()])
+            _, self._subscribe_mid = client.subscribe([(t, 1) for t in self.topics()])
             self.connected.set()
             log.info("inbox: connected to %s:%d", self.host, self.port)
         except Exception:  # an exception here would stop paho's loop
             log.exception("inbox: on_connect failed")
+
+    def _cb_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: Any,
+                      properties: object = None) -> None:
+        """Subscribed: what devices publish from now on reaches us, so tell them."""
+        try:
+            if mid != self._subscribe_mid:
+                return
+            refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+            if refused:
+                log.error("inbox: the broker refused the subscriptions (%s); not announcing "
+                          "online", ", ".join(refused))
+            else:
+                client.publish(self.status_topic, self._status("online"), qos=1,
+                               retain=True)
+                log.info("inbox: announced online on %s", self.status_topic)
+        except Exception:  # an exception here would stop paho's loop
+            log.exception("inbox: on_subscribe failed")
+
+    def _status(self, state: str) -> bytes:
+        return InboxStatus(state, time.time()).sign(self.key)
 
     def _cb_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                        reason: object, properties: object = None) -> None:

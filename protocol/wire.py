@@ -26,6 +26,7 @@ CHUNKED_MAGIC = b"DS1M"           # manifest of a chunked artifact on clip/<seq>
 MAX_ENVELOPE = 16 * 1024
 MAX_SINGLE = 4 * 1024 * 1024      # largest artifact sent as one message (snapshots)
 MAX_CONTROL = 4096                # receipts and commands
+# what the inbox accepts as one message
 SINGLE_MESSAGE_KINDS = frozenset({Kind.EVENT, Kind.SNAPSHOT, Kind.THUMBNAIL})
 COMMAND_ACTIONS = frozenset(Action)
 
@@ -55,6 +56,12 @@ class Topics:
     @property
     def ack(self) -> str:
         return self.prefix + "ack"
+
+    @property
+    def inbox(self) -> str:
+        """The inbox's signed, retained announcement: one topic for every device under the
+        base (the prefix without its device level), ``doorstep/_inbox`` by default."""
+        return inbox_topic(self.prefix.rstrip("/").rpartition("/")[0])
 
     def clip_manifest(self, seq: int) -> str:
         return f"{self.prefix}clip/{seq}/m"
@@ -152,6 +159,39 @@ class Receipt:
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"receipt: missing or bad field ({exc})") from exc
         return receipt
+
+
+INBOX_STATES = frozenset({"online", "offline"})
+
+
+def inbox_topic(base: str) -> str:
+    """``<base>/_inbox``: no device id starts with "_", so no device's topics can collide."""
+    return f"{base}/_inbox" if base else "_inbox"
+
+
+@dataclass(frozen=True)
+class InboxStatus:
+    """The inbox's word that it is ``online`` (subscribed: what is published now reaches it) or
+    ``offline`` (its last will). ``time`` is the inbox's clock when it was signed; a device
+    acts only on one newer than any it has seen, so a replayed old one does nothing."""
+
+    state: str
+    time: float
+
+    def sign(self, key: SigningKey) -> bytes:
+        return sign_json(key, {"v": WIRE_VERSION, **asdict(self)})
+
+    @classmethod
+    def open(cls, payload: bytes, inbox_public: Ed25519PublicKey) -> InboxStatus:
+        body = open_signed_json(payload, inbox_public, "inbox status")
+        try:
+            status = cls(state=str(body["state"]), time=float(body["time"]))
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise SealError(f"inbox status: missing or bad field ({exc})") from exc
+        if status.state not in INBOX_STATES:
+            raise SealError(f"inbox status: unknown state {status.state!r} "
+                            f"(allowed: {', '.join(sorted(INBOX_STATES))})")
+        return status
 
 
 @dataclass(frozen=True)

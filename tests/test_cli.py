@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from doorstep.cli import COMMANDS, build_parser
 
@@ -35,3 +38,28 @@ def test_run_loads_only_the_agent() -> None:
     module, loaded = done.stdout.splitlines()
     assert module == "doorstep.agent.cli"
     assert loaded == "[]"
+
+
+
+def test_run_with_the_button_on_a_machine_without_gpio_says_how_to_fix_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default config ([button] enabled = true) on a laptop: a clear error naming the key
+    and the fix, not a gpiozero traceback."""
+    from gpiozero import Device
+
+    from doorstep.core.gpio import gpio_problem
+    from tests.faults.harness import agent_toml, make_party
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    if gpio_problem() is None:
+        pytest.skip("this machine has GPIO")
+    config = tmp_path / "doorstep.toml"
+    config.write_text(agent_toml(make_party(tmp_path / "home"), 1, button=True))
+    done = subprocess.run([sys.executable, "-m", "doorstep.cli", "run", "--config", str(config)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "button.enabled = true, but this machine has no GPIO" in done.stderr
+    assert "button.enabled = false" in done.stderr
+    assert "GPIOZERO_PIN_FACTORY=mock" in done.stderr

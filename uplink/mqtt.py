@@ -27,7 +27,7 @@ from doorstep.config.schema import MqttConfig
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import BrokerRefused, SealError
 from doorstep.protocol.connect import Broker, make_client
-from doorstep.protocol.wire import Receipt, Topics
+from doorstep.protocol.wire import InboxStatus, Receipt, Topics
 from doorstep.uplink.outbox import Item, Outbox
 from doorstep.uplink.sender import Publish, Sender
 
@@ -49,7 +49,7 @@ def device_client(cfg: MqttConfig, client_id: str, *,
 
 @dataclass(frozen=True)
 class _Event:
-    kind: str              # "connected", "disconnected", "puback", "message", "wake"
+    kind: str              # "connected", "disconnected", "puback", "message", "wake", "evicted"
     mid: int = 0
     topic: str = ""
     payload: bytes = b""
@@ -106,6 +106,8 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self.refused: str | None = None
         self._dropped = DropLog(log, "uplink: dropped a message")
+        self._inbox_time = float("-inf")   # the newest inbox announcement acted on
+        outbox.on_evict = self._evicted
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,6 +132,10 @@ class Uplink:
         self.client.disconnect()
         for t in self._threads:
             t.join(timeout)
+
+    def _evicted(self, seq: int) -> None:
+        """The outbox evicted ``seq`` (any thread, under the outbox's lock): stop sending it."""
+        self._events.put(_Event("evicted", mid=seq))
 
     def notify(self, item: Item | None = None) -> None:
         """A new artifact is in the outbox (safe to call from any thread)."""
@@ -238,8 +244,14 @@ class Uplink:
             log.info("uplink: connected to %s:%d", self.cfg.host, self.cfg.port)
             with self._mids_lock:
                 self._mids.clear()
-            self.sender.on_connect()
-            self.client.subscribe([(self.topics.receipt, 1), (self.topics.cmd, 1)])
+            again = self.sender.pending
+            self.sender.on_connect()     # everything unreceipted goes again, backoff reset
+            if again:
+                log.info("uplink: resending %d unreceipted artifact(s) after connecting", again)
+            topics = [(self.topics.receipt, 1), (self.topics.cmd, 1)]
+            if self._inbox_public is not None:
+                topics.append((self.topics.inbox, 1))
+            self.client.subscribe(topics)
             self.publish_status()
         elif ev.kind == "refused":
             log.error("uplink: broker refused the connection: %s (%s)", ev.reason,
@@ -253,11 +265,13 @@ class Uplink:
             with self._mids_lock:
                 pub = self._mids.pop(ev.mid, None)
             if pub is not None:
-                acked = self.sender.on_puback(pub.seq, pub.part, now)
+                acked = self.sender.on_puback(pub, now)
                 if acked is not None:
                     self.outbox.set_acked_chunks(pub.seq, acked)
         elif ev.kind == "message":
             self._on_message(ev.topic, ev.payload)
+        elif ev.kind == "evicted":
+            self.sender.drop(ev.mid)
         elif ev.kind == "wake" and ev.mid:
             item = self.outbox.get(ev.mid)
             if item is not None:
@@ -278,8 +292,29 @@ class Uplink:
             if self.sender.on_receipt(receipt.seq, receipt.sha256):
                 self.outbox.remove(receipt.seq)
                 log.info("uplink: inbox confirmed seq %d; removed from the outbox", receipt.seq)
+        elif topic == self.topics.inbox and self._inbox_public is not None:
+            self._on_inbox_status(payload)
         elif topic == self.topics.cmd and self._on_command is not None:
             self._on_command(payload)
+
+    def _on_inbox_status(self, payload: bytes) -> None:
+        """The inbox announces itself when it (re)subscribes: what was published while it was
+        away is gone, so everything unreceipted goes again now, whole, rings first."""
+        assert self._inbox_public is not None     # subscribed only with the key
+        try:
+            status = InboxStatus.open(payload, self._inbox_public)
+        except SealError as exc:
+            self._dropped(f"inbox status: {exc}")
+            return
+        if status.time <= self._inbox_time:
+            return                       # one acted on already, or a replay of an old one
+        self._inbox_time = status.time
+        if status.state == "online":
+            n = self.sender.resend(whole=True)
+            log.info("uplink: the inbox is online; resending %d unreceipted artifact(s) now", n)
+        else:
+            log.info("uplink: the inbox went offline; the outbox keeps everything until it "
+                     "returns")
 
     @property
     def dropped_messages(self) -> int:
@@ -293,10 +328,14 @@ class Uplink:
     def _pump(self) -> None:
         for seq in self.sender.finished(time.monotonic()):
             self.outbox.remove(seq)
+        vanished: set[int] = set()
         for pub in self.sender.next_publishes(time.monotonic()):
+            if pub.seq in vanished:
+                continue            # its other chunks: one line per artifact, not per chunk
             try:
                 payload = self.sender.payload(pub)
             except (OSError, KeyError) as exc:
+                vanished.add(pub.seq)
                 log.warning("uplink: seq %d vanished before it was sent (%s)", pub.seq, exc)
                 self.sender.drop(pub.seq)
                 continue

@@ -8,7 +8,9 @@ Layout under the outbox root:
     ready/NNNNNNNNNN.ack chunks the broker has acknowledged (a hint for resuming; may lag)
     chain.json           last committed seq and manifest hash
 
-Every commit is atomic: tmp file, fsync, rename, fsync of the directory (DESIGN.md decision 5).
+Every commit is atomic: tmp file, fsync, rename, fsync of the directory (DESIGN.md decision 5),
+and all or nothing as a whole: a commit that fails part-way (a full disk) is taken back, so the
+running outbox and the next start see the same thing, and no seq is ever used twice.
 All methods are thread-safe: the recorder, the ring path and the uplink share one Outbox.
 """
 
@@ -20,18 +22,17 @@ import logging
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from doorstep.core.errors import DiskFull, OutboxError, SealError
 from doorstep.core.fsutil import fsync_dir, write_atomic
 from doorstep.protocol.age import whole_chunks_length
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.manifest import Chain, Manifest, manifest_hash, open_envelope, sign_manifest
+from doorstep.uplink.pending import PendingArtifact
 
 log = logging.getLogger(__name__)
 
@@ -65,96 +66,9 @@ class Recovery:
     salvaged: int = 0
 
 
-class PendingArtifact:
-    """Ciphertext being written into tmp/. ``write`` is a file-like sink for an age writer;
-    the outbox's ``commit`` signs and publishes it, ``abort`` throws it away."""
-
-    def __init__(self, outbox: Outbox, path: Path, kind: str, priority: int, parent: str) -> None:
-        self._outbox = outbox
-        self.path = path
-        self.kind = kind
-        self.priority = priority
-        self.parent = parent
-        self.created = time.time()
-        # Unbuffered: every write reaches the kernel at once, so a killed process leaves all the
-        # ciphertext it produced (each write is one sealed 64 KiB age chunk).
-        self._file: BinaryIO | None = open(path, "xb", buffering=0)  # noqa: SIM115
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self._file is None:
-            raise OutboxError(f"artifact {self.path.name} is already closed")
-        view = memoryview(data).cast("B")
-        n = len(view)
-        self._outbox._reserve(n, self)
-        done = 0
-        try:
-            while done < n:          # an unbuffered write may be short on a nearly full disk
-                try:
-                    wrote = self._file.write(view[done:])
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC or not self._outbox._evict_for(
-                            n - done, self, disk_full=True):
-                        raise DiskFull(f"outbox disk is full writing {self.kind} "
-                                       f"({self.size + n} bytes): {exc.strerror}") from exc
-                    continue
-                done += wrote or 0
-        except BaseException:
-            # what did reach the file still counts (abort() gives it back); the rest does not
-            self._hash.update(view[:done])
-            self.size += done
-            self._outbox._release(n - done)
-            raise
-        self._hash.update(view)
-        self.size += n
-        return n
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-    def _close_file(self, *, sync: bool) -> None:
-        if self._file is None:
-            return
-        f, self._file = self._file, None
-        try:
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            f.close()
-
-    def commit(self) -> Item:
-        try:
-            self._close_file(sync=True)
-            return self._outbox._commit(self.path, kind=self.kind, priority=self.priority,
-                                        parent=self.parent, created=self.created,
-                                        size=self.size, sha256=self.sha256)
-        except OSError as exc:
-            self.abort()
-            raise DiskFull(f"outbox could not commit {self.kind} ({self.size} bytes): "
-                           f"{exc.strerror or exc}") from exc
-
-    def abort(self) -> None:
-        self._close_file(sync=False)
-        self.path.unlink(missing_ok=True)
-        self._outbox._forget(self)
-
-    def __enter__(self) -> PendingArtifact:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._file is not None:
-            self.abort()
-
-
 class Outbox:
-    """See the module docstring. ``on_commit`` is called (outside the lock) with each new item."""
+    """See the module docstring. ``on_commit`` is called (outside the lock) with each new item,
+    ``on_evict`` (under the lock: it must only hand over) with the seq of each evicted one."""
 
     def __init__(self, root: Path, *, device: str, key: SigningKey, quota_bytes: int,
                  clock_synced: Callable[[], bool] = lambda: True,
@@ -166,6 +80,7 @@ class Outbox:
         self.quota_bytes = quota_bytes
         self._clock_synced = clock_synced
         self.on_commit = on_commit
+        self.on_evict: Callable[[int], None] | None = None
         self._lock = threading.RLock()       # the state: items, bytes used, pending writes
         # Commits are serialised (each manifest chains to the one before) under a lock of their
         # own, so their fsyncs never hold up a clip's chunk writes or a receipt, which need
@@ -179,6 +94,7 @@ class Outbox:
         self._acks_saved: dict[int, int] = {}
         self._pending: dict[Path, PendingArtifact] = {}
         self._used = 0
+        self._chain_saved = 0    # the last seq chain.json names on disk
         self.evictions = 0
         self.evicted_bytes = 0
         self.recovery = self._recover()
@@ -187,28 +103,38 @@ class Outbox:
     def _recover(self) -> Recovery:
         torn = 0
         chain = self._load_chain()
+        self._chain_saved = chain.last_seq
         leftovers = sorted(self._tmp.iterdir())
+        bare: list[tuple[int, Path]] = []    # signed manifests whose ciphertext is gone
         for env_path in sorted(self._ready.glob("*.env")):
             age_path = env_path.with_suffix(".age")
             try:
                 envelope = env_path.read_bytes()
                 manifest = open_envelope(envelope, self._public)
-                if not age_path.exists():
-                    self._reclaim(manifest, age_path, leftovers)
-                ok = age_path.exists() and age_path.stat().st_size == manifest.size
             except (OSError, SealError) as exc:
-                log.warning("outbox: unreadable manifest %s: %s", env_path.name, exc)
-                ok, manifest = False, None
-            if not ok or manifest is None:
-                log.warning("outbox: removing torn artifact %s", env_path.stem)
+                log.warning("outbox: removing torn artifact %s (unreadable manifest: %s)",
+                            env_path.stem, exc)
                 for p in (env_path, age_path, env_path.with_suffix(".ack")):
                     p.unlink(missing_ok=True)
                 torn += 1
                 continue
-            self._items[manifest.seq] = Item(manifest, envelope, age_path)
-            self._used += manifest.size
+            # A signed manifest takes its seq for good, ciphertext or not: it may have been
+            # sent (issue 18: a seq used twice forks the owner's chain).
             if manifest.seq > chain.last_seq:
                 chain = Chain.after(manifest, manifest_hash(envelope))
+            try:
+                if not age_path.exists():
+                    self._reclaim(manifest, age_path, leftovers)
+                ok = age_path.exists() and age_path.stat().st_size == manifest.size
+            except OSError:
+                ok = False
+            if not ok:
+                age_path.unlink(missing_ok=True)
+                env_path.with_suffix(".ack").unlink(missing_ok=True)
+                bare.append((manifest.seq, env_path))
+                continue
+            self._items[manifest.seq] = Item(manifest, envelope, age_path)
+            self._used += manifest.size
         for age_path in self._ready.glob("*.age"):
             if not age_path.with_suffix(".env").exists():
                 log.warning("outbox: removing %s, which has no manifest (torn commit)",
@@ -217,11 +143,18 @@ class Outbox:
                 age_path.with_suffix(".ack").unlink(missing_ok=True)
                 torn += 1
         self._chain = chain
+        self._save_chain_at_start()
+        for seq, env_path in bare:
+            if seq <= self._chain_saved:      # chain.json now keeps the number taken
+                log.warning("outbox: removing seq %d, a manifest without its ciphertext", seq)
+                env_path.unlink()
+                torn += 1
         salvaged = 0
         for leftover in leftovers:
-            if self._salvage(leftover):
+            outcome = self._salvage(leftover)
+            if outcome == "salvaged":
                 salvaged += 1
-            else:
+            elif outcome == "torn":
                 log.warning("outbox: removing torn leftover %s (%d bytes) from an interrupted "
                             "write", leftover.name, leftover.stat().st_size)
                 leftover.unlink()
@@ -231,6 +164,21 @@ class Outbox:
             log.info("outbox: resuming %d artifact(s) (%d salvaged), removed %d torn "
                      "leftover(s)", len(self._items), salvaged, torn)
         return Recovery(resumed=len(self._items), torn_removed=torn, salvaged=salvaged)
+
+    def _save_chain_at_start(self) -> None:
+        """chain.json must name the last seq taken before any manifest can leave ready/ (a
+        receipt, an eviction): otherwise an empty outbox at the next start would number from
+        an older seq again. On a disk too full even for that, the manifests stay where they are
+        and keep the number until a commit writes chain.json."""
+        if self._chain.last_seq <= self._chain_saved:
+            return
+        try:
+            write_atomic(self.root / "chain.json", self._chain.to_json().encode())
+        except OSError as exc:
+            log.warning("outbox: cannot record the chain position (seq %d) yet: %s",
+                        self._chain.last_seq, exc.strerror or exc)
+            return
+        self._chain_saved = self._chain.last_seq
 
     def _reclaim(self, manifest: Manifest, age_path: Path, leftovers: list[Path]) -> None:
         """A crash fell between writing a manifest and renaming its ciphertext into ready/:
@@ -250,32 +198,40 @@ class Outbox:
                             manifest.kind, manifest.seq)
                 return
 
-    def _salvage(self, path: Path) -> bool:
+    def _salvage(self, path: Path) -> str:
         """A clip cut short by a crash keeps every whole age chunk it wrote: trim it to them and
         commit it as ``clip_partial``. The owner's tools open it, flagged as cut short; every
-        chunk still authenticates, and the fragmented MP4 inside plays to its last fragment."""
+        chunk still authenticates, and the fragmented MP4 inside plays to its last fragment.
+        Returns "salvaged", "torn" (nothing to keep) or "kept" (the disk is too full to commit
+        it now: it waits in tmp/ for the next start)."""
         match = _TMP_NAME.match(path.name)
         if match is None or match["kind"] != "clip":
-            return False
+            return "torn"
         size = path.stat().st_size
         try:
             with open(path, "rb") as f:
                 keep = whole_chunks_length(f, size)
         except SealError:
-            return False
+            return "torn"
         if keep == 0:
-            return False
+            return "torn"
         with open(path, "r+b") as f:
             f.truncate(keep)
             f.seek(0)
             digest = hashlib.file_digest(f, "sha256")
             os.fsync(f.fileno())
+        try:
+            self._commit(path, kind="clip_partial", priority=int(match["priority"]), parent="",
+                         created=path.stat().st_mtime, size=keep, sha256=digest.hexdigest())
+        except OSError as exc:
+            log.error("outbox: cannot commit %s cut short by a crash now (%s); it stays in tmp/ "
+                      "for the next start", path.name, exc.strerror or exc)
+            return "kept"
         log.warning("outbox: salvaged %s cut short by a crash: %d of %d bytes kept as a "
                     "partial clip", path.name, keep, size)
-        self._used += keep
-        self._commit(path, kind="clip_partial", priority=int(match["priority"]), parent="",
-                     created=path.stat().st_mtime, size=keep, sha256=digest.hexdigest())
-        return True
+        with self._lock:
+            self._used += keep
+        return "salvaged"
 
     def _load_chain(self) -> Chain:
         path = self.root / "chain.json"
@@ -305,15 +261,16 @@ class Outbox:
 
     def _reserve(self, n: int, pending: PendingArtifact) -> None:
         with self._lock:
-            if self._used + n > self.quota_bytes and not self._evict_for(n, pending):
+            if self._used + n > self.quota_bytes and not self._evict_for(n, pending.priority):
                 raise DiskFull(f"outbox quota of {self.quota_bytes} bytes reached and nothing "
                                f"is left to evict for this {pending.kind}")
             self._used += n
 
-    def _evict_for(self, n: int, pending: PendingArtifact, *, disk_full: bool = False) -> bool:
+    def _evict_for(self, n: int, priority: int, *, disk_full: bool = False) -> bool:
         """Evict ready items, lowest priority (highest number) and oldest first, until ``n``
         more bytes fit in the quota or, when the disk itself is full, until ``n`` bytes have been
         freed. Never evicts an item of higher priority than the one being written."""
+        why = "disk full" if disk_full else f"quota of {self.quota_bytes} bytes reached"
         with self._lock:
             victims = sorted(self._items.values(),
                              key=lambda it: (-it.manifest.priority, it.seq))
@@ -321,11 +278,13 @@ class Outbox:
             for item in victims:
                 if (freed >= n) if disk_full else (self._used + n <= self.quota_bytes):
                     return True
-                if item.manifest.priority < pending.priority:
+                if item.manifest.priority < priority:
                     break
-                log.warning("outbox: quota reached; evicting %s seq %d (%d bytes, priority %d)",
+                log.warning("outbox: %s; evicting %s seq %d (%d bytes, priority %d)", why,
                             item.manifest.kind, item.seq, item.size, item.manifest.priority)
                 self._drop(item.seq)
+                if self.on_evict is not None:
+                    self.on_evict(item.seq)
                 self.evictions += 1
                 self.evicted_bytes += item.size
                 freed += item.size
@@ -342,6 +301,9 @@ class Outbox:
 
     def _commit(self, path: Path, *, kind: str, priority: int, parent: str, created: float,
                 size: int, sha256: str) -> Item:
+        """Sign the next manifest for the ciphertext at ``path`` and publish both in ready/.
+        All or nothing, as this process and the next start see it: if any step fails (a full
+        disk) the steps before it are taken back, and the seq is not used."""
         synced = self._clock_synced()       # may run a subprocess: never under the lock
         with self._commit_lock:
             chain = Chain(self.device, self._chain.last_seq, self._chain.last_hash)
@@ -350,19 +312,23 @@ class Outbox:
                                   parent=parent)
             envelope = sign_manifest(self._key, manifest)
             stem = f"{manifest.seq:010d}"
-            age_path = self._ready / f"{stem}.age"
-            # The manifest first, then the rename: a crash between the two leaves a signed
-            # manifest whose ciphertext is still in tmp/, which start-up puts back in place.
-            write_atomic(self._ready / f"{stem}.env", envelope)
-            os.replace(path, age_path)
-            fsync_dir(self._ready)
-            # Committed: the chain moves on now, so even if chain.json cannot be written (a full
-            # disk) the next commit takes the next number and never overwrites this one.
-            with self._lock:
-                self._chain = chain
-            write_atomic(self.root / "chain.json", chain.to_json().encode())
+            env_path, age_path = self._ready / f"{stem}.env", self._ready / f"{stem}.age"
+            try:
+                # The manifest first, then the rename: a crash between the two leaves a signed
+                # manifest whose ciphertext is still in tmp/, which start-up puts back in place.
+                self._write_small(env_path, envelope, priority)
+                os.replace(path, age_path)
+                fsync_dir(self._ready)
+                # chain.json last: a crash before it is a commit the next start completes
+                # (it takes the seq from the manifest); a failure is taken back here.
+                self._write_small(self.root / "chain.json", chain.to_json().encode(), priority)
+            except OSError:
+                self._take_back(env_path, age_path, path)
+                raise
             item = Item(manifest, envelope, age_path)
             with self._lock:
+                self._chain = chain
+                self._chain_saved = chain.last_seq
                 self._pending.pop(path, None)
                 self._items[manifest.seq] = item
         log.info("outbox: committed %s seq %d (%d bytes)", manifest.kind, manifest.seq,
@@ -370,6 +336,31 @@ class Outbox:
         if self.on_commit is not None:
             self.on_commit(item)
         return item
+
+    def _write_small(self, path: Path, data: bytes, priority: int) -> None:
+        """A manifest or chain.json, written atomically. On a full disk, items of the same or
+        lower priority are evicted one at a time, until it fits or none is left (a small file
+        needs a block, which any evicted file gives back)."""
+        while True:
+            try:
+                write_atomic(path, data)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self._evict_for(1, priority,
+                                                                    disk_full=True):
+                    raise
+
+    def _take_back(self, env_path: Path, age_path: Path, tmp_path: Path) -> None:
+        """Undo a commit that failed part-way: the manifest goes, the ciphertext returns to
+        tmp/ (its owner removes it). Unlinks and renames need no free space."""
+        try:
+            env_path.unlink(missing_ok=True)
+            if age_path.exists():
+                os.replace(age_path, tmp_path)
+            fsync_dir(self._ready)
+        except OSError as exc:   # the next commit takes the same seq and replaces both files
+            log.error("outbox: could not take back the failed commit of %s: %s", env_path.stem,
+                      exc)
 
     # -- reading and removing -----------------------------------------------------------------
     def items(self) -> list[Item]:
@@ -411,9 +402,13 @@ class Outbox:
         item = self._items.pop(seq)
         self._acks_saved.pop(seq, None)
         stem = f"{seq:010d}"
-        # The manifest goes first: an .age without .env is a torn leftover at start-up.
+        # The manifest goes first: an .age without .env is a torn leftover at start-up. While
+        # chain.json lags behind this seq (a disk too full at start-up to write it), the
+        # manifest stays: it is the record that the seq is taken.
+        keep_manifest = seq > self._chain_saved
         for suffix in (".env", ".age", ".ack"):
-            (self._ready / f"{stem}{suffix}").unlink(missing_ok=True)
+            if not (keep_manifest and suffix == ".env"):
+                (self._ready / f"{stem}{suffix}").unlink(missing_ok=True)
         self._used -= item.size
 
     @property

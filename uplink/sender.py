@@ -1,15 +1,21 @@
 """The upload scheduler, without I/O: which message to publish next, given the outbox's items,
 the broker's PUBACKs and the inbox's receipts (DESIGN.md decisions 4 and 5).
 
-Two lanes. Single-message artifacts (events, snapshots) go out as soon as they are committed.
-Chunked artifacts (clips) go out one at a time, with a window of unacknowledged chunks that adapts
-to the link: each chunk's time from publish to PUBACK is the delay a ring published now would wait
-behind clip data. Above ``queue_delay`` the window halves (at most once per round trip); well below
-it, it grows by one chunk, up to ``in_flight``. So a slow home uplink carries about one chunk ahead
-of a ring, and a fast one fills the pipe. In any case a
-ring event never waits behind more than that many chunks. An artifact is finished when every
-message has a PUBACK and, if the device knows the inbox's key, the inbox's signed receipt has
-arrived; with no receipt after ``receipt_timeout`` it is sent again, with backoff.
+Two lanes. The ring lane carries ring events (priority 0, one small message each) the moment
+they are committed. Everything else goes on the paced lane, in order of priority and then age:
+other events as one message each; snapshots and clips as a manifest and 16 KiB chunks, so a
+ring can overtake them between any two chunks (a snapshot sent whole held a ring for 445 ms on
+a 2 Mbit/s link). How many paced messages may be unacknowledged adapts to the link: each one's
+time from publish to PUBACK is the delay a ring published at that moment would wait behind it.
+Above ``queue_delay`` the window halves (at most once per round trip); well below it, it grows
+by one, up to ``in_flight``. So a slow home uplink carries about one chunk ahead of a ring, and
+a fast one fills the pipe.
+
+An artifact is finished when every message has a PUBACK and, if the device knows the inbox's
+key, the inbox's signed receipt has arrived; with no receipt after ``receipt_timeout`` it is
+sent again, with backoff. ``resend`` starts over at once, backoff reset: on every reconnect to
+the broker, and when the inbox announces that it is back (issue 18: messages the broker
+accepted while nobody was subscribed are gone, and waiting out a 600 s backoff is too late).
 """
 
 from __future__ import annotations
@@ -17,51 +23,65 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from doorstep.protocol.wire import (
-    SINGLE_MESSAGE_KINDS,
-    Topics,
-    chunk_count,
-    pack_chunked_manifest,
-    pack_single,
-)
+from doorstep.protocol.wire import Topics, chunk_count, pack_chunked_manifest, pack_single
 from doorstep.uplink.outbox import Item
 
 MANIFEST = -1  # the chunk index used for a chunked artifact's manifest message
+RING_PRIORITY = 0
 
 
 class Lane(enum.Enum):
-    PRIORITY = "priority"
-    BULK = "bulk"
+    RING = "ring"
+    PACED = "paced"
+
+
+def is_single(item: Item) -> bool:
+    """Events travel as one message; snapshots and clips as a manifest and chunks."""
+    return item.manifest.kind == "event"
 
 
 @dataclass(frozen=True)
 class Publish:
-    """One message to hand to the broker. ``seq`` and ``part`` identify it in ``on_puback``."""
+    """One message to hand to the broker; give it back to ``on_puback``. ``round`` is the
+    artifact's send round when it was published: a PUBACK from an earlier round is stale."""
 
     topic: str
     seq: int
     part: int
     lane: Lane
+    round: int = 0
 
 
 @dataclass
 class _Upload:
     item: Item
     chunks: int
+    single: bool
     lane: Lane
     acked: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
     done_at: float | None = None      # when the last PUBACK arrived
     attempts: int = 0
+    round: int = 0
 
     def parts(self) -> list[int]:
-        if self.lane is Lane.PRIORITY:
+        if self.single:
             return [0]
         return [MANIFEST, *range(self.chunks)]
 
     @property
     def fully_acked(self) -> bool:
         return all(p in self.acked for p in self.parts())
+
+    def again(self, *, whole: bool) -> None:
+        """Send again what may not have reached the inbox, with the backoff reset. ``whole``:
+        every part; otherwise an artifact waiting only for its receipt goes again whole, and
+        one part-way through resumes after its acknowledged chunks."""
+        self.attempts = 0
+        self.round += 1          # PUBACKs of messages published before now no longer count
+        if whole or self.fully_acked:
+            self.acked.clear()
+            self.done_at = None
 
 
 class Sender:
@@ -89,16 +109,20 @@ class Sender:
         """A committed artifact to upload. ``acked_chunks``: chunks known to be acknowledged."""
         if item.seq in self._uploads:
             return
-        single = item.manifest.kind in SINGLE_MESSAGE_KINDS
-        lane = Lane.PRIORITY if single else Lane.BULK
+        single = is_single(item)
+        lane = Lane.RING if single and item.manifest.priority == RING_PRIORITY else Lane.PACED
         up = _Upload(item, chunks=1 if single else chunk_count(item.size, self.chunk_bytes),
-                     lane=lane)
+                     single=single, lane=lane)
         if not single:
             up.acked.update(range(min(acked_chunks, up.chunks)))
         self._uploads[item.seq] = up
 
     def on_connect(self) -> None:
+        """Connected (again): receipts published while we were away are lost, and a broker
+        that restarted lost what it had not delivered, so everything unreceipted goes again
+        now, backoff reset (a clip part-way through resumes after its acknowledged chunks)."""
         self.connected = True
+        self.resend(whole=False)
 
     def on_disconnect(self) -> None:
         """Unacknowledged messages may be lost with the connection: send them again."""
@@ -107,19 +131,30 @@ class Sender:
         for up in self._uploads.values():
             up.in_flight.clear()
 
-    def on_puback(self, seq: int, part: int, now: float) -> int | None:
+    def resend(self, *, whole: bool = True) -> int:
+        """Send every unreceipted artifact again now, rings first, receipt backoff reset.
+        ``whole`` (the inbox is back: whatever was published while it was away is gone):
+        from the first byte. Returns how many artifacts go again."""
+        for up in self._uploads.values():
+            up.again(whole=whole)
+        return len(self._uploads)
+
+    def on_puback(self, pub: Publish, now: float) -> int | None:
         """Returns the new count of leading acknowledged chunks for persisting, or None."""
-        up = self._uploads.get(seq)
+        up = self._uploads.get(pub.seq)
         if up is None:
             return None
+        part = pub.part
         up.in_flight.discard(part)
-        up.acked.add(part)
-        sent = self._sent_at.pop((seq, part), None)
-        if sent is not None and up.lane is Lane.BULK:
+        sent = self._sent_at.pop((pub.seq, part), None)
+        if sent is not None and up.lane is Lane.PACED:
             self._adapt(now - sent, now)
+        if pub.round != up.round:
+            return None          # published before a resend: it goes again
+        up.acked.add(part)
         if up.fully_acked and up.done_at is None:
             up.done_at = now
-        if up.lane is Lane.BULK and part >= 0:
+        if not up.single and part >= 0:
             n = 0
             while n in up.acked:
                 n += 1
@@ -127,7 +162,7 @@ class Sender:
         return None
 
     def _adapt(self, delay: float, now: float) -> None:
-        """Delay-based window: halve when chunks wait longer than ``queue_delay`` (once per
+        """Delay-based window: halve when messages wait longer than ``queue_delay`` (once per
         round trip, so one burst of late acks cuts once), grow by one when well under it."""
         if delay > self.queue_delay:
             if now - self._last_cut > delay:
@@ -159,44 +194,52 @@ class Sender:
         return done
 
     def next_publishes(self, now: float) -> list[Publish]:
-        """Messages to publish now, priority lane first. Call again after each event."""
+        """Messages to publish now, ring lane first. Call again after each event."""
         if not self.connected:
             return []
         self._expire_receipts(now)
         out: list[Publish] = []
         uploads = sorted(self._uploads.values(),
-                         key=lambda u: (u.lane is Lane.BULK, u.item.manifest.priority, u.item.seq))
-        prio_busy = sum(len(u.in_flight) for u in uploads if u.lane is Lane.PRIORITY)
-        for up in uploads:
-            if up.lane is not Lane.PRIORITY:
-                continue
-            if prio_busy >= self.priority_in_flight:
+                         key=lambda u: (u.lane is Lane.PACED, u.item.manifest.priority,
+                                        u.item.seq))
+        rings = [u for u in uploads if u.lane is Lane.RING]
+        busy = sum(len(u.in_flight) for u in rings)
+        for up in rings:
+            if busy >= self.priority_in_flight:
                 break
             if 0 not in up.acked and 0 not in up.in_flight:
                 up.in_flight.add(0)
-                prio_busy += 1
-                out.append(Publish(self.topics.event, up.item.seq, 0, Lane.PRIORITY))
-        bulk = [u for u in uploads if u.lane is Lane.BULK and not u.fully_acked]
-        if bulk:
-            up = bulk[0]   # one clip at a time: the highest-priority, oldest
+                busy += 1
+                out.append(Publish(self.topics.event, up.item.seq, 0, Lane.RING, up.round))
+        paced = [u for u in uploads if u.lane is Lane.PACED]
+        busy = sum(len(u.in_flight) for u in paced)
+        for up in paced:             # highest priority, then oldest, first
             for part in up.parts():
-                if len(up.in_flight) >= self.window:
-                    break
+                if busy >= self.window:
+                    return out
                 if part in up.acked or part in up.in_flight:
                     continue
                 up.in_flight.add(part)
+                busy += 1
                 self._sent_at[(up.item.seq, part)] = now
-                topic = (self.topics.clip_manifest(up.item.seq) if part == MANIFEST
-                         else self.topics.clip_chunk(up.item.seq, part))
-                out.append(Publish(topic, up.item.seq, part, Lane.BULK))
+                out.append(Publish(self._topic(up, part), up.item.seq, part, Lane.PACED,
+                                   up.round))
         return out
+
+    def _topic(self, up: _Upload, part: int) -> str:
+        if up.single:
+            return self.topics.event
+        if part == MANIFEST:
+            return self.topics.clip_manifest(up.item.seq)
+        return self.topics.clip_chunk(up.item.seq, part)
 
     def payload(self, pub: Publish) -> bytes:
         """The bytes of one message, read from the outbox file when it is sent."""
-        item = self._uploads[pub.seq].item if pub.seq in self._uploads else None
-        if item is None:
+        up = self._uploads.get(pub.seq)
+        if up is None:
             raise KeyError(pub.seq)
-        if pub.lane is Lane.PRIORITY:
+        item = up.item
+        if up.single:
             return pack_single(item.envelope, item.path.read_bytes())
         if pub.part == MANIFEST:
             return pack_chunked_manifest(item.envelope, self.chunk_bytes,
@@ -210,6 +253,7 @@ class Sender:
         up = self._uploads.get(pub.seq)
         if up is not None:
             up.in_flight.discard(pub.part)
+            self._sent_at.pop((pub.seq, pub.part), None)
 
     def next_deadline(self) -> float | None:
         """When a receipt timeout next falls due, so the caller knows how long to sleep."""

@@ -353,3 +353,30 @@ def test_a_stalled_frame_loop_cannot_hold_the_chime_relay_closed() -> None:
         assert relay.state is False
     finally:
         bell.close()
+
+
+@pytest.fixture
+def no_gpio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine as it is, with no pin factory chosen yet; skipped on a machine with GPIO."""
+    from gpiozero import Device
+
+    from doorstep.core.gpio import gpio_problem
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    if gpio_problem() is None:
+        pytest.skip("this machine has GPIO")
+
+
+@pytest.mark.usefixtures("no_gpio")
+def test_no_gpio_on_this_machine_is_a_config_error_naming_the_key_and_the_fix() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Doorbell(ButtonConfig(), ChimeConfig(), LedConfig(), pin_factory=None,
+                 clock=FakeClock(), emit=lambda e: None)
+    text = str(caught.value)
+    assert "button.enabled = true, but this machine has no GPIO" in text
+    assert "button.enabled = false" in text and "GPIOZERO_PIN_FACTORY=mock" in text
+    with pytest.raises(ConfigError, match=r"button.enabled, led.enabled = true.*"
+                                          r"button.enabled = false and led.enabled = false"):
+        Doorbell(ButtonConfig(), ChimeConfig(), LedConfig(enabled=True), pin_factory=None,
+                 clock=FakeClock(), emit=lambda e: None)

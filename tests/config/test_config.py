@@ -105,3 +105,27 @@ def test_tls_is_on_by_default_and_plaintext_off_this_machine_needs_a_named_risk(
     accepted = parse_config(base + '[mqtt]\nhost = "broker.example.net"\ntls = false\n'
                             'insecure_no_tls = true\n')
     assert accepted.mqtt.tls is False
+
+
+def test_check_config_warns_when_this_machine_has_no_gpio_for_the_button(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gpiozero import Device
+
+    from doorstep.core.gpio import gpio_problem
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    if gpio_problem() is None:
+        pytest.skip("this machine has GPIO")
+    good = REPO / "config" / "example.toml"       # the default: [button] enabled = true
+    assert main(["-q", "check-config", str(good)]) == 0   # a warning: the file may be for a Pi
+    out = capsys.readouterr()
+    assert "OK" in out.out
+    assert "warning: button.enabled = true, but this machine has no GPIO" in out.err
+    assert "button.enabled = false" in out.err and "GPIOZERO_PIN_FACTORY=mock" in out.err
+    assert Device.pin_factory is None
+    # with the mock pin factory (development) there is nothing to warn about
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    assert main(["-q", "check-config", str(good)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert Device.pin_factory is None

@@ -32,7 +32,7 @@ def slow_link(uplink: Uplink, seconds_per_chunk: float) -> None:
     payload = uplink.sender.payload
 
     def paced(pub: Publish) -> bytes:
-        if pub.lane is Lane.BULK:
+        if pub.lane is Lane.PACED:
             time.sleep(seconds_per_chunk)
         return payload(pub)
 

@@ -236,3 +236,127 @@ def test_a_clip_that_cannot_start_on_a_full_disk_leaves_nothing(tmp_path: Path,
     assert outbox.bytes_used == 0
     assert Outbox(root, device=DEVICE, key=party.device,
                   quota_bytes=1 << 30).recovery.torn_removed == 0
+
+
+def test_evictions_on_a_full_disk_say_disk_full_not_quota(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """The quota is far away but the disk is full: the log says which of the two it was."""
+    caplog.set_level("WARNING")
+    party = make_party(tmp_path / "home")
+    root = tmp_path / "home" / "device" / "outbox"
+    outbox = Outbox(root, device=DEVICE, key=party.device, quota_bytes=1 << 30)
+    disk = SmallDisk(root, 30_000)
+    disk.install(monkeypatch)
+    motion = outbox.put("clip", os.urandom(20_000), priority=3)
+    ring = outbox.put("clip", os.urandom(20_000), priority=0)
+    assert outbox.get(motion.seq) is None and outbox.get(ring.seq) is not None
+    assert f"disk full; evicting clip seq {motion.seq}" in caplog.text
+    assert "quota" not in caplog.text
+
+
+def _full_for(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """The disk is full for the outbox's next small file whose name ends in ``suffix``: the
+    manifest (.env) or the chain position (chain.json), as on the nearly full tmpfs of issue 18,
+    where the ciphertext fitted and chain.json did not."""
+    import doorstep.uplink.outbox as outbox_module
+
+    real = outbox_module.write_atomic
+
+    def write_atomic(path: str | os.PathLike[str], data: bytes, **kwargs: Any) -> None:
+        if str(path).endswith(suffix):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, **kwargs)
+
+    monkeypatch.setattr(outbox_module, "write_atomic", write_atomic)
+
+
+@pytest.mark.parametrize("full_at", [".env", "chain.json"])
+def test_a_commit_that_fails_on_a_full_disk_is_all_or_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: str) -> None:
+    """ENOSPC on the commit's last small writes: the caller hears that nothing was stored, and
+    the running outbox, the files and the next start all agree; the seq is used by the next
+    artifact, once, chained to the one before."""
+    from doorstep.core.errors import DiskFull
+    from doorstep.protocol.manifest import manifest_hash
+
+    party = make_party(tmp_path / "home")
+    root = tmp_path / "outbox"
+    box = device_outbox(root, party)
+    first = put_event(box, party)
+    _full_for(monkeypatch, full_at)
+    with pytest.raises(DiskFull, match="nothing was stored: No space left on device"):
+        put_event(box, party, "snapshot", priority=1)
+    monkeypatch.undo()
+    assert [item.seq for item in box.items()] == [first.seq]
+    assert box.bytes_used == first.size and box.stats()["last_seq"] == first.seq
+    assert sorted(p.name for p in (root / "ready").iterdir()) == ["0000000001.age",
+                                                                  "0000000001.env"]
+    assert list((root / "tmp").iterdir()) == []
+    again = device_outbox(root, party)
+    assert [item.seq for item in again.items()] == [first.seq]
+    assert again.recovery.torn_removed == 0
+    second = put_event(box, party)              # space is back
+    assert second.seq == 2 and second.manifest.prev == manifest_hash(first.envelope)
+
+
+@pytest.mark.parametrize("room_at_restart", [True, False])
+def test_a_seq_is_never_used_twice_after_a_crash_receipts_and_restarts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room_at_restart: bool) -> None:
+    """kill -9 after a commit's files are in place but before chain.json names its seq. The
+    next start resumes it (and may find the disk still too full to write chain.json); the
+    inbox's receipt removes it; after another restart the next artifact takes the next seq,
+    never the same one again (which the inbox would refuse as a fork)."""
+
+    class Killed(BaseException):
+        pass
+
+    import doorstep.uplink.outbox as outbox_module
+
+    party = make_party(tmp_path / "home")
+    root = tmp_path / "outbox"
+    box = device_outbox(root, party)
+    real = outbox_module.write_atomic
+
+    def killed_at_chain(path: str | os.PathLike[str], data: bytes, **kwargs: Any) -> None:
+        if str(path).endswith("chain.json"):
+            raise Killed
+        real(path, data, **kwargs)
+
+    monkeypatch.setattr(outbox_module, "write_atomic", killed_at_chain)
+    with pytest.raises(Killed):
+        put_event(box, party)
+    monkeypatch.undo()
+    if not room_at_restart:
+        _full_for(monkeypatch, "chain.json")
+    again = device_outbox(root, party)
+    assert [item.seq for item in again.items()] == [1]
+    assert again.remove(1)                      # the receipt
+    monkeypatch.undo()
+    third = device_outbox(root, party)
+    assert third.items() == []
+    assert put_event(third, party).seq == 2
+    assert put_event(device_outbox(root, party), party).seq == 3
+
+
+def test_a_commit_short_of_room_for_its_manifest_evicts_a_motion_clip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for ciphertext, a full disk at the manifest makes room by eviction, lowest priority
+    first, and the ring is stored."""
+    import doorstep.uplink.outbox as outbox_module
+
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    motion = put_clip(box, party, 50_000)
+    real = outbox_module.write_atomic
+
+    def full_until_evicted(path: str | os.PathLike[str], data: bytes, **kwargs: Any) -> None:
+        if str(path).endswith(".env") and box.get(motion.seq) is not None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, **kwargs)
+
+    monkeypatch.setattr(outbox_module, "write_atomic", full_until_evicted)
+    ring = put_event(box, party)
+    assert [item.seq for item in box.items()] == [ring.seq]
+    assert box.evictions == 1

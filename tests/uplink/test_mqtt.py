@@ -325,3 +325,28 @@ def test_a_ring_event_overtakes_a_clip_upload(tmp_path: Path, broker: Mosquitto)
         uplink.stop()
         watcher.loop_stop()
         watcher.disconnect()
+
+
+# -- logs --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_clip_evicted_before_it_was_sent_is_logged_once_not_once_per_chunk(
+        tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    """The uplink knew a motion clip, then the outbox evicted it for a ring clip: no line per
+    chunk that can no longer be read (the run in issue 18 logged 83)."""
+    caplog.set_level(logging.INFO)
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party, quota_bytes=300_000)
+    motion = put_clip(box, party, 200_000)
+    uplink = device_uplink(box, party, broker.port, receipts=False, chunk_bytes=8192,
+                           chunks_in_flight=16)
+    uplink.sender.add(motion)               # queued for upload, as start() does
+    ring = put_clip(box, party, 200_000, priority=0)
+    assert box.get(motion.seq) is None      # evicted for the ring clip
+    try:
+        uplink.start()
+        wait_for(lambda: box.depth == 0 and uplink.sender.pending == 0, 20,
+                 f"the ring clip (seq {ring.seq}) to be sent")
+    finally:
+        uplink.stop()
+    vanished = [r for r in caplog.records if f"seq {motion.seq} vanished" in r.getMessage()]
+    assert len(vanished) <= 1

@@ -67,7 +67,7 @@ def test_quota_evicts_motion_before_ring_and_oldest_first(tmp_path: Path,
     seqs = [i.seq for i in box.items()]
     assert ring.seq in seqs and new_motion.seq in seqs and old_motion.seq not in seqs
     assert box.evictions == 1
-    assert "evicting clip seq 2" in caplog.text
+    assert "quota of 10000 bytes reached; evicting clip seq 2" in caplog.text
     box.put("clip", b"R" * 6000, priority=0)     # a ring clip may evict every motion clip
     assert [i.manifest.priority for i in box.items()] == [0, 0]
     assert box.stats()["evictions"] == 3
@@ -214,28 +214,30 @@ def test_short_writes_are_completed_and_a_failed_write_gives_its_room_back(
     assert box.bytes_used == used        # nothing stays reserved for a write that failed
 
 
-def test_a_failed_chain_file_write_never_makes_a_number_used_twice(
+def test_a_failed_chain_file_write_takes_the_commit_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The disk fills up just as chain.json is rewritten after a commit. The artifact itself
-    is committed (its manifest and ciphertext are durable), so the next commit must take the
-    next number and not overwrite it; a restart finds both."""
+    """The disk fills up just as chain.json is rewritten after a commit. The caller is told
+    nothing was stored, and so it is (issue 18: the artifact used to stay on disk, unknown to
+    the running agent, and its seq was used again after a restart); the next commit takes the
+    number, and a restart finds exactly what the running outbox has."""
     import doorstep.uplink.outbox as outbox_module
 
     key = SigningKey.generate()
     box = make(tmp_path, key)
+    first = box.put("event", b"first", priority=0)
     real_write = outbox_module.write_atomic
-    full = {"once": True}
 
     def write_atomic(path: object, data: bytes, **kw: object) -> None:
-        if str(path).endswith("chain.json") and full.pop("once", False):
+        if str(path).endswith("chain.json"):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(outbox_module, "write_atomic", write_atomic)
-    with pytest.raises(DiskFull):
-        box.put("event", b"first", priority=0)
+    with pytest.raises(DiskFull, match="nothing was stored"):
+        box.put("event", b"lost", priority=1)      # a motion event: it may not evict a ring
+    monkeypatch.undo()
     second = box.put("event", b"second", priority=0)
-    assert second.seq == 2
+    assert second.seq == first.seq + 1
     again = make(tmp_path, key)
     found = {item.seq: item.path.read_bytes() for item in again.items()}
     assert found == {1: b"first", 2: b"second"}

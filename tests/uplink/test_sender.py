@@ -28,7 +28,7 @@ def test_event_jumps_ahead_of_a_clip_in_progress(tmp_path: Path) -> None:
     c = clip(box)
     sender.add(c)
     first = sender.next_publishes(0)
-    assert [(p.part, p.lane) for p in first] == [(MANIFEST, Lane.BULK), (0, Lane.BULK)]
+    assert [(p.part, p.lane) for p in first] == [(MANIFEST, Lane.PACED), (0, Lane.PACED)]
     ev = box.put("event", b"ring!", priority=0)
     sender.add(ev)
     nxt = sender.next_publishes(0)
@@ -56,7 +56,7 @@ def test_chunks_are_bounded_and_reassemble(tmp_path: Path) -> None:
             else:
                 assert p.topic == f"doorstep/d/clip/{c.seq}/{p.part}"
                 received[p.part] = data
-            sender.on_puback(p.seq, p.part, 0)
+            sender.on_puback(p, 0)
     assert b"".join(received[i] for i in range(5)) == c.path.read_bytes()
 
 
@@ -68,7 +68,7 @@ def test_resume_skips_acknowledged_chunks(tmp_path: Path) -> None:
     while pubs := sender.next_publishes(0):
         for p in pubs:
             parts.append(p.part)
-            sender.on_puback(p.seq, p.part, 0)
+            sender.on_puback(p, 0)
     assert parts == [MANIFEST, 3, 4]
 
 
@@ -76,7 +76,7 @@ def test_disconnect_resends_unacknowledged(tmp_path: Path) -> None:
     box, sender = setup(tmp_path)
     sender.add(clip(box))
     pubs = sender.next_publishes(0)
-    sender.on_puback(pubs[0].seq, pubs[0].part, 0)
+    sender.on_puback(pubs[0], 0)
     sender.on_disconnect()
     assert sender.next_publishes(0) == []
     sender.on_connect()
@@ -88,7 +88,7 @@ def test_receipt_removes_and_timeout_resends(tmp_path: Path) -> None:
     ev = box.put("event", b"e", priority=0)
     sender.add(ev)
     (p,) = sender.next_publishes(0)
-    sender.on_puback(p.seq, p.part, 100.0)
+    sender.on_puback(p, 100.0)
     assert sender.finished(100.0) == []          # a PUBACK alone is not enough
     assert sender.next_publishes(105.0) == []
     assert [q.seq for q in sender.next_publishes(110.0)] == [ev.seq]   # no receipt: again
@@ -102,7 +102,7 @@ def test_without_an_inbox_key_pubacks_finish_an_artifact(tmp_path: Path) -> None
     ev = box.put("event", b"e", priority=0)
     sender.add(ev)
     (p,) = sender.next_publishes(0)
-    sender.on_puback(p.seq, p.part, 0)
+    sender.on_puback(p, 0)
     assert sender.finished(0) == [ev.seq]
 
 
@@ -113,12 +113,12 @@ def drain_with_delay(sender: Sender, delay: float, start: float = 0.0,
     now = start
     windows = []
     for _ in range(rounds):
-        pubs = [p for p in sender.next_publishes(now) if p.lane is Lane.BULK]
+        pubs = [p for p in sender.next_publishes(now) if p.lane is Lane.PACED]
         if not pubs:
             break
         now += delay
         for p in pubs:
-            sender.on_puback(p.seq, p.part, now)
+            sender.on_puback(p, now)
         windows.append(sender.window)
     return windows
 
@@ -137,7 +137,7 @@ def test_window_grows_on_a_fast_link_and_shrinks_on_a_slow_one(tmp_path: Path) -
     # a ring now waits behind at most one chunk of clip data
     sender.add(box.put("event", b"ring", priority=0))
     pubs = sender.next_publishes(200.0)
-    assert pubs[0].lane is Lane.PRIORITY
+    assert pubs[0].lane is Lane.RING
 
 
 def test_one_burst_of_late_acks_halves_the_window_once(tmp_path: Path) -> None:
@@ -150,5 +150,97 @@ def test_one_burst_of_late_acks_halves_the_window_once(tmp_path: Path) -> None:
     assert sender.window == 8
     pubs = sender.next_publishes(50.0)
     for p in pubs:                             # the whole window comes back late, together
-        sender.on_puback(p.seq, p.part, 50.5)
+        sender.on_puback(p, 50.5)
     assert sender.window == 4
+
+
+# -- issue 18: a ring overtakes snapshots; outages end at once --------------------------------
+def test_a_ring_overtakes_a_motion_snapshot_not_yet_on_the_wire(tmp_path: Path) -> None:
+    """A visitor sets off motion, then presses the bell: the motion event and its 111 KB
+    snapshot were committed first, but only what is already handed to the broker (one window
+    of small messages) goes before the ring; the snapshot travels in chunks behind it."""
+    box, sender = setup(tmp_path)
+    motion = box.put("event", b"m" * 900, priority=1)
+    snapshot = box.put("snapshot", b"s" * 111_000, priority=2, parent=str(motion.seq))
+    sender.add(motion)
+    sender.add(snapshot)
+    handed = sender.next_publishes(0)
+    ring = box.put("event", b"ring!", priority=0)
+    sender.add(ring)
+    nxt = sender.next_publishes(0)
+    assert [(p.seq, p.lane) for p in nxt] == [(ring.seq, Lane.RING)]
+    ahead = sum(len(sender.payload(p)) for p in handed)
+    assert ahead <= sender.window * 1000 + 2000    # a window of chunks, not the snapshot
+    # the snapshot still arrives whole, as a chunked artifact
+    parts: dict[int, bytes] = {}
+    pending = handed + nxt
+    while pending:
+        for p in pending:
+            if p.seq == snapshot.seq:
+                parts[p.part] = sender.payload(p)
+            sender.on_puback(p, 0)
+        pending = sender.next_publishes(0)
+    env, chunk_bytes, count = unpack_chunked_manifest(parts.pop(MANIFEST))
+    assert env == snapshot.envelope and (chunk_bytes, count) == (1000, 111)
+    assert b"".join(parts[i] for i in range(count)) == snapshot.path.read_bytes()
+
+
+def publish_all(sender: Sender, now: float) -> list[int]:
+    """Publish and acknowledge everything due; the seqs in publishing order (once each)."""
+    order: list[int] = []
+    while pubs := sender.next_publishes(now):
+        for p in pubs:
+            if p.seq not in order:
+                order.append(p.seq)
+            sender.on_puback(p, now)
+    return order
+
+
+def test_a_reconnect_resends_what_awaits_a_receipt_with_the_backoff_reset(tmp_path: Path
+                                                                         ) -> None:
+    box, sender = setup(tmp_path)
+    ev = box.put("event", b"e", priority=1)
+    sender.add(ev)
+    now = 0.0
+    for attempt in range(4):        # no receipt: 10 s, 20 s, 40 s, 80 s between sends
+        assert publish_all(sender, now) == [ev.seq]
+        now += 10 * 2 ** attempt
+    assert publish_all(sender, now - 1) == []
+    assert sender.next_deadline() == now - 80 + 160 - 80   # the fifth wait would be 160 s
+    sender.on_disconnect()
+    sender.on_connect()
+    assert publish_all(sender, now) == [ev.seq]             # at once, not in 160 s
+    assert sender.next_deadline() == now + 10                # and the backoff starts over
+
+
+def test_the_inbox_coming_back_resends_everything_whole_rings_first(tmp_path: Path) -> None:
+    """While the inbox was away the broker accepted everything and dropped it. When it is
+    back, every unreceipted artifact goes again at once, from its first byte, rings first."""
+    box, sender = setup(tmp_path)
+    c = clip(box)
+    motion = box.put("event", b"m", priority=1)
+    ring = box.put("event", b"r", priority=0)
+    for item in (c, motion, ring):
+        sender.add(item)
+    half = sender.next_publishes(0)            # the ring, the motion event, the clip manifest
+    for p in half:
+        sender.on_puback(p, 0)
+    in_flight = sender.next_publishes(1)       # part-way through the clip
+    assert [p.part for p in in_flight] == [0, 1]
+    assert sender.resend() == 3
+    for p in in_flight:                        # acknowledged, but from before the resend
+        sender.on_puback(p, 1)
+    again = sender.next_publishes(2)
+    assert (again[0].seq, again[0].lane) == (ring.seq, Lane.RING)
+    assert [(p.seq, p.part) for p in again[1:]] == [(motion.seq, 0), (c.seq, MANIFEST)]
+
+
+def test_a_puback_from_before_a_resend_does_not_count(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    ev = box.put("event", b"e", priority=1)
+    sender.add(ev)
+    (old,) = sender.next_publishes(0)
+    sender.resend()                 # the inbox came back while the message was in flight
+    sender.on_puback(old, 0.1)      # the broker had it, but perhaps nobody was subscribed
+    (new,) = sender.next_publishes(0.2)
+    assert new.seq == ev.seq and new.round > old.round
