@@ -120,6 +120,11 @@ class Agent:
         self._ring_lock = threading.Lock()
         self._clip: ClipWriter | None = None
         self._clip_meta: dict[str, Any] = {}
+        # The clip the recorder wants while none is open (its start or its writing failed on
+        # a full disk): tried again once a second, resuming from ``_resume_at``.
+        self._want: StartClip | None = None
+        self._resume_at = 0.0
+        self._retry_at = 0.0
         self._motion_on = False
         self.frames = 0
         # the most recent (kind, seq) of events sealed, for the demo, tests and benchmarks;
@@ -249,35 +254,58 @@ class Agent:
     def _start_clip(self, action: StartClip, frame: Frame | None) -> None:
         if self.encoder is None or frame is None:
             return
-        priority = Priority.RING if action.trigger is Trigger.RING else Priority.CLIP
-        try:
-            self._clip = self.sealer.clip(self.encoder.info, priority=priority)
-        except DiskFull as exc:
-            log.error("clip: cannot start recording: %s", exc)
-            return
+        self._want, self._resume_at = action, action.start_from
         self._clip_meta = {"clip": action.clip, "trigger": action.trigger.value,
                            "trigger_wall": frame.wall, "trigger_pts": action.trigger_t,
                            "rings": [frame.wall] if action.trigger is Trigger.RING else []}
         log.info("clip %d: started by %s at t=%.2f", action.clip, action.trigger.value,
                  action.trigger_t)
         self._notify_state(Mode.RECORDING)
-        self._write_clip(self.preroll.since(action.start_from))
+        self._open_clip(frame.pts, first=True)
+
+    def _open_clip(self, now: float, *, first: bool = False) -> None:
+        """Open the wanted clip's file and write the pre-roll (or, after a failure, what the
+        pre-roll still holds since the last packet kept)."""
+        assert self._want is not None
+        priority = (Priority.RING if self._want.trigger is Trigger.RING or
+                    self._clip_meta.get("rings") else Priority.CLIP)
+        try:
+            self._clip = self.sealer.clip(self.encoder.info, priority=priority, evict=first)
+        except DiskFull as exc:
+            if first:
+                log.error("clip %d: cannot start recording (will try again every second "
+                          "while it lasts): %s", self._want.clip, exc)
+            self._retry_at = now + 1.0
+            return
+        if not first:
+            log.warning("clip %d: space again: recording resumes at t=%.2f", self._want.clip,
+                        self._resume_at)
+        self._write_clip(self.preroll.since(self._resume_at))
 
     def _to_clip(self, packet: EncodedPacket) -> None:
         if self._clip is not None:
             self._write_clip([packet])
+        elif self._want is not None and packet.seconds >= self._retry_at and packet.keyframe:
+            self._open_clip(packet.seconds)
 
     def _write_clip(self, packets: list[Any]) -> None:
         assert self._clip is not None
         try:
             self._clip.write(packets)
         except (DiskFull, OSError, SealError) as exc:
-            log.error("clip %s: recording failed and is dropped: %s",
-                      self._clip_meta.get("clip"), exc)
-            self._clip.abort()
-            self._clip = None
+            clip, self._clip = self._clip, None
+            outcome = clip.keep_cut_short()
+            said = {"salvaged": "kept what it recorded as a partial clip",
+                    "kept": "what it recorded waits in the outbox for the next start",
+                    "torn": "nothing of it could be kept"}[outcome]
+            log.error("clip %s: recording stopped (%s); %s; will resume when there is "
+                      "space", self._clip_meta.get("clip"), exc, said)
+            last = clip.last.seconds if clip.last is not None else self._resume_at
+            self._resume_at = last
+            self._retry_at = last + 1.0
 
     def _end_clip(self) -> None:
+        self._want = None
         clip, self._clip = self._clip, None
         self._notify_state(Mode.IDLE)
         if clip is None or clip.first is None:

@@ -47,8 +47,11 @@ class Sealer:
         return self.outbox.put(kind, encrypt(data, self.recipients), priority=priority,
                                parent=parent)
 
-    def clip(self, info: StreamInfo, *, priority: Priority) -> ClipWriter:
+    def clip(self, info: StreamInfo, *, priority: Priority, evict: bool = True) -> ClipWriter:
+        """``evict``: may push older items out on a full disk (a clip resumed after the disk
+        filled may not: it would evict the part of itself that was kept)."""
         pending = self.outbox.open(Kind.CLIP, priority=priority)
+        pending.may_evict = evict
         try:
             return ClipWriter(pending, self.recipients, info)
         except BaseException:
@@ -106,3 +109,8 @@ class ClipWriter:
 
     def abort(self) -> None:
         self._pending.abort()
+
+    def keep_cut_short(self) -> str:
+        """Recording failed (a full disk): keep the whole age chunks written so far as a
+        partial clip. The age writer's last chunk and the muxer's open fragment are lost."""
+        return self._pending.keep_cut_short()

@@ -40,6 +40,14 @@ ACK_EVERY = 16     # chunks between upload-progress records
 _TMP_NAME = re.compile(r"^(?P<kind>[a-z_]+)-p(?P<priority>\d)-[0-9a-f]{32}\.part$")
 
 
+_KIND_RANK = {"event": 0, "thumbnail": 1, "snapshot": 1}   # anything else (clips): 2
+
+
+def _importance(priority: int, kind: str) -> tuple[int, int]:
+    """Lower is more important: by priority, then events before pictures before clips."""
+    return priority, _KIND_RANK.get(kind, 2)
+
+
 @dataclass(frozen=True)
 class Item:
     """One committed artifact waiting in the outbox."""
@@ -261,24 +269,30 @@ class Outbox:
 
     def _reserve(self, n: int, pending: PendingArtifact) -> None:
         with self._lock:
-            if self._used + n > self.quota_bytes and not self._evict_for(n, pending.priority):
+            if self._used + n > self.quota_bytes and not self._evict_for(
+                    n, pending.priority, kind=pending.kind):
                 raise DiskFull(f"outbox quota of {self.quota_bytes} bytes reached and nothing "
                                f"is left to evict for this {pending.kind}")
             self._used += n
 
-    def _evict_for(self, n: int, priority: int, *, disk_full: bool = False) -> bool:
-        """Evict ready items, lowest priority (highest number) and oldest first, until ``n``
-        more bytes fit in the quota or, when the disk itself is full, until ``n`` bytes have been
-        freed. Never evicts an item of higher priority than the one being written."""
+    def _evict_for(self, n: int, priority: int, *, disk_full: bool = False,
+                   kind: str = "clip") -> bool:
+        """Evict ready items, least important and oldest first, until ``n`` more bytes fit in
+        the quota or, when the disk itself is full, until ``n`` bytes have been freed. Never
+        evicts an item more important than the one being written: a lower priority number, or
+        the same priority and a smaller kind (an event before a snapshot before a clip), so a
+        ring's clip can push out an older ring clip but never the ring's own event."""
         why = "disk full" if disk_full else f"quota of {self.quota_bytes} bytes reached"
+        writing = _importance(priority, kind)
         with self._lock:
-            victims = sorted(self._items.values(),
-                             key=lambda it: (-it.manifest.priority, it.seq))
+            victims = sorted(self._items.values(), key=lambda it: (
+                tuple(-x for x in _importance(it.manifest.priority, it.manifest.kind)),
+                it.seq))
             freed = 0
             for item in victims:
                 if (freed >= n) if disk_full else (self._used + n <= self.quota_bytes):
                     return True
-                if item.manifest.priority < priority:
+                if _importance(item.manifest.priority, item.manifest.kind) < writing:
                     break
                 log.warning("outbox: %s; evicting %s seq %d (%d bytes, priority %d)", why,
                             item.manifest.kind, item.seq, item.size, item.manifest.priority)
@@ -316,12 +330,13 @@ class Outbox:
             try:
                 # The manifest first, then the rename: a crash between the two leaves a signed
                 # manifest whose ciphertext is still in tmp/, which start-up puts back in place.
-                self._write_small(env_path, envelope, priority)
+                self._write_small(env_path, envelope, priority, kind)
                 os.replace(path, age_path)
                 fsync_dir(self._ready)
                 # chain.json last: a crash before it is a commit the next start completes
                 # (it takes the seq from the manifest); a failure is taken back here.
-                self._write_small(self.root / "chain.json", chain.to_json().encode(), priority)
+                self._write_small(self.root / "chain.json", chain.to_json().encode(), priority,
+                                  kind)
             except OSError:
                 self._take_back(env_path, age_path, path)
                 raise
@@ -337,7 +352,7 @@ class Outbox:
             self.on_commit(item)
         return item
 
-    def _write_small(self, path: Path, data: bytes, priority: int) -> None:
+    def _write_small(self, path: Path, data: bytes, priority: int, kind: str) -> None:
         """A manifest or chain.json, written atomically. On a full disk, items of the same or
         lower priority are evicted one at a time, until it fits or none is left (a small file
         needs a block, which any evicted file gives back)."""
@@ -346,8 +361,8 @@ class Outbox:
                 write_atomic(path, data)
                 return
             except OSError as exc:
-                if exc.errno != errno.ENOSPC or not self._evict_for(1, priority,
-                                                                    disk_full=True):
+                if exc.errno != errno.ENOSPC or not self._evict_for(1, priority, disk_full=True,
+                                                                    kind=kind):
                     raise
 
     def _take_back(self, env_path: Path, age_path: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ away."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -27,6 +28,7 @@ class PendingArtifact:
         self.path = path
         self.kind = kind
         self.priority = priority
+        self.may_evict = True     # on a full disk, push out less important items to fit
         self.parent = parent
         self.created = time.time()
         # Unbuffered: every write reaches the kernel at once, so a killed process leaves all the
@@ -47,8 +49,9 @@ class PendingArtifact:
                 try:
                     wrote = self._file.write(view[done:])
                 except OSError as exc:
-                    if exc.errno != errno.ENOSPC or not self._outbox._evict_for(
-                            n - done, self.priority, disk_full=True):
+                    if exc.errno != errno.ENOSPC or not self.may_evict or \
+                            not self._outbox._evict_for(n - done, self.priority,
+                                                        disk_full=True, kind=self.kind):
                         raise DiskFull(f"outbox disk is full writing {self.kind} "
                                        f"({self.size + n} bytes): {exc.strerror}") from exc
                     continue
@@ -92,6 +95,18 @@ class PendingArtifact:
             self.abort()
             raise DiskFull(f"outbox could not commit {self.kind} ({self.size} bytes), so "
                            f"nothing was stored: {exc.strerror or exc}") from exc
+
+    def keep_cut_short(self) -> str:
+        """Writing failed part way (a full disk): keep every whole age chunk written so far,
+        as a crash would (committed as ``clip_partial``, or left in tmp/ for the next start if
+        even that does not fit now). Returns "salvaged", "kept" or "torn" (nothing to keep)."""
+        with contextlib.suppress(OSError):      # what reached the kernel stays in the file
+            self._close_file(sync=True)
+        self._outbox._forget(self)
+        outcome = self._outbox._salvage(self.path)
+        if outcome == "torn":
+            self.path.unlink(missing_ok=True)
+        return outcome
 
     def abort(self) -> None:
         self._close_file(sync=False)

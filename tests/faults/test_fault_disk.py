@@ -360,3 +360,61 @@ def test_a_commit_short_of_room_for_its_manifest_evicts_a_motion_clip(
     ring = put_event(box, party)
     assert [item.seq for item in box.items()] == [ring.seq]
     assert box.evictions == 1
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_clip_keeps_what_was_recorded_and_resumes_when_space_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 3: the disk fills during a ring's clip. What was recorded so far is kept
+    (a partial clip, every whole age chunk of it), and the clip resumes within a second or so
+    of space returning, not when max_seconds runs out."""
+    import av
+
+    from doorstep.owner.open import open_artifact
+
+    party = make_party(tmp_path / "home")
+    cfg = parse_config(agent_toml(party, 1, realtime=False, loop=False, motion=False,
+                                  button=True, clip=(1.0, 8.0, 60.0), quota_mb=100.0))
+    disk = SmallDisk(tmp_path / "home" / "device" / "outbox", 1 << 30)
+    disk.install(monkeypatch)
+    factory = MockFactory()
+    service = build(cfg, pin_factory=factory, connect=False)
+    press = press_at(factory, 20)                   # t = 2 s: the clip runs to t = 10 s
+
+    def on_frame(frame: Frame) -> None:
+        press(frame)
+        if frame.index == 40:
+            disk.capacity = disk.used()             # full from t = 4 s...
+        if frame.index == 60:
+            disk.capacity = 1 << 30                 # ...to t = 6 s
+    service.run(on_frame=on_frame)
+    assert disk.refusals > 0
+    items = {item.manifest.kind: item for item in service.outbox.items()
+             if item.manifest.kind.startswith("clip")}
+    assert set(items) == {"clip", "clip_partial"}, items
+    # the ring's own event and snapshot are never pushed out to make room for its clip
+    kinds = sorted(item.manifest.kind for item in service.outbox.items())
+    assert kinds == ["clip", "clip_partial", "event", "event", "snapshot"], kinds   # ring, clip
+
+    def frame_times(kind: str) -> list[float]:
+        item = items[kind]
+        _, mp4 = open_artifact(item.path, [party.owner], party.device.public_key)
+        path = tmp_path / f"{kind}.mp4"
+        path.write_bytes(mp4)
+        times: list[float] = []
+        with av.open(str(path)) as container:
+            try:
+                for packet in container.demux(video=0):
+                    times += [float(f.time) for f in packet.decode()]
+            except av.error.InvalidDataError:
+                assert kind == "clip_partial"     # cut short: it plays to its last whole frame
+        return times
+
+    # the clip would run from t = 1 (1 s of pre-roll) to t = 10: the disk was full from t = 4
+    # to t = 6. Kept: t = 1 to about 4, less what was still in the age writer and the open
+    # MP4 fragment when the disk filled (under a second here)
+    kept = frame_times("clip_partial")
+    assert kept and 1.5 <= max(kept) - min(kept) <= 3.2
+    # resumed within about a second of space (t = 6, at a keyframe: every 0.5 s), to the end
+    resumed = frame_times("clip")
+    assert resumed and 3.0 <= max(resumed) - min(resumed) <= 5.5
