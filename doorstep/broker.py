@@ -15,6 +15,8 @@ from pathlib import Path
 
 from doorstep.core.errors import BrokerUnavailable, DoorstepError
 
+MAX_PACKET_SIZE = 4 * 1024 * 1024 + 128 * 1024   # a 4 MiB chunk or event, its topic, headers
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -68,7 +70,9 @@ class Mosquitto:
                       f"password_file {self._readable(self.password_file, 'passwd')}"]
         else:
             lines += ["allow_anonymous true"]
-        lines += ["max_inflight_messages 0", "max_queued_messages 100000",
+        # the shipped config's limit (config/mosquitto.conf): nothing bigger is ever buffered
+        lines += [f"max_packet_size {MAX_PACKET_SIZE}",
+                  "max_inflight_messages 0", "max_queued_messages 100000",
                  f"persistence {'true' if self.persistence else 'false'}",
                  f"persistence_location {self.dir}/", "log_type error", "log_type warning",
                  f"log_dest file {self.log}"]

@@ -19,9 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError, SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.connect import (
+    DEVICE_MAX_PACKET,
     Broker,
     add_broker_arguments,
     broker_from_args,
+    connect_properties,
     make_client,
 )
 from doorstep.protocol.keys import SigningKey, parse_public_key
@@ -91,7 +93,8 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     try:
-        client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive)
+        client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=mqtt_cfg.keepalive,
+                       properties=connect_properties(client, DEVICE_MAX_PACKET))
     except OSError as exc:
         raise BrokerUnavailable(f"broker {mqtt_cfg.host}:{mqtt_cfg.port}: {exc}") from exc
     client.loop_start()

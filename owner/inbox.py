@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -26,8 +25,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import DoorstepError, KeyFileError, SealError
+from doorstep.core.handoff import Handoff
 from doorstep.owner.store import InboxStore, Stored, verify_store
-from doorstep.protocol.connect import add_broker_arguments, broker_from_args, make_client
+from doorstep.protocol.connect import (
+    INBOX_MAX_PACKET,
+    add_broker_arguments,
+    broker_from_args,
+    connect_properties,
+    make_client,
+)
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.wire import InboxStatus, Receipt, inbox_topic
 
@@ -73,10 +79,15 @@ class Inbox:
         self._subscribe_mid: int | None = None
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 30)
-        self._work: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        # Bounded by count and bytes: a flood waits in at most 64 MiB, the rest is dropped and
+        # counted (a genuine device sends it again when no receipt comes).
+        self._work: Handoff[mqtt.MQTTMessage | None] = Handoff(max_items=4096,
+                                                               max_bytes=64 * 1024 * 1024)
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
-        self._dropped = DropLog(log, "inbox: dropped a message")
+        # kinds of drop reason are kept per device: the devices we know keep their own budget,
+        # so nothing sent on other topics can stop a genuine device's anomalies being logged
+        self._dropped = DropLog(log, "inbox: dropped a message", reserved=store.devices)
 
     def topics(self) -> list[str]:
         filters = [f"{self.base}/+/event", f"{self.base}/+/clip/+/+"]
@@ -85,7 +96,8 @@ class Inbox:
         return filters
 
     def start(self) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.connect_async(self.host, self.port, keepalive=30,
+                                  properties=connect_properties(self.client, INBOX_MAX_PACKET))
         self.client.loop_start()
         self._thread = threading.Thread(target=self._worker, name="inbox-worker", daemon=True)
         self._thread.start()
@@ -100,7 +112,7 @@ class Inbox:
                 log.warning("inbox: could not publish offline status: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()
-        self._work.put(None)
+        self._work.put_control(None)
         if self._thread is not None:
             self._thread.join(5)
 
@@ -142,7 +154,9 @@ class Inbox:
         self.connected.clear()
 
     def _cb_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._work.put(msg)
+        if not self._work.offer(msg, len(msg.payload)):
+            self._dropped(f"flooded: over {self._work.max_bytes} bytes or "
+                          f"{self._work.max_items} messages waiting", source="flood")
 
     def _worker(self) -> None:
         while True:
@@ -194,7 +208,13 @@ class Inbox:
                             qos=1)
 
     def _drop(self, topic: str, reason: str) -> None:
-        self._dropped(f"on {topic}: {reason}")
+        rest = topic[len(self.base) + 1:] if topic.startswith(self.base + "/") else topic
+        device, _, sub = rest.partition("/")
+        if device in self.store.devices:
+            self._dropped(f"on {sub}: {reason}", source=device)
+        else:       # one source, and no device name in the kind, however many are made up
+            self._dropped(f"from an unknown device (topic {topic[:80]!r}): {reason}",
+                          source="unknown devices")
 
     @property
     def dropped(self) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from doorstep.core.errors import ConfigError, DoorstepError
 
@@ -31,6 +33,24 @@ class Broker:
     key_file: str = ""
     username: str = ""
     password_file: str = ""
+
+
+# The largest MQTT packet each side accepts (MQTT 5 Maximum Packet Size, sent in CONNECT: the
+# broker then never delivers a bigger one, so paho never buffers it). The device receives only
+# receipts, commands and the inbox's status (at most 4 KiB each); the inbox receives artifacts
+# (a chunk, or an event with its thumbnail: at most MAX_SINGLE plus an envelope).
+DEVICE_MAX_PACKET = 64 * 1024
+INBOX_MAX_PACKET = 4 * 1024 * 1024 + 64 * 1024
+
+
+def connect_properties(client: mqtt.Client, max_packet: int) -> Properties | None:
+    """CONNECT properties that cap what the broker may send us (MQTT 5 only: under 3.1.1
+    there is no such property, and only the broker's own max_packet_size protects us)."""
+    if client.protocol != mqtt.MQTTv5:
+        return None
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = max_packet
+    return props
 
 
 def is_loopback(host: str) -> bool:

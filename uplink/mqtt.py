@@ -26,12 +26,14 @@ from doorstep.config import resolve_secret
 from doorstep.config.schema import MqttConfig
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import BrokerRefused, SealError
-from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.connect import DEVICE_MAX_PACKET, Broker, connect_properties, make_client
 from doorstep.protocol.wire import InboxStatus, Receipt, Topics
 from doorstep.uplink.outbox import Item, Outbox
 from doorstep.uplink.sender import Publish, Sender
 
 log = logging.getLogger(__name__)
+
+MAX_WAITING_MESSAGES = 256    # commands and receipts waiting for the send thread, at most
 
 
 def device_client(cfg: MqttConfig, client_id: str, *,
@@ -99,6 +101,8 @@ class Uplink:
                              receipt_timeout=cfg.receipt_timeout_seconds,
                              require_receipt=inbox_public is not None)
         self._events: queue.Queue[_Event] = queue.Queue()
+        # "message" events may wait at most MAX_WAITING_MESSAGES at once (see _cb_message)
+        self._inflow = threading.Semaphore(MAX_WAITING_MESSAGES)
         self._mids: dict[int, Publish] = {}
         self._mids_lock = threading.Lock()
         self._stop = threading.Event()
@@ -187,6 +191,12 @@ class Uplink:
         self._events.put(_Event("puback", mid=mid))
 
     def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # Bounded: a flood of messages (commands, receipts) waits in at most this many; the
+        # rest are dropped and counted. PUBACKs and connection events are never dropped.
+        if not self._inflow.acquire(blocking=False):
+            self._dropped(f"flooded: more than {MAX_WAITING_MESSAGES} messages waiting",
+                          source="flood")
+            return
         self._events.put(_Event("message", topic=msg.topic, payload=bytes(msg.payload)))
 
     # -- network thread -----------------------------------------------------------------------
@@ -194,7 +204,9 @@ class Uplink:
         backoff = Backoff()
         while not self._stop.is_set():
             try:
-                self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+                self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive,
+                                    properties=connect_properties(self.client,
+                                                                  DEVICE_MAX_PACKET))
             except (OSError, ssl.SSLError) as exc:
                 delay = backoff.next()
                 log.warning("uplink: broker %s:%d unreachable (%s); retrying in %.1f s",
@@ -269,6 +281,7 @@ class Uplink:
                 if acked is not None:
                     self.outbox.set_acked_chunks(pub.seq, acked)
         elif ev.kind == "message":
+            self._inflow.release()
             self._on_message(ev.topic, ev.payload)
         elif ev.kind == "evicted":
             self.sender.drop(ev.mid)

@@ -210,6 +210,7 @@ def device_outbox(root: Path, party: Party, quota_bytes: int = 64 * 1024 * 1024)
 
 def device_uplink(box: Outbox, party: Party, port: int, *, receipts: bool = True,
                   status: Callable[[], dict[str, Any]] | None = None,
+                  on_command: Callable[[bytes], None] | None = None,
                   **mqtt: Any) -> Uplink:
     """The device's uplink over ``box``; ``mqtt`` overrides MqttConfig fields."""
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": port, "tls": False,
@@ -219,7 +220,8 @@ def device_uplink(box: Outbox, party: Party, port: int, *, receipts: bool = True
     uplink = Uplink(MqttConfig(**settings), Topics(f"doorstep/{DEVICE}/"), box,
                     client_id=f"doorstep-{DEVICE}",
                     inbox_public=party.inbox.public_key if receipts else None,
-                    status=status or (lambda: {"outbox": box.stats()}))
+                    status=status or (lambda: {"outbox": box.stats()}),
+                    on_command=on_command)
     box.on_commit = uplink.notify
     return uplink
 
