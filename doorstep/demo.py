@@ -22,6 +22,7 @@ from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.config.schema import Config
 from doorstep.core.errors import DoorstepError
+from doorstep.core.fsutil import write_atomic
 from doorstep.owner.inbox import Inbox
 from doorstep.owner.keys import make_owner, make_signing
 from doorstep.owner.open import EXTENSIONS, open_artifact
@@ -146,11 +147,11 @@ def _open_all(out: Path, result: DemoResult) -> None:
 
     identities = load_identities(out / "owner.key")
     plain = out / "decrypted"
-    plain.mkdir(exist_ok=True)
+    plain.mkdir(mode=0o700, exist_ok=True)
     for path in sorted((out / "inbox" / "demo").glob("*.age")):
         manifest, data = open_artifact(path, identities)
         target = plain / (path.name.removesuffix(".age") + EXTENSIONS[manifest.kind])
-        target.write_bytes(data)
+        write_atomic(target, data, mode=0o600, durable=False)   # plaintext: the owner's only
         if manifest.kind == "event":
             body = json.loads(data)
             body.pop("thumbnail", None)

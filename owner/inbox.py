@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -45,6 +46,18 @@ class Received:
     """What the worker did with one message, for callers that watch (the demo, tests)."""
 
     stored: Stored
+
+
+_CANONICAL = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def canonical_int(text: str, what: str, *, lo: int) -> int:
+    """A topic level as the device writes numbers: ASCII digits, no sign, no leading zero, no
+    underscores, at most 19 digits. ``int()`` alone takes "-1", "1_000" and fullwidth digits,
+    so one artifact could be named many ways."""
+    if not _CANONICAL.fullmatch(text) or int(text) < lo:
+        raise SealError(f"bad {what}: not a plain decimal number of at least {lo}")
+    return int(text)
 
 
 class Inbox:
@@ -182,17 +195,11 @@ class Inbox:
         if rest == ["event"]:
             stored = self.store.accept_single(device, payload)
         elif len(rest) == 3 and rest[0] == "clip":
-            try:
-                seq = int(rest[1])
-            except ValueError as exc:
-                raise SealError(f"bad clip sequence in topic {topic!r}") from exc
+            seq = canonical_int(rest[1], f"clip sequence in topic {topic[:120]!r}", lo=1)
             if rest[2] == "m":
                 stored = self.store.accept_manifest(device, seq, payload)
             else:
-                try:
-                    index = int(rest[2])
-                except ValueError as exc:
-                    raise SealError(f"bad chunk index in topic {topic!r}") from exc
+                index = canonical_int(rest[2], f"chunk index in topic {topic[:120]!r}", lo=0)
                 stored = self.store.accept_chunk(device, seq, index, payload)
         else:
             raise SealError(f"unexpected topic {topic!r}")

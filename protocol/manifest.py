@@ -177,6 +177,10 @@ def manifest_hash(envelope: bytes | Manifest) -> str:
     return (envelope if isinstance(envelope, Manifest) else _parse(envelope)[0]).hash()
 
 
+# The ``prev`` of the first manifest after a device lost its chain position (a visible break)
+RESTART_PREV = hashlib.sha256(b"doorstep: chain position lost; numbering restarted").hexdigest()
+
+
 class Chain:
     """The device's position in its manifest chain. next() advances it: persist to_json() with
     the sealed artifact before publishing, so a restart never reuses a sequence number."""
@@ -187,6 +191,13 @@ class Chain:
         self.device = device
         self.last_seq = last_seq
         self.last_hash = last_hash
+
+    @classmethod
+    def restart(cls, device: str, last_seq: int) -> Chain:
+        """A chain that goes on after ``last_seq`` when its true position was lost: the next
+        manifest's ``prev`` is RESTART_PREV, which no manifest hashes to, so verifiers report
+        the break rather than a fork."""
+        return cls(device, last_seq, RESTART_PREV)
 
     @classmethod
     def after(cls, manifest: Manifest, digest: str | None = None) -> Chain:

@@ -25,8 +25,16 @@ pytestmark = pytest.mark.slow
 def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    result = run_demo(out, press_at=3.0, realtime=False)
+    old_umask = os.umask(0o022)         # as in a shell: files are 0644 unless made otherwise
+    try:
+        result = run_demo(out, press_at=3.0, realtime=False)
+    finally:
+        os.umask(old_umask)
     print_summary(result, out)
+    # plaintext and ciphertext alike are the owner's only (issue 13 item 12)
+    decrypted = sorted((out / "decrypted").iterdir())
+    assert decrypted and all(p.stat().st_mode & 0o077 == 0 for p in decrypted), decrypted
+    assert (out / "decrypted").stat().st_mode & 0o077 == 0
     assert "clips received" in capsys.readouterr().out
     assert result.outbox_left == 0
     types = [e["type"] for e in result.events]

@@ -22,12 +22,13 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from doorstep.core.errors import DiskFull, OutboxError, SealError
+from doorstep.core.errors import DiskFull, SealError
 from doorstep.core.fsutil import fsync_dir, write_atomic
 from doorstep.protocol.age import whole_chunks_length
 from doorstep.protocol.keys import SigningKey
@@ -96,6 +97,11 @@ class Outbox:
         self._commit_lock = threading.Lock()
         self._tmp = self.root / "tmp"
         self._ready = self.root / "ready"
+        # A second copy of the chain position, beside the outbox (so even a deleted outbox
+        # folder cannot make the numbering start again from 1)
+        self._mirror = self.root.parent / f".{self.root.name}-chain.json"
+        self._ran_before = (self._ready.is_dir() or (self.root / "chain.json").exists()
+                            or self._mirror.exists())
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._ready.mkdir(parents=True, exist_ok=True)
         self._items: dict[int, Item] = {}
@@ -103,6 +109,7 @@ class Outbox:
         self._pending: dict[Path, PendingArtifact] = {}
         self._used = 0
         self._chain_saved = 0    # the last seq chain.json names on disk
+        self._chain_lost = False
         self.evictions = 0
         self.evicted_bytes = 0
         self.recovery = self._recover()
@@ -150,6 +157,10 @@ class Outbox:
                 age_path.unlink()
                 age_path.with_suffix(".ack").unlink(missing_ok=True)
                 torn += 1
+        if chain.last_seq == 0 and self._chain_lost:
+            chain = self._restart_chain()
+        elif chain.last_seq == 0 and not self._ran_before:
+            self._save_initial_chain(chain)
         self._chain = chain
         self._save_chain_at_start()
         for seq, env_path in bare:
@@ -181,12 +192,32 @@ class Outbox:
         if self._chain.last_seq <= self._chain_saved:
             return
         try:
-            write_atomic(self.root / "chain.json", self._chain.to_json().encode())
+            self._save_chain(self._chain)
         except OSError as exc:
             log.warning("outbox: cannot record the chain position (seq %d) yet: %s",
                         self._chain.last_seq, exc.strerror or exc)
             return
         self._chain_saved = self._chain.last_seq
+
+    def _save_initial_chain(self, chain: Chain) -> None:
+        """A new outbox records its (empty) position at once: from then on, a missing
+        chain.json means a lost one, never a new outbox."""
+        try:
+            self._save_chain(chain)
+        except OSError as exc:
+            log.warning("outbox: cannot record the new chain yet: %s", exc.strerror or exc)
+
+    def _save_chain(self, chain: Chain) -> None:
+        write_atomic(self.root / "chain.json", chain.to_json().encode())
+        self._mirror_chain(chain)
+
+    def _mirror_chain(self, chain: Chain) -> None:
+        """The mirror beside the outbox: a second copy of the position, so one lost file
+        cannot restart the numbering. Best effort: chain.json is what a commit depends on."""
+        try:
+            write_atomic(self._mirror, chain.to_json().encode(), durable=False)
+        except OSError as exc:
+            log.debug("outbox: chain mirror not written: %s", exc)
 
     def _reclaim(self, manifest: Manifest, age_path: Path, leftovers: list[Path]) -> None:
         """A crash fell between writing a manifest and renaming its ciphertext into ready/:
@@ -242,14 +273,31 @@ class Outbox:
         return "salvaged"
 
     def _load_chain(self) -> Chain:
-        path = self.root / "chain.json"
-        if not path.exists():
-            return Chain(self.device)
-        try:
-            return Chain.from_json(path.read_text())
-        except (ValueError, KeyError, TypeError) as exc:
-            raise OutboxError(f"{path}: the chain state is corrupt ({exc}); refusing to "
-                              "restart the sequence, which would break the owner's chain") from exc
+        """The chain position from chain.json or its mirror (ready/.chain), whichever is
+        further on. If both are gone from an outbox that ran before, numbering from 1 again
+        would fork the owner's chain and have every later artifact refused: the chain restarts
+        far above anything used (at the clock's seconds), with a marked break the owner's
+        `inbox verify` shows, and nothing is refused."""
+        found: list[Chain] = []
+        for path in (self.root / "chain.json", self._mirror):
+            try:
+                found.append(Chain.from_json(path.read_text()))
+            except FileNotFoundError:
+                continue
+            except (OSError, SealError) as exc:
+                log.error("outbox: %s is unreadable (%s)", path, exc)
+                self._chain_lost = True
+        if found:
+            return max(found, key=lambda c: c.last_seq)
+        self._chain_lost = self._chain_lost or self._ran_before
+        return Chain(self.device)
+
+    def _restart_chain(self) -> Chain:
+        floor = int(time.time())
+        log.error("outbox: the chain position is lost (chain.json and its mirror are gone or "
+                  "unreadable, and no manifest is left); numbering restarts at seq %d, and "
+                  "the owner's chain shows a break there", floor + 1)
+        return Chain.restart(self.device, floor)
 
     # -- writing ------------------------------------------------------------------------------
     def open(self, kind: str, *, priority: int, parent: str = "") -> PendingArtifact:
@@ -337,6 +385,7 @@ class Outbox:
                 # (it takes the seq from the manifest); a failure is taken back here.
                 self._write_small(self.root / "chain.json", chain.to_json().encode(), priority,
                                   kind)
+                self._mirror_chain(chain)
             except OSError:
                 self._take_back(env_path, age_path, path)
                 raise

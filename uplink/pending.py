@@ -33,7 +33,10 @@ class PendingArtifact:
         self.created = time.time()
         # Unbuffered: every write reaches the kernel at once, so a killed process leaves all the
         # ciphertext it produced (each write is one sealed 64 KiB age chunk).
-        self._file: BinaryIO | None = open(path, "xb", buffering=0)  # noqa: SIM115
+        # 0600 whatever the umask: ciphertext is nobody else's business either
+        self._file: BinaryIO | None = open(  # noqa: SIM115
+            path, "xb", buffering=0,
+            opener=lambda p, flags: os.open(p, flags, 0o600))
         self._hash = hashlib.sha256()
         self.size = 0
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.protocol.age import decrypt
 from doorstep.uplink.outbox import Outbox, PendingArtifact
+from tests.conftest import press_bell
 from tests.faults.harness import (
     DEVICE,
     agent_toml,
@@ -379,11 +381,18 @@ def test_a_disk_that_fills_mid_clip_keeps_what_was_recorded_and_resumes_when_spa
     disk.install(monkeypatch)
     factory = MockFactory()
     service = build(cfg, pin_factory=factory, connect=False)
-    press = press_at(factory, 20)                   # t = 2 s: the clip runs to t = 10 s
+    pin = factory.pin(17)
 
     def on_frame(frame: Frame) -> None:
-        press(frame)
+        if frame.index == 20:                       # t = 2 s: the clip runs to t = 10 s
+            press_bell(service, pin)
         if frame.index == 40:
+            # the ring's snapshot is sealed on the ring thread: let it land first (the file
+            # plays far faster than real time)
+            deadline = time.monotonic() + 20
+            while not any(i.manifest.kind == "snapshot" for i in service.outbox.items()):
+                assert time.monotonic() < deadline, "the ring's snapshot was never stored"
+                time.sleep(0.005)
             disk.capacity = disk.used()             # full from t = 4 s...
         if frame.index == 60:
             disk.capacity = 1 << 30                 # ...to t = 6 s

@@ -279,3 +279,31 @@ def test_unassembled_chunks_nobody_completes_expire(tmp_path: Path) -> None:
     assert store._partial_bytes(DEVICE) == 500
     assert not part41.exists()
     assert (tmp_path / "store" / ".partial" / DEVICE / "42" / "0").exists()
+
+
+@pytest.mark.parametrize("level", ["-1", "1_000", "\uff11", "01", "+1", " 1", "1e3",
+                                   "9" * 20, ""])
+def test_chunk_topics_take_only_canonical_numbers(level: str) -> None:
+    from doorstep.owner.inbox import canonical_int
+    with pytest.raises(SealError, match="not a plain decimal number"):
+        canonical_int(level, "chunk index", lo=0)
+
+
+@pytest.mark.parametrize("topic", ["clip/-1/0", "clip/1_000/m", "clip/\uff11/0",
+                                   "clip/01/0", "clip/1/-0", "clip/1/00"])
+def test_the_inbox_refuses_a_chunk_topic_with_a_non_canonical_number(
+        tmp_path: Path, topic: str) -> None:
+    party = make_party(tmp_path / "home")
+    inbox = Inbox(store_for(tmp_path, party), party.inbox, host="127.0.0.1", port=1)
+    with pytest.raises(SealError, match="not a plain decimal number"):
+        inbox.handle(f"doorstep/{DEVICE}/{topic}", b"\0" * 16)
+    assert not (tmp_path / "store" / ".partial").exists() or \
+        not any((tmp_path / "store" / ".partial").rglob("*"))
+
+
+def test_canonical_numbers_are_read() -> None:
+    from doorstep.owner.inbox import canonical_int
+    assert canonical_int("0", "chunk index", lo=0) == 0
+    assert canonical_int("1234567", "clip sequence", lo=1) == 1234567
+    with pytest.raises(SealError):
+        canonical_int("0", "clip sequence", lo=1)

@@ -243,3 +243,64 @@ def test_a_failed_chain_file_write_takes_the_commit_back(
     assert found == {1: b"first", 2: b"second"}
     manifests = [open_envelope(i.envelope, key.public_key) for i in again.items()]
     assert verify_chain(manifests) == []
+
+
+def test_outbox_files_are_the_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+
+    from tests.faults.harness import device_outbox, make_party, put_clip, put_event
+    party = make_party(tmp_path / "home")
+    old = os.umask(0o022)
+    try:
+        box = device_outbox(tmp_path / "outbox", party)
+        put_event(box, party)
+        put_clip(box, party, 100_000)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "outbox").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".age" for p in files)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files), [
+        (p.name, oct(p.stat().st_mode)) for p in files]
+
+
+def test_a_lost_chain_json_never_numbers_from_one_again(tmp_path: Path) -> None:
+    """Issue 13 item 12: chain.json deleted while the outbox was empty restarted the chain at
+    seq 1 under the same key, and the inbox then refused everything after as forks."""
+    from doorstep.owner.store import InboxStore
+    from doorstep.protocol.manifest import RESTART_PREV
+    from doorstep.protocol.wire import pack_single
+    from tests.faults.harness import DEVICE, device_outbox, make_party, put_event
+
+    party = make_party(tmp_path / "home")
+    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    root = tmp_path / "outbox"
+
+    def deliver_all(box: Outbox) -> list[int]:
+        seqs = []
+        for item in box.items():
+            stored = store.accept_single(DEVICE, pack_single(item.envelope,
+                                                             item.path.read_bytes()))
+            assert stored is not None and not stored.duplicate
+            seqs.append(item.seq)
+            box.remove(item.seq)               # the receipt came: the outbox is empty again
+        return seqs
+
+    box = device_outbox(root, party)
+    put_event(box, party)
+    put_event(box, party)
+    assert deliver_all(box) == [1, 2]
+    # one copy gone: the mirror keeps the numbering
+    (root / "chain.json").unlink()
+    box = device_outbox(root, party)
+    put_event(box, party)
+    assert deliver_all(box) == [3]
+    # both gone: a marked restart far above anything used, which the inbox still stores
+    (root / "chain.json").unlink()
+    (tmp_path / ".outbox-chain.json").unlink()
+    box = device_outbox(root, party)
+    put_event(box, party)
+    (item,) = box.items()
+    assert item.seq > 1_000_000_000 and item.manifest.prev == RESTART_PREV
+    assert deliver_all(box) == [item.seq]
+    put_event(box, party)
+    assert deliver_all(box) == [item.seq + 1]
