@@ -340,6 +340,11 @@ class Bench:
                    f"{self.plan.startups} starts", (
                        Line("to first frame", "ms", Stat.of(agent), Stat.of(bare)),))
 
+    def inbox(self) -> Row:
+        from doorstep.bench.inbox import inbox_lookup
+        sizes = (1_000, 10_000) if self.plan.quick else (100_000, 1_000_000)
+        return inbox_lookup(self.work, sizes, 200 if self.plan.quick else 2000)
+
     # -- all ----------------------------------------------------------------------------------
     def run(self, rows: set[int]) -> Table:
         started = time.monotonic()
@@ -358,7 +363,8 @@ class Bench:
                 steps.append((1, through))
             steps += [(3, lambda: [self.cpu_share()]), (4, lambda: [self.memory()]),
                       (5, lambda: [self.ring()]), (6, lambda: [self.onset()]),
-                      (7, lambda: [self.wear(cache["runs"])]), (8, lambda: [self.startup()])]
+                      (7, lambda: [self.wear(cache["runs"])]), (8, lambda: [self.startup()]),
+                      (9, lambda: [self.inbox()])]
             for number, step in steps:
                 if number not in rows and number != 1:
                     continue
@@ -382,7 +388,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="inputs, work files and results (default: bench-out)")
     p.add_argument("--json", metavar="FILE",
                    help="write the JSON here (default: DIR/bench-<time>.json and DIR/latest.json)")
-    p.add_argument("--rows", default="1-8", metavar="LIST",
+    p.add_argument("--rows", default="1-9", metavar="LIST",
                    help="rows to run, e.g. 1,5 or 3-4 (default: all)")
     p.add_argument("--presses", type=int, metavar="N", help="ring presses per case (row 5)")
     p.set_defaults(func=run)
@@ -396,8 +402,8 @@ def parse_rows(text: str) -> set[int]:
             rows.update(range(int(lo), int(hi or lo) + 1))
         except ValueError as exc:
             raise DoorstepError(f"--rows: {part!r} is not a row number or range") from exc
-    if not rows <= set(range(1, 9)):
-        raise DoorstepError(f"--rows: rows are 1 to 8, not {sorted(rows - set(range(1, 9)))}")
+    if not rows <= set(range(1, 10)):
+        raise DoorstepError(f"--rows: rows are 1 to 9, not {sorted(rows - set(range(1, 10)))}")
     return rows
 
 

@@ -22,7 +22,9 @@ import json
 import logging
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from doorstep.core.errors import SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.keys import public_text
+from doorstep.protocol.kinds import Kind
 from doorstep.protocol.manifest import Manifest, manifest_hash, open_envelope, verify_chain
 from doorstep.protocol.wire import unpack_chunked_manifest, unpack_single
 
 log = logging.getLogger(__name__)
 
 MAX_PARTIAL_BYTES = 4 * 1024 * 1024 * 1024
+EARLY_BYTES = 1024 * 1024   # chunks ahead of their manifest, in memory, per device
 PARTIAL_TTL = 24 * 3600      # an unassembled artifact untouched this long is given up
 SWEEP_SECONDS = 60.0
 STORED_NAME = re.compile(r"^(\d{10})\.([a-z_]+)\.age$")
@@ -59,6 +63,10 @@ class InboxStore:
         self.devices = dict(devices)
         self._partial_total: dict[str, int] = {}
         self._swept: dict[str, float] = {}
+        # Chunks that came before their seq's signed manifest: held in memory only, at most
+        # EARLY_BYTES per device, oldest dropped first; nothing unauthenticated reaches disk.
+        self._early: dict[str, OrderedDict[tuple[int, int], bytes]] = {}
+        self._early_lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
         for device, public in self.devices.items():
             d = self.root / device
@@ -89,23 +97,75 @@ class InboxStore:
         if done is not None:
             return done
         part = self._partial(device, seq)
-        write_atomic(part / "manifest", payload, durable=False)
+        mpath = part / "manifest"
+        if mpath.exists():
+            # The first signed manifest's chunking stands: a replay of it with another
+            # chunk_bytes/count (the chunking header is outside the signature in wire v1)
+            # cannot make the inbox throw away chunks it already holds.
+            try:
+                _, first_bytes, first_chunks = unpack_chunked_manifest(mpath.read_bytes())
+            except (OSError, SealError):
+                first_bytes, first_chunks = chunk_bytes, chunks
+            if (first_bytes, first_chunks) != (chunk_bytes, chunks):
+                raise SealError(f"{device} seq {seq}: a manifest with other chunking than the "
+                                "one being assembled (replayed?); ignored")
+        else:
+            write_atomic(mpath, payload, durable=False)
+        for index, data in self._take_early(device, seq):
+            self._write_chunk(device, seq, part, index, data, manifest.size, chunk_bytes,
+                              chunks)
         return self._try_assemble(device, seq)
 
     def accept_chunk(self, device: str, seq: int, index: int, payload: bytes) -> Stored | None:
+        """A chunk is written only for a seq whose signed manifest is here, at its exact
+        size and place; one that comes first waits in a small bounded buffer in memory."""
         if device not in self.devices:
             raise SealError(f"chunk from unknown device {device!r}")
         if index < 0 or index > 1 << 20 or len(payload) > 16 * 1024 * 1024:
             raise SealError(f"{device} seq {seq}: impossible chunk {index} "
                             f"({len(payload)} bytes)")
-        if self._find(device, seq) is not None:
+        if self.find(device, seq) is not None:
             return None  # already stored: a late duplicate
-        if self._partial_bytes(device) + len(payload) > MAX_PARTIAL_BYTES:
-            raise SealError(f"{device}: too much unassembled data; dropping chunk")
-        self._partial_total[device] = self._partial_total.get(device, 0) + len(payload)
-        part = self._partial(device, seq)
-        write_atomic(part / f"{index}", payload, durable=False)
+        part = self.root / ".partial" / device / str(seq)
+        try:
+            envelope, chunk_bytes, chunks = unpack_chunked_manifest(
+                (part / "manifest").read_bytes())
+        except FileNotFoundError:
+            self._hold_early(device, seq, index, payload)
+            return None
+        manifest = self._open(device, envelope)
+        self._write_chunk(device, seq, part, index, payload, manifest.size, chunk_bytes, chunks)
         return self._try_assemble(device, seq)
+
+    def _write_chunk(self, device: str, seq: int, part: Path, index: int, data: bytes,
+                     size: int, chunk_bytes: int, chunks: int) -> None:
+        expected = chunk_bytes if index < chunks - 1 else size - chunk_bytes * (chunks - 1)
+        if not 0 <= index < chunks or len(data) != expected:
+            raise SealError(f"{device} seq {seq}: chunk {index} of {len(data)} bytes does not "
+                            f"fit the signed manifest ({chunks} chunks, {size} bytes)")
+        path = part / f"{index}"
+        if not path.exists():
+            if self._partial_bytes(device) + len(data) > MAX_PARTIAL_BYTES:
+                raise SealError(f"{device}: too much unassembled data; dropping chunk")
+            self._partial_total[device] = self._partial_total.get(device, 0) + len(data)
+        write_atomic(path, data, durable=False)
+
+    def _hold_early(self, device: str, seq: int, index: int, data: bytes) -> None:
+        with self._early_lock:
+            held = self._early.setdefault(device, OrderedDict())
+            held[(seq, index)] = data
+            while sum(len(d) for d in held.values()) > EARLY_BYTES:
+                held.popitem(last=False)
+
+    def _take_early(self, device: str, seq: int) -> list[tuple[int, bytes]]:
+        with self._early_lock:
+            held = self._early.get(device)
+            if not held:
+                return []
+            mine = [(key, data) for key, data in held.items() if key[0] == seq]
+            for key, _ in mine:
+                del held[key]
+        return [(index, data) for (_, index), data in mine]
 
     # -- internals ----------------------------------------------------------------------------
     def _open(self, device: str, envelope: bytes) -> Manifest:
@@ -167,7 +227,7 @@ class InboxStore:
         with self._locked(device):
             mpath = part / "manifest"
             if not mpath.exists():
-                if self._find(device, seq) is not None:
+                if self.find(device, seq) is not None:
                     _clear(part)  # a late chunk of an artifact another worker stored
                 return None
             envelope, _, chunks = unpack_chunked_manifest(mpath.read_bytes())
@@ -191,12 +251,18 @@ class InboxStore:
             _clear(part)
             return stored
 
-    def _find(self, device: str, seq: int) -> Path | None:
-        matches = sorted((self.root / device).glob(f"{seq:010d}.*.age"))
-        return matches[0] if matches else None
+    def find(self, device: str, seq: int) -> Path | None:
+        """The stored artifact of ``seq``: a look at each name it can have (one per kind),
+        never a listing of the device's folder, which holds a year of artifacts."""
+        base = self.root / device
+        for kind in Kind:
+            path = base / f"{seq:010d}.{kind}.age"
+            if path.exists():
+                return path
+        return None
 
     def _existing(self, device: str, manifest: Manifest) -> Stored | None:
-        path = self._find(device, manifest.seq)
+        path = self.find(device, manifest.seq)
         if path is None:
             return None
         env = path.with_suffix(".env")

@@ -260,8 +260,8 @@ def test_fuzz_on_every_topic_leaves_the_inbox_working(tmp_path: Path, broker: Mo
 
 
 def test_unassembled_chunks_nobody_completes_expire(tmp_path: Path) -> None:
-    """Chunks of a clip the device gave up on (evicted mid-upload), or that nobody signed, do
-    not sit in the store for ever, and do not count against the device's allowance."""
+    """Chunks of a clip the device gave up on (evicted mid-upload) do not sit in the store
+    for ever, and do not count against the device's allowance."""
     import os
     import time
 
@@ -269,16 +269,80 @@ def test_unassembled_chunks_nobody_completes_expire(tmp_path: Path) -> None:
 
     party = make_party(tmp_path / "home")
     store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
-    store.accept_chunk(DEVICE, 41, 0, b"x" * 1000)
-    store.accept_chunk(DEVICE, 42, 0, b"y" * 500)
-    part41 = tmp_path / "store" / ".partial" / DEVICE / "41"
+    box = device_outbox(tmp_path / "outbox", party)
+    first, second = put_clip(box, party, 3 * CHUNK), put_clip(box, party, 3 * CHUNK)
+    held = 0
+    for item in (first, second):
+        manifest, chunks = clip_messages(item)
+        store.accept_manifest(DEVICE, item.seq, manifest)
+        store.accept_chunk(DEVICE, item.seq, 0, chunks[0])
+        held = len(manifest) + CHUNK             # the second's: what is left after the sweep
+    part1 = tmp_path / "store" / ".partial" / DEVICE / str(first.seq)
     old = time.time() - store_mod.PARTIAL_TTL - 60
-    for f in part41.iterdir():
+    for f in part1.iterdir():
         os.utime(f, (old, old))
     store._swept.clear()                      # as if a sweep interval had passed
-    assert store._partial_bytes(DEVICE) == 500
-    assert not part41.exists()
-    assert (tmp_path / "store" / ".partial" / DEVICE / "42" / "0").exists()
+    assert store._partial_bytes(DEVICE) == held
+    assert not part1.exists()
+    assert (tmp_path / "store" / ".partial" / DEVICE / str(second.seq) / "0").exists()
+
+
+def test_nothing_unsigned_reaches_the_disk_and_a_flood_cannot_shut_the_device_out(
+        tmp_path: Path) -> None:
+    """Issue 13 item 3: unsigned chunks used to wait in .partial/ under a 4 GiB cap per device;
+    filling it shut the genuine device out. Now a chunk is written only for a seq whose
+    signed manifest is here, at its exact size; early ones wait in a bounded memory buffer."""
+    import doorstep.owner.store as store_mod
+
+    party = make_party(tmp_path / "home")
+    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    for seq in range(1, 3000):                # 3000 made-up seqs, 16 KiB and 0 bytes each
+        store.accept_chunk(DEVICE, seq, 0, b"z" * 16384)
+        store.accept_chunk(DEVICE, seq, 1, b"")
+    assert not (tmp_path / "store" / ".partial").exists() or not any(
+        p.is_file() for p in (tmp_path / "store" / ".partial").rglob("*"))
+    held = store._early[DEVICE]
+    assert sum(len(d) for d in held.values()) <= store_mod.EARLY_BYTES
+    # the genuine clip still goes through, its chunks early or late
+    box = device_outbox(tmp_path / "outbox", party)
+    item = put_clip(box, party, 5 * CHUNK + 100)
+    manifest, chunks = clip_messages(item)
+    store.accept_chunk(DEVICE, item.seq, 4, chunks[4])          # before its manifest
+    assert store.accept_manifest(DEVICE, item.seq, manifest) is None
+    with pytest.raises(SealError, match="does not fit the signed manifest"):
+        store.accept_chunk(DEVICE, item.seq, 1, b"x")            # wrong size: refused
+    with pytest.raises(SealError, match="does not fit the signed manifest"):
+        store.accept_chunk(DEVICE, item.seq, 9, chunks[0])       # past the end: refused
+    # a replay of the signed manifest with other chunking changes nothing
+    data = item.path.read_bytes()
+    with pytest.raises(SealError, match="other chunking"):
+        store.accept_manifest(DEVICE, item.seq,
+                              pack_chunked_manifest(item.envelope, 2 * CHUNK, 3))
+    stored = None
+    for i, chunk in enumerate(chunks):
+        if i != 4:
+            stored = store.accept_chunk(DEVICE, item.seq, i, chunk) or stored
+    assert stored is not None and stored.path.read_bytes() == data
+
+
+def test_finding_a_stored_seq_never_lists_the_device_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 item 8: the inbox listed the whole device folder for every chunk (195 ms a
+    lookup at 100,000 artifacts). A lookup is now a few direct looks, whatever the size."""
+    party = make_party(tmp_path / "home")
+    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    box = device_outbox(tmp_path / "outbox", party)
+    item = put_event(box, party)
+    from doorstep.protocol.wire import pack_single
+    store.accept_single(DEVICE, pack_single(item.envelope, item.path.read_bytes()))
+
+    def no_listing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the device folder was listed")
+    monkeypatch.setattr(Path, "glob", no_listing)
+    monkeypatch.setattr(Path, "iterdir", no_listing)
+    assert store.find(DEVICE, item.seq) is not None
+    assert store.find(DEVICE, item.seq + 1) is None
+    assert store.accept_chunk(DEVICE, item.seq, 0, b"late duplicate") is None
 
 
 @pytest.mark.parametrize("level", ["-1", "1_000", "\uff11", "01", "+1", " 1", "1e3",
