@@ -16,7 +16,8 @@ from doorstep import __version__
 COMMANDS: dict[str, str] = {
     "run": "doorstep.agent.cli", "inbox": "doorstep.owner.inbox",
     "open": "doorstep.owner.open", "keys": "doorstep.owner.keys",
-    "share": "doorstep.owner.share", "cmd": "doorstep.owner.command",
+    "share": "doorstep.owner.share", "verify-share": "doorstep.owner.share",
+    "cmd": "doorstep.owner.command",
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
@@ -13,10 +14,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from doorstep.core.errors import DoorstepError
-from doorstep.core.fsutil import atomic_file
-from doorstep.protocol.age import X25519Identity, X25519Recipient, load_identities, rewrap
+from doorstep.core.errors import DoorstepError, SealError
+from doorstep.core.fsutil import atomic_file, write_atomic
+from doorstep.owner.open import device_key_for
+from doorstep.protocol.age import (
+    X25519Identity,
+    X25519Recipient,
+    b64decode,
+    b64encode,
+    load_identities,
+    read_header,
+    rewrap,
+    same_file_key,
+)
+from doorstep.protocol.keys import parse_public_key
+from doorstep.protocol.manifest import Manifest, open_envelope
+
+PROOF_SUFFIX = ".proof.json"
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +70,12 @@ def share(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity]
     src, dst = Path(src_path), Path(dst_path)
     if dst.exists():
         raise FileExistsError(f"{dst}: already exists; choose another --out or remove it")
-    source_sha = _sha256_file(src)
+    envelope, manifest = verified_source(src)     # never re-wrap what does not verify
+    source_sha = manifest.sha256
+    with src.open("rb") as f:
+        header = read_header(f)
+        f.seek(0)
+        original_header = f.read(header.length)
     with atomic_file(dst, 0o600) as out, src.open("rb") as f:
         rewrap(f, identities, [recipient], out)
         out.flush()
@@ -66,8 +87,58 @@ def share(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity]
                              recipient=str(recipient), shared=dst.name,
                              shared_sha256=shared_sha.hexdigest(), note=note)
         _append_audit(Path(audit_log_path), record)
+        # the proof: the device's signed manifest and the header it signed, so whoever gets
+        # the copy can check that the device made it (`doorstep verify-share`)
+        proof = {"v": 1, "manifest": envelope.decode(),
+                 "original_header": b64encode(original_header).decode()}
+        write_atomic(proof_path(dst), json.dumps(proof, sort_keys=True).encode(), mode=0o600)
     log.info("shared %s with %s as %s", src.name, recipient, dst.name)
     return record
+
+
+def proof_path(shared: Path) -> Path:
+    return shared.with_name(shared.name.removesuffix(".age") + PROOF_SUFFIX)
+
+
+def verified_source(src: Path) -> tuple[bytes, Manifest]:
+    """The signed manifest beside ``src`` (in an inbox store), checked: signature by the
+    device key stored there, and the ciphertext's size and SHA-256. Raises SealError."""
+    try:
+        envelope = src.with_suffix(".env").read_bytes()
+    except OSError as exc:
+        raise SealError(f"{src}: no signed manifest beside it ({exc.strerror}); only artifacts "
+                        "that verify are shared") from exc
+    manifest = open_envelope(envelope, device_key_for(src))
+    if src.stat().st_size != manifest.size or _sha256_file(src) != manifest.sha256:
+        raise SealError(f"{src}: the ciphertext does not match the device's signed manifest "
+                        "(altered or corrupt); refusing to share it")
+    return envelope, manifest
+
+
+def verify_share(shared: Path, identities: Sequence[X25519Identity],
+                 device_public: Any) -> Manifest:
+    """Check a shared copy against its proof: the device's signature on the manifest, the
+    signed SHA-256 over the device's header and this copy's payload, and that both headers
+    wrap the same file key. Returns the device's manifest; raises SealError."""
+    try:
+        proof = json.loads(proof_path(shared).read_bytes())
+        envelope = str(proof["manifest"]).encode()
+        original = b64decode(str(proof["original_header"]).encode())
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SealError(f"{proof_path(shared)}: no readable proof ({exc})") from exc
+    manifest = open_envelope(envelope, device_public)
+    with shared.open("rb") as f:
+        new_header = read_header(f)
+        digest = hashlib.sha256(original)
+        size = len(original)
+        while block := f.read(1024 * 1024):
+            digest.update(block)
+            size += len(block)
+    if size != manifest.size or digest.hexdigest() != manifest.sha256:
+        raise SealError(f"{shared}: its payload is not the one the device signed")
+    if not same_file_key(read_header(io.BytesIO(original)), new_header, identities):
+        raise SealError(f"{shared}: its header does not wrap the device's file key")
+    return manifest
 
 
 def _append_audit(path: Path, record: ShareRecord) -> None:
@@ -101,6 +172,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="audit log (default: share-audit.jsonl next to ARTIFACT)")
     p.add_argument("--note", default="", help="why, for whom: kept in the audit log")
     p.set_defaults(func=run)
+    v = sub.add_parser("verify-share", help="check that a shared copy is what the doorbell made",
+                       description="For whoever received a shared artifact: check it against "
+                       "the proof beside it (NAME.proof.json) and the doorbell's public key, "
+                       "with your own age identity. Exit 0 if the device made it.")
+    v.add_argument("shared", metavar="FILE", help="the shared .age file")
+    v.add_argument("--identity", required=True, metavar="FILE", help="your age identity file")
+    v.add_argument("--device-key", required=True, metavar="ed25519:...",
+                   help="the doorbell's public key, as the owner gave it to you")
+    v.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        manifest = verify_share(Path(args.shared), load_identities(args.identity),
+                                parse_public_key(args.device_key))
+    except (DoorstepError, OSError) as e:
+        print(f"doorstep verify-share: {args.shared}: NOT verified: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.shared}: made by {manifest.device}, seq {manifest.seq}, {manifest.kind}, "
+          f"created {manifest.created:.0f}: verified")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -522,6 +522,19 @@ def rewrap(src: BinaryIO, identities: Sequence[X25519Identity],
     return len(new_header)
 
 
+def same_file_key(original: Header, shared: Header,
+                  identities: Sequence[X25519Identity]) -> bool:
+    """Whether ``original``'s header MAC verifies under the file key ``identities`` unwrap
+    from ``shared``: the two headers wrap one file key, so the payload under them is the same
+    sealing (how a share's recipient checks that the device's signed header and the re-wrapped
+    one belong together, without anyone's private key but their own)."""
+    key = unwrap_file_key(shared, identities)
+    try:
+        return std_hmac.compare_digest(_header_mac(key, original.mac_input), original.mac)
+    finally:
+        _zero(key)
+
+
 def header_length(src: BinaryIO) -> int:
     """Bytes from the start of an age file to its payload nonce (src is read past the header)."""
     return read_header(src).length

@@ -16,6 +16,10 @@ import pytest
 from doorstep.core.errors import SealError
 from doorstep.owner import share as share_mod
 from doorstep.protocol import age
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.manifest import Chain, sign_manifest
+
+DEVICE = SigningKey.generate()
 
 
 @pytest.fixture
@@ -24,7 +28,13 @@ def setup(tmp_path: Path) -> tuple[Path, Path, bytes, str]:
     owner = age.X25519Identity.generate()
     (tmp_path / "owner.key").write_text(f"# public key: {owner.recipient}\n{owner}\n")
     clip = os.urandom(150_000)
-    (tmp_path / "door-7.age").write_bytes(age.encrypt(clip, [owner.recipient]))
+    sealed = age.encrypt(clip, [owner.recipient])
+    (tmp_path / "door-7.age").write_bytes(sealed)
+    # as in an inbox store: the device's signed manifest beside it, and the device's key
+    manifest = Chain("door").next("clip", len(sealed), hashlib.sha256(sealed).hexdigest(),
+                                  created=1.8e9, clock_synced=True)
+    (tmp_path / "door-7.env").write_bytes(sign_manifest(DEVICE, manifest))
+    (tmp_path / "device.pub").write_text(DEVICE.public_text() + "\n")
     subprocess.run(["age-keygen", "-o", str(tmp_path / "neighbour.key")], check=True,
                    capture_output=True)
     neighbour = subprocess.run(["age-keygen", "-y", str(tmp_path / "neighbour.key")], check=True,
@@ -79,7 +89,8 @@ def test_share_failures_leave_no_copy_and_no_record(
     assert cli("share", str(src), "--to", "age1nope", "--identity", str(d / "owner.key")) == 1
     assert "not an age recipient" in capsys.readouterr().err
     assert not out.exists() and not (d / "share-audit.jsonl").exists()
-    assert sorted(p.name for p in d.iterdir()) == ["door-7.age", "neighbour.key", "owner.key"]
+    assert sorted(p.name for p in d.iterdir()) == ["device.pub", "door-7.age", "door-7.env",
+                                                   "neighbour.key", "owner.key"]
 
 
 def test_share_refuses_to_overwrite(setup: tuple[Path, Path, bytes, str]) -> None:
@@ -88,3 +99,41 @@ def test_share_refuses_to_overwrite(setup: tuple[Path, Path, bytes, str]) -> Non
     with pytest.raises(FileExistsError):
         share_mod.share(src, ids, age.X25519Recipient.parse(neighbour), src, d / "audit.jsonl")
     assert not (d / "audit.jsonl").exists()
+
+
+def test_share_refuses_a_forged_file_that_open_refuses(
+        setup: tuple[Path, Path, bytes, str], capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 13 item 11: share used to re-wrap and audit a file `doorstep open` refuses
+    d, src, _, neighbour = setup
+    data = bytearray(src.read_bytes())
+    data[-1] ^= 1
+    src.write_bytes(bytes(data))
+    out = d / "out.age"
+    assert cli("share", str(src), "--to", neighbour, "--identity", str(d / "owner.key"),
+               "--out", str(out)) == 1
+    assert "does not match the device's signed manifest" in capsys.readouterr().err
+    assert not out.exists() and not (d / "share-audit.jsonl").exists()
+
+
+def test_the_recipient_can_check_the_device_made_the_shared_copy(
+        setup: tuple[Path, Path, bytes, str], capsys: pytest.CaptureFixture[str]) -> None:
+    d, src, clip, neighbour = setup
+    out = d / "for-neighbour.age"
+    assert cli("share", str(src), "--to", neighbour, "--identity", str(d / "owner.key"),
+               "--out", str(out)) == 0
+    proof = d / "for-neighbour.proof.json"
+    assert proof.exists() and proof.stat().st_mode & 0o077 == 0
+    ok = ["verify-share", str(out), "--identity", str(d / "neighbour.key"),
+          "--device-key", DEVICE.public_text()]
+    assert cli(*ok) == 0
+    assert "made by door, seq 1, clip" in capsys.readouterr().out
+    # another device's key: refused
+    assert cli("verify-share", str(out), "--identity", str(d / "neighbour.key"),
+               "--device-key", SigningKey.generate().public_text()) == 1
+    assert "NOT verified" in capsys.readouterr().err
+    # a payload swapped for another sealing to the same recipient: refused
+    other = age.encrypt(os.urandom(len(clip)),
+                        [age.X25519Recipient.parse(neighbour)])
+    out.write_bytes(other)
+    assert cli(*ok) == 1
+    assert "not the one the device signed" in capsys.readouterr().err
