@@ -65,12 +65,12 @@ def share(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity]
         record = ShareRecord(time=clock(), source=src.name, source_sha256=source_sha,
                              recipient=str(recipient), shared=dst.name,
                              shared_sha256=shared_sha.hexdigest(), note=note)
-        _append_audit(Path(audit_log_path), record)
+        append_audit(Path(audit_log_path), record)
     log.info("shared %s with %s as %s", src.name, recipient, dst.name)
     return record
 
 
-def _append_audit(path: Path, record: ShareRecord) -> None:
+def append_audit(path: Path, record: ShareRecord) -> None:
     line = json.dumps(asdict(record), sort_keys=True, ensure_ascii=False) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
