@@ -3,7 +3,7 @@
 
 VENV      ?= .venv
 PYTHON    ?= python3
-APT_PKGS  := mosquitto age ffmpeg systemd
+APT_PKGS  := mosquitto age ffmpeg systemd chromium chromium-driver
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # On Raspberry Pi OS, picamera2 comes from apt (python3-picamera2): let the venv see it.
 VENV_OPTS := $(shell [ -d /usr/lib/python3/dist-packages/picamera2 ] && echo --system-site-packages)

@@ -77,6 +77,7 @@ class Hub:
 
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+BROWSER: web.RequestKey[Browser] = web.RequestKey("browser", Browser)
 
 
 def refuse(status: int, message: str) -> web.Response:
@@ -84,8 +85,7 @@ def refuse(status: int, message: str) -> web.Response:
 
 
 def browser_of(request: web.Request) -> Browser:
-    found: Browser = request["browser"]
-    return found
+    return request[BROWSER]
 
 
 @web.middleware
@@ -112,7 +112,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         browser = hub.household.session(request.cookies.get(COOKIE))
         if browser is None:
             return refuse(401, "no valid session: enrol this browser, or sign in again")
-        request["browser"] = browser
+        request[BROWSER] = browser
     try:
         response = await handler(request)
     except web.HTTPRequestEntityTooLarge:

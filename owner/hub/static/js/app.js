@@ -44,7 +44,7 @@ async function enrolView() {
         recipient: keys.recipient, key: keys.key, devices: doc.devices, vapid: doc.vapid });
       status.textContent = "Enrolled.";
       history.replaceState(null, "", "/#timeline");
-      await subscribePush(doc.vapid);
+      subscribePush(doc.vapid).then((how) => { window.__push = how; });
       start();
     } catch (err) { status.textContent = `Refused: ${err.message}`; status.className = "bad"; }
   } },
