@@ -16,8 +16,15 @@ from typing import Any
 import pytest
 
 from doorstep.protocol.age import X25519Identity, decrypt, read_header
-from tests.owner.hub.rig import (Household, chromium, console, have_chromium, household,
-                                 notifications, wait_for)
+from tests.owner.hub.rig import (
+    Household,
+    chromium,
+    console,
+    have_chromium,
+    household,
+    notifications,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium and "
