@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from doorstep.protocol.age import X25519Identity, decrypt, read_header
+from tests.owner.hub.pushservice import PushService, to_service_worker
 from tests.owner.hub.rig import (
     Household,
     chromium,
@@ -174,3 +175,36 @@ def test_a_tampered_clip_is_refused_and_never_plays(home: dict[str, Any]) -> Non
     assert "Tampered" in refused[0].text
     assert "does not match the doorbell's signed manifest" in refused[0].text
     assert not driver.find_elements("id", "player")
+
+
+def test_a_ring_arrives_by_web_push_when_the_app_is_closed(home: dict[str, Any]) -> None:
+    house: Household = home["house"]
+    driver = home["driver"]
+    push = PushService(to_service_worker(driver, house.url))
+    try:
+        driver.get(house.url + "#settings")
+        wait_for(lambda: driver.find_elements("id", "save-notifications"), 60, "settings")
+        done = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch('/api/notifications', {method: 'POST', credentials: 'same-origin',
+                headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({subscription: arguments[0]})}).then((r) => done(r.status));
+        """, push.subscription)
+        assert done == 200
+        before = {n["tag"] for n in notifications(driver)}
+        driver.get(house.url + "manifest.webmanifest")     # the app is closed: no live channel
+        service, _ = house.agent(press_at=2.0)
+        house.run(service).join(180)
+        got = wait_for(lambda: [p for p in push.received if "plaintext" in p], 60, "a push")
+        # the push service saw RFC 8291 ciphertext, VAPID-signed; inside, only which sealed
+        # artifact to fetch (or the sealed artifact itself): never a picture or an event body
+        assert got[0]["authorization"].startswith("vapid t=")
+        inner = json.loads(got[0]["plaintext"])
+        assert inner["d"] == "demo" and inner["p"] == 0
+        assert b"ring" not in got[0]["plaintext"] and b"\xff\xd8\xff" not in got[0]["plaintext"]
+        shown = wait_for(lambda: [n for n in notifications(driver) if n["tag"] not in before
+                                  and n["title"].startswith("Someone is at the door")], 60,
+                         "the pushed ring's notification")
+        assert shown[0]["image"].startswith("data:image/jpeg;base64,")
+    finally:
+        push.close()
