@@ -105,7 +105,9 @@ class Relay:
             self._dropped(f"{what} from {device[:40]}: {exc.__class__.__name__}")
             return
         if what == "status":
-            self.status[device] = {**doc, "received": time.time()}
+            # an offline status (the last will) says only that: keep the last health known
+            self.status[device] = {**self.status.get(device, {}), **doc,
+                                   "received": time.time()}
             self.on_status(device, self.status[device])
         elif what == "ack":
             body = doc.get("body")
