@@ -41,7 +41,8 @@ def main(out: Path) -> int:
             const v = document.getElementById('player');
             v.addEventListener('seeked', () => done(), {once: true});
             const go = () => { v.currentTime = 3.0; };
-            if (v.readyState >= 1) go(); else v.addEventListener('loadedmetadata', go, {once: true});
+            if (v.readyState >= 1) go();
+            else v.addEventListener('loadedmetadata', go, {once: true});
         """)
         driver.save_screenshot(str(out / "app-player.png"))
         driver.get(house.url + "#devices")
