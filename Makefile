@@ -3,13 +3,13 @@
 
 VENV      ?= .venv
 PYTHON    ?= python3
-APT_PKGS  := mosquitto age ffmpeg systemd
+APT_PKGS  := mosquitto age ffmpeg systemd chromium chromium-driver
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # On Raspberry Pi OS, picamera2 comes from apt (python3-picamera2): let the venv see it.
 VENV_OPTS := $(shell [ -d /usr/lib/python3/dist-packages/picamera2 ] && echo --system-site-packages)
 STAMP     := $(VENV)/.doorstep-installed
 
-.PHONY: setup demo test lint bench bench-quick clean
+.PHONY: setup demo test lint bench bench-quick screenshots clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,10 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $@
 
 demo: setup
-	$(VENV)/bin/doorstep demo --out $(or $(OUT),demo-out/$(shell date +%Y%m%d-%H%M%S))
+	$(VENV)/bin/doorstep demo --serve --out $(or $(OUT),demo-out/$(shell date +%Y%m%d-%H%M%S))
+
+screenshots: setup
+	$(VENV)/bin/python -m tests.owner.hub.screenshots docs
 
 lint: setup
 	$(VENV)/bin/ruff check .

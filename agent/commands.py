@@ -8,15 +8,15 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from doorstep.core.droplog import DropLog
-from doorstep.core.errors import SealError
+from doorstep.core.errors import SealError, SignatureError
 from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.keys import SigningKey
-from doorstep.protocol.kinds import Action
+from doorstep.protocol.kinds import OWNER_ONLY, Action
 from doorstep.protocol.wire import Ack, Command
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,12 @@ class CommandGate:
 
     def __init__(self, owner_public: Any, device: str, state: Path, *,
                  clock_synced: Callable[[], bool], fresh: bool = False,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time,
+                 members: Callable[[], Sequence[Any]] = tuple) -> None:
+        """``members``: the enrolled devices' command keys, which may sign every action
+        but the owner-only ones (adding and removing recipients)."""
         self._public = owner_public
+        self._members = members
         self._device = device
         self._state = state
         self._synced = clock_synced
@@ -63,7 +67,7 @@ class CommandGate:
         for us, but refused (answered with a signed refusal). ``(None, None)``: forged,
         malformed or not for us: dropped unanswered, logged once per kind."""
         try:
-            cmd = Command.open(payload, self._public)
+            cmd = self._open(payload)
             if cmd.device != self._device:
                 raise SealError(f"command: for device {cmd.device[:40]!r}, not us")
         except SealError as exc:
@@ -81,6 +85,23 @@ class CommandGate:
             return cmd, refusal
         self.counter = cmd.counter
         return cmd, None
+
+    def _open(self, payload: bytes) -> Command:
+        """The command, signed by the owner's key or, for an action that is not owner-only,
+        by a member's."""
+        try:
+            return Command.open(payload, self._public)
+        except SignatureError:
+            for key in self._members():
+                try:
+                    cmd = Command.open(payload, key)
+                except SignatureError:
+                    continue
+                if cmd.action in OWNER_ONLY:
+                    raise SealError(f"command: {cmd.action} signed by a member's key, not "
+                                    "the owner's") from None
+                return cmd
+            raise
 
     def _refusal(self, cmd: Command) -> str | None:
         now = self._now()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from doorstep.agent.commands import CommandGate, Commands, Done
 from doorstep.agent.doorbell import Doorbell, LedState
 from doorstep.agent.modes import MODES_FILE, Modes, ModeStore
+from doorstep.agent.recipients import RECIPIENTS_FILE, Recipients
 from doorstep.agent.run import Agent, Mode
 from doorstep.agent.sealing import Sealer
 from doorstep.agent.service import Service
@@ -86,10 +87,16 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
                            subpel=cfg.encoder.subpel, source=src)
     detector = MotionDetector(cfg.motion, (cfg.camera.lores_width, cfg.camera.lores_height),
                               float(src.fps)) if cfg.motion.enabled else None
-    sealer = Sealer(outbox, recipients, clock_synced=clock_sync)
+    members = Recipients(data_dir / RECIPIENTS_FILE, recipients)
+    sealer = own_sealer = Sealer(outbox, members.all(), clock_synced=clock_sync)
     encoder = instrument("encoder", encoder)
     detector = instrument("detector", detector) if detector is not None else None
     sealer = instrument("sealer", sealer)
+
+    def reseal(new: list[X25519Recipient]) -> None:
+        own_sealer.recipients = new    # one assignment: a clip in progress keeps its own
+
+    members.on_change = reseal
     bell_events: queue.Queue[object] = queue.Queue()
     doorbell = None
     if cfg.button.enabled or cfg.chime.enabled or cfg.led.enabled:
@@ -108,10 +115,12 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
         show(Mode.PRIVACY)          # restored from before the restart
     gate = (CommandGate(parse_public_key(cfg.owner.command_key), cfg.device.id,
                         data_dir / "command_counter.json", clock_synced=clock_sync,
-                        fresh=fresh) if cfg.owner.command_key else None)
+                        fresh=fresh, members=members.command_keys)
+            if cfg.owner.command_key else None)
     status = Status(cfg, key=key, agent=agent, outbox=outbox, source=src,
                     clock_sync=clock_sync, problems=lambda: [
-                        p for p in (modes.problem, gate.lost if gate else None) if p],
+                        p for p in (modes.problem, gate.lost if gate else None,
+                                    members.problem) if p],
                     drops=lambda: {name: d for name, d in (
                         ("commands", gate.drops if gate else None),
                         ("uplink", uplink.drops if uplink else None)) if d is not None})
@@ -128,6 +137,7 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
 
     for action in agent.commands:
         commands[action] = to_frame_loop
+    members.register(commands.__setitem__)
     if connect:
         uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
                         client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "open": "doorstep.owner.open", "keys": "doorstep.owner.keys",
     "share": "doorstep.owner.share", "verify-share": "doorstep.owner.share",
     "cmd": "doorstep.owner.command",
+    "home": "doorstep.owner.hub.cli", "enroll": "doorstep.owner.hub.enroll",
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="when the simulated doorbell press happens (default 4)")
     p.add_argument("--fast", action="store_true", help="play the clip as fast as possible "
                    "instead of in real time")
+    p.add_argument("--serve", action="store_true", help="then serve what arrived with the "
+                   "owner's hub (`doorstep home`) on loopback, print its URL and an enrolment "
+                   "code, and keep serving until Ctrl-C")
+    p.add_argument("--port", type=int, default=8750, help="the hub's port with --serve")
     p.set_defaults(func=run)
+
+
+def serve(out: Path, port: int, stop: threading.Event | None = None) -> int:
+    """The demo's inbox store served by the hub, with an enrolment code a new browser can
+    redeem; the owner's key can be imported in the app's settings to open the demo's
+    recordings (they were sealed before any browser was enrolled)."""
+    from doorstep.owner.hub.enrol import new_code
+    from doorstep.owner.hub.server import HubConfig, HubServer
+    from doorstep.protocol.keys import SigningKey, parse_public_key
+
+    home = out / "home"
+    home.mkdir(exist_ok=True)
+    store = home / "store"
+    if not store.exists():
+        store.symlink_to(out / "inbox")
+    device = parse_public_key((out / "inbox" / "demo" / "device.pub").read_text())
+    server = HubServer(HubConfig(home=home, devices={"demo": device},
+                                 inbox_key=SigningKey.load(out / "inbox.key"),
+                                 port=port)).start()
+    code, _ = new_code(home / "hub" / "enrol", seconds=3600)
+    print()
+    print(f"The hub is serving the demo's recordings at {server.url}")
+    print(f"Enrolment code (good for an hour, once): {code}")
+    print(f"  open {server.url}#enrol={code}")
+    print(f"  then Settings -> import the owner's key from {out / 'owner.key'} to open them")
+    print("Ctrl-C to stop.", flush=True)
+    stop = stop or threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,4 +268,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"doorstep demo: {exc}", file=sys.stderr)
         return 1
     print_summary(result, out)
-    return 0 if result.clips and result.events else 1
+    ok = bool(result.clips and result.events)
+    if ok and args.serve:
+        return serve(out, args.port)
+    return 0 if ok else 1

@@ -27,7 +27,7 @@ from doorstep.protocol.connect import (
     make_client,
 )
 from doorstep.protocol.keys import SigningKey, parse_public_key
-from doorstep.protocol.kinds import Action
+from doorstep.protocol.kinds import OWNER_ONLY, Action
 from doorstep.protocol.wire import COMMAND_ACTIONS, Ack, Command, Topics, device_prefix
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def next_counter(counter_file: Path | None, now: float | None = None) -> int:
 def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
                  counter: int, prefix: str = "doorstep/{device}/", timeout: float = 10.0,
                  device_public: Ed25519PublicKey | None = None,
-                 answer_timeout: float = 20.0) -> tuple[Command, Ack | None]:
+                 answer_timeout: float = 20.0,
+                 params: dict[str, str] | None = None) -> tuple[Command, Ack | None]:
     """Sign ``action`` for ``device`` and publish it (QoS 1, not retained). With
     ``device_public``, wait up to ``answer_timeout`` s for the doorbell's signed answer and
     return it (refusals included: ``ack.ok`` is False and ``ack.reason`` says why). Raises
@@ -63,7 +64,8 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
     if action not in COMMAND_ACTIONS:
         raise DoorstepError(f"unknown action {action!r} (allowed: "
                             f"{', '.join(sorted(COMMAND_ACTIONS))})")
-    cmd = Command(device=device, counter=counter, action=Action(action), issued=time.time())
+    cmd = Command(device=device, counter=counter, action=Action(action), issued=time.time(),
+                  params=tuple(sorted((params or {}).items())))
     topics = Topics(device_prefix(prefix, device))
     client = make_client(mqtt_cfg, f"doorstep-owner-{device}-{counter}")
     state: dict[str, Any] = {}
@@ -134,7 +136,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Sign a command with the owner's command key and publish "
                        "it on the device's cmd topic. The device accepts it only if the "
                        "signature verifies and the counter is above every one it has seen.")
-    p.add_argument("action", choices=sorted(COMMAND_ACTIONS))
+    # adding and removing recipients is `doorstep enroll`'s (it knows the member's keys)
+    p.add_argument("action", choices=sorted(COMMAND_ACTIONS - OWNER_ONLY))
     p.add_argument("--key", default="owner-command.key", metavar="FILE",
                    help="the owner's Ed25519 command key (from `doorstep keys owner`)")
     p.add_argument("--device", required=True, metavar="ID", help="the device id")

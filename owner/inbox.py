@@ -240,9 +240,10 @@ def load_devices(entries: list[str], files: list[str]) -> dict[str, Ed25519Publi
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if line and not line.startswith("#"):
-                lines.append((line.replace("=", " ", 1), f"{f}:{n}"))
+                lines.append((line, f"{f}:{n}"))
     for line, where in lines:
-        fields = line.replace("=", " ", 1).split()
+        # "ID ed25519:..." or "ID=ed25519:...": the key's base64 padding is "=" too
+        fields = line.split() if len(line.split()) == 2 else line.split("=", 1)
         if len(fields) != 2:
             raise KeyFileError(f"{where}: expected 'DEVICE-ID ed25519:...', got {line!r}")
         devices[fields[0]] = parse_public_key(fields[1])

@@ -86,7 +86,7 @@ def share(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity]
         record = ShareRecord(time=clock(), source=src.name, source_sha256=source_sha,
                              recipient=str(recipient), shared=dst.name,
                              shared_sha256=shared_sha.hexdigest(), note=note)
-        _append_audit(Path(audit_log_path), record)
+        append_audit(Path(audit_log_path), record)
         # the proof: the device's signed manifest and the header it signed, so whoever gets
         # the copy can check that the device made it (`doorstep verify-share`)
         proof = {"v": 1, "manifest": envelope.decode(),
@@ -141,7 +141,7 @@ def verify_share(shared: Path, identities: Sequence[X25519Identity],
     return manifest
 
 
-def _append_audit(path: Path, record: ShareRecord) -> None:
+def append_audit(path: Path, record: ShareRecord) -> None:
     line = json.dumps(asdict(record), sort_keys=True, ensure_ascii=False) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

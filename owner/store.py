@@ -44,6 +44,7 @@ MAX_PARTIAL_BYTES = 4 * 1024 * 1024 * 1024
 EARLY_BYTES = 1024 * 1024   # chunks ahead of their manifest, in memory, per device
 PARTIAL_TTL = 24 * 3600      # an unassembled artifact untouched this long is given up
 SWEEP_SECONDS = 60.0
+CONFLICTS = "conflicts"      # signed manifests that contradict a stored one (forks)
 STORED_NAME = re.compile(r"^(\d{10})\.([a-z_]+)\.age$")
 
 
@@ -273,8 +274,18 @@ class InboxStore:
         if old != manifest:
             log.error("inbox: %s seq %d: a second, different manifest for a stored seq "
                       "(fork or forgery); keeping the first", device, manifest.seq)
+            self._record_conflict(device, manifest)
             raise SealError(f"{device} seq {manifest.seq}: conflicts with the stored artifact")
         return Stored(device, manifest, path, duplicate=True)
+
+    def _record_conflict(self, device: str, manifest: Manifest) -> None:
+        """Keep the rejected manifest (signed by the device: a fork, not noise) beside the
+        store, so the owner's app can show it: ``<device>/conflicts/<seq>.<hash>.json``."""
+        where = self.root / device / CONFLICTS
+        where.mkdir(exist_ok=True)
+        name = f"{manifest.seq:010d}.{manifest.hash()[:16]}.json"
+        with contextlib.suppress(OSError):
+            write_atomic(where / name, manifest.canonical(), durable=False)
 
     def _store(self, device: str, manifest: Manifest, envelope: bytes,
                ciphertext: bytes) -> Stored:

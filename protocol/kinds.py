@@ -35,6 +35,14 @@ class Action(enum.StrEnum):
     DISARM = "disarm"
     PRIVACY_ON = "privacy_on"
     PRIVACY_OFF = "privacy_off"
+    # the household's devices (docs/design.md decision 24): only the owner's command key
+    # may sign these; ``params`` name the age recipient and the member's command key
+    ADD_RECIPIENT = "add_recipient"
+    REMOVE_RECIPIENT = "remove_recipient"
+
+
+# Actions only the owner's own command key may sign (not an enrolled browser's key).
+OWNER_ONLY = frozenset({Action.ADD_RECIPIENT, Action.REMOVE_RECIPIENT})
 
 
 class Priority(enum.IntEnum):

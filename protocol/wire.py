@@ -196,15 +196,26 @@ class InboxStatus:
 
 @dataclass(frozen=True)
 class Command:
-    """An owner command. ``counter`` must exceed every counter the device has accepted."""
+    """An owner command. ``counter`` must exceed every counter the device has accepted.
+    ``params``: the action's arguments (text only), signed with it; written only when there
+    are any, so a command without them is byte for byte what it always was."""
 
     device: str
     counter: int
     action: Action
     issued: float
+    params: tuple[tuple[str, str], ...] = ()
 
     def sign(self, key: SigningKey) -> bytes:
-        return sign_json(key, {"v": WIRE_VERSION, **asdict(self)})
+        body: dict[str, Any] = {"v": WIRE_VERSION, "device": self.device,
+                                "counter": self.counter, "action": self.action,
+                                "issued": self.issued}
+        if self.params:
+            body["params"] = dict(self.params)
+        return sign_json(key, body)
+
+    def param(self, name: str) -> str:
+        return dict(self.params).get(name, "")
 
     @classmethod
     def open(cls, payload: bytes, owner_public: Ed25519PublicKey) -> Command:
@@ -213,9 +224,15 @@ class Command:
         if action not in COMMAND_ACTIONS:
             raise SealError(f"command: unknown action {action[:40]!r} "
                             f"(allowed: {', '.join(sorted(COMMAND_ACTIONS))})")
+        params = body.get("params", {})
+        if not isinstance(params, dict) or len(params) > 8 or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) <= 512
+                for k, v in params.items()):
+            raise SealError("command: params must be at most 8 short text values")
         try:
             return cls(device=str(body["device"]), counter=int(body["counter"]),
-                       action=Action(action), issued=float(body["issued"]))
+                       action=Action(action), issued=float(body["issued"]),
+                       params=tuple(sorted(params.items())))
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"command: missing or bad field ({exc})") from exc
 

@@ -27,8 +27,11 @@ def main() -> None:
         if path.suffix == ".py":
             os.symlink(path, root / path.name)
     for package, folder in mapping.items():
-        if package != "doorstep":
+        if package.count(".") == 1:
             os.symlink(REPO / folder, root / package.split(".", 1)[1])
+        elif package != "doorstep":    # a subpackage sits in its parent's folder, as installed
+            parent, _, leaf = package.rpartition(".")
+            assert Path(mapping[parent]) / leaf == Path(folder), (package, folder)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ exposure 2.0 or better. Also checks the units agree with install.py and firstboo
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -153,3 +154,20 @@ def test_firstboot_unit_runs_before_the_agent_only_when_there_is_a_file() -> Non
     assert "doorstep-agent.service" in s["Before"][0]
     assert "doorstep-firstboot.service" in settings("doorstep-agent.service")["After"][0]
     assert s["ExecStart"][0].startswith(f"{install.DEFAULT_PREFIX}/venv/bin/doorstep firstboot")
+
+
+@needs_analyze
+def test_the_home_hub_is_rated_exposure_2_or_better_and_verifies(tmp_path: Path) -> None:
+    unit = str(UNITS / "doorstep-home.service")
+    done = analyze("security", "--offline=true", "--threshold=20", unit)
+    found = re.search(r"Overall exposure level for doorstep-home\.service: (\d+\.\d)", done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr
+    assert float(found.group(1)) <= 2.0 and done.returncode == 0
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "HOME": str(tmp_path)}
+    done = analyze("--user", "verify", unit, env=env)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    # it binds loopback by default: no --listen in the unit, and no key that decrypts
+    s = settings("doorstep-home.service")
+    assert "--listen" not in s["ExecStart"][0] and "owner.key" not in s["ExecStart"][0]

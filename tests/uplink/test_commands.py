@@ -100,7 +100,7 @@ def test_gate_drops_forged_replayed_foreign_and_unknown_commands(
         (signed(owner, 3), ""),            # an old one: the same kind of reason, no new line
         (signed(owner, 12, device="garage"), "not us"),                # for another device
         (sign_json(owner, {"v": WIRE_VERSION, "device": DEVICE, "counter": 13,
-                           "action": "add_recipient", "issued": 1.0}), "unknown action"),
+                           "action": "unlock_door", "issued": 1.0}), "unknown action"),
         (sign_json(owner, {"v": 2, "device": DEVICE, "counter": 14, "action": "arm",
                            "issued": 1.0}), "unsupported version"),
         (sign_json(owner, {"v": WIRE_VERSION, "device": DEVICE, "counter": 1e308 * 10,

@@ -1,0 +1,132 @@
+"""The hub's live side: the doorbells' retained status and their signed answers to commands
+(from MQTT), commands from the browsers out to the doorbells, and the fan-out of news to every
+open app (Server-Sent Events). paho's thread only hands messages to the asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from doorstep.core.droplog import DropLog
+from doorstep.protocol.connect import Broker, make_client
+from doorstep.protocol.wire import MAX_CONTROL, Topics, device_prefix
+
+log = logging.getLogger(__name__)
+
+ANSWER_SECONDS = 20.0
+
+
+class Bus:
+    """News for the open apps: each subscriber has a small queue; a slow one misses news
+    rather than holding the hub's memory (it reloads the timeline when it reconnects)."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(q)
+
+    def publish(self, news: dict[str, Any]) -> None:
+        for q in list(self._subscribers):
+            if not q.full():
+                q.put_nowait(news)
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+
+class Relay:
+    """Status and answers in, commands out. ``base``: the topic root above the device ids;
+    ``prefix``: the devices' mqtt.prefix template."""
+
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, *,
+                 base: str = "doorstep", prefix: str = "doorstep/{device}/",
+                 on_status: Callable[[str, dict[str, Any]], None] = lambda d, b: None,
+                 client_id: str = "") -> None:
+        self.broker = broker
+        self.loop = loop
+        self.base = base.rstrip("/")
+        self.prefix = prefix
+        self.on_status = on_status
+        self.status: dict[str, dict[str, Any]] = {}       # device -> body + "received"
+        self._waiting: dict[tuple[str, int], asyncio.Future[bytes]] = {}
+        self._dropped = DropLog(log, "hub: dropped a message")
+        self.client = make_client(broker, client_id or f"doorstep-hub-{int(time.time())}",
+                                  reconnect_on_failure=True)
+        self.client.on_connect = self._cb_connect
+        self.client.on_message = self._cb_message
+
+    def start(self) -> None:
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _cb_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any,
+                    properties: object = None) -> None:
+        try:
+            if reason.is_failure:
+                log.error("hub: the broker refused the connection: %s", reason)
+                return
+            client.subscribe([(f"{self.base}/+/status", 1), (f"{self.base}/+/ack", 1)])
+        except Exception:  # an exception here would stop paho's loop
+            log.exception("hub: on_connect failed")
+
+    def _cb_message(self, client: mqtt.Client, userdata: object,
+                    msg: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(RuntimeError):     # a closed loop: the hub is stopping
+            self.loop.call_soon_threadsafe(self._message, msg.topic, bytes(msg.payload))
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        base = self.base.split("/")
+        if parts[:len(base)] != base or len(parts) != len(base) + 2:
+            return
+        device, what = parts[len(base)], parts[-1]
+        try:
+            doc = json.loads(payload[:MAX_CONTROL * 16])
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError) as exc:
+            self._dropped(f"{what} from {device[:40]}: {exc.__class__.__name__}")
+            return
+        if what == "status":
+            # an offline status (the last will) says only that: keep the last health known
+            self.status[device] = {**self.status.get(device, {}), **doc,
+                                   "received": time.time()}
+            self.on_status(device, self.status[device])
+        elif what == "ack":
+            body = doc.get("body")
+            counter = body.get("counter") if isinstance(body, dict) else None
+            waiter = self._waiting.pop((device, counter), None) if isinstance(counter,
+                                                                                int) else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(payload)     # the browser checks the device's signature
+
+    async def command(self, device: str, payload: bytes, counter: int,
+                      timeout: float = ANSWER_SECONDS) -> bytes | None:
+        """Publish a browser's signed command; the doorbell's signed answer, or None."""
+        waiter: asyncio.Future[bytes] = self.loop.create_future()
+        self._waiting[(device, counter)] = waiter
+        topics = Topics(device_prefix(self.prefix, device))
+        self.client.publish(topics.cmd, payload, qos=1)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiting.pop((device, counter), None)

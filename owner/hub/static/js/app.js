@@ -1,0 +1,344 @@
+// The household's app: enrolment, the timeline, the player, snapshots, the doorbells' page,
+// commands, sharing and notification settings. Every artifact is verified and decrypted here
+// (seal.js); the hub only ever hands over ciphertext and signed manifests.
+import * as db from "/static/js/db.js";
+import * as seal from "/static/js/seal.js";
+import { notify, describe } from "/static/js/notify.js";
+
+const $ = (sel) => document.querySelector(sel);
+const main = () => $("#main");
+const opened = new Map();          // "device/seq" -> {manifest, body|blob} or {error}
+let items = [], next = null, devices = [];
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c);
+  return el;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, { credentials: "same-origin", ...options });
+  const doc = r.headers.get("content-type")?.includes("json") ? await r.json() : {};
+  if (!r.ok) throw Object.assign(new Error(doc.error || `${path}: ${r.status}`), { status: r.status });
+  return doc;
+}
+const post = (path, doc) => api(path, { method: "POST", headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(doc) });
+
+// -- enrolment and sign-in --------------------------------------------------------------------
+async function enrolView() {
+  const code = new URLSearchParams(location.hash.slice(1)).get("enrol") || "";
+  const status = h("p", { id: "enrol-status" });
+  const form = h("form", { id: "enrol-form", onsubmit: async (e) => {
+    e.preventDefault();
+    status.textContent = "Making this browser's keys…";
+    try {
+      const keys = await seal.makeKeys();
+      const doc = await post("/api/enrol", { code: form.code.value, label: form.label.value,
+        recipient: keys.recipient, key: keys.key });
+      await db.put("me", { id: doc.browser.id, label: doc.browser.label, age: keys.age, sign: keys.sign,
+        recipient: keys.recipient, key: keys.key, devices: doc.devices, vapid: doc.vapid });
+      status.textContent = "Enrolled.";
+      history.replaceState(null, "", "/#timeline");
+      subscribePush(doc.vapid).then((how) => { window.__push = how; });
+      start();
+    } catch (err) { status.textContent = `Refused: ${err.message}`; status.className = "bad"; }
+  } },
+    h("h2", {}, "Add this browser to the household"),
+    h("p", {}, "Run ", h("code", {}, "doorstep enroll"), " on the owner's computer and type the code it shows. ",
+      "This browser makes its own keys; they never leave it."),
+    h("label", {}, "Code ", h("input", { name: "code", id: "code", value: code, autocomplete: "off", required: true })),
+    h("label", {}, "Name for this browser ", h("input", { name: "label", id: "label", value: "phone" })),
+    h("button", { id: "enrol", type: "submit" }, "Enrol"), status);
+  main().replaceChildren(form);
+}
+
+async function signIn(me) {
+  const { nonce } = await post("/api/session/challenge", {});
+  await post("/api/session", { browser: me.id, nonce, sig: await seal.signSession(nonce) });
+}
+
+export async function subscribePush(vapid) {
+  try {
+    const reg = await navigator.serviceWorker.ready;
+    if ((await Notification.requestPermission()) !== "granted") return "notifications are blocked";
+    const sub = await reg.pushManager.subscribe({ userVisibleOnly: true,
+      applicationServerKey: seal.unb64(vapid.replace(/-/g, "+").replace(/_/g, "/")) });
+    await post("/api/notifications", { subscription: sub.toJSON() });
+    return "on";
+  } catch (err) { return `push is not available here (${err.message}); rings still show while the app is open`; }
+}
+
+// -- the timeline -----------------------------------------------------------------------------
+async function openItem(it) {
+  const key = `${it.device}/${it.seq}`;
+  if (!opened.has(key)) {
+    try {
+      const { manifest, plain } = await seal.fetchOpen(it.device, it.seq);
+      opened.set(key, it.kind === "event" ? { manifest, body: JSON.parse(new TextDecoder().decode(plain)) }
+        : { manifest, blob: new Blob([plain], { type: it.kind === "snapshot" ? "image/jpeg" : "video/mp4" }) });
+    } catch (err) { opened.set(key, { error: err, tampered: err instanceof seal.Tampered }); }
+  }
+  return opened.get(key);
+}
+
+async function loadMore() {
+  const doc = await api("/api/timeline?limit=60" + (next ? `&before=${encodeURIComponent(next)}` : ""));
+  items = items.concat(doc.items);
+  next = doc.next;
+  await Promise.all(items.filter((i) => i.kind === "event").map(openItem));
+}
+
+function cards() {
+  const out = [];
+  for (const it of items) {
+    const got = opened.get(`${it.device}/${it.seq}`);
+    if (it.kind === "event") {
+      if (got?.error) { out.push({ it, type: got.tampered ? "tampered" : "unreadable", got }); continue; }
+      const body = got?.body;
+      if (!body || body.type === "motion_end") continue;
+      out.push({ it, type: body.type, body });
+    } else if (it.kind === "clip" || it.kind === "clip_partial") {
+      if (!items.some((e) => e.device === it.device && opened.get(`${e.device}/${e.seq}`)?.body?.clip_seq === it.seq)) {
+        out.push({ it, type: "clip", body: null });
+      }
+    }
+  }
+  return out;
+}
+
+function thumbFor(card) {
+  if (card.body?.thumbnail) return "data:image/jpeg;base64," + card.body.thumbnail;
+  if (card.type === "clip" && card.body) {       // the ring or motion event that started it
+    const start = card.body.start_wall, end = start + card.body.duration;
+    for (const e of items) {
+      const b = opened.get(`${e.device}/${e.seq}`)?.body;
+      if (e.device === card.it.device && b?.thumbnail && b.time >= start - 1 && b.time <= end) {
+        return "data:image/jpeg;base64," + b.thumbnail;
+      }
+    }
+  }
+  return null;
+}
+
+const day = (t) => new Date(t * 1000).toLocaleDateString(undefined, { weekday: "long", day: "numeric", month: "long" });
+const clock = (t) => new Date(t * 1000).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+function cardView(card) {
+  const { it, type, body } = card;
+  const thumb = thumbFor(card);
+  const target = type === "clip" ? `#clip/${it.device}/${body ? body.clip_seq : it.seq}` : `#event/${it.device}/${it.seq}`;
+  const title = type === "clip" ? `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}` :
+    describe(body || { type }).title;
+  return h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
+    thumb ? h("img", { src: thumb, alt: "" }) : h("div", { class: "noimg" }, type === "tampered" ? "⚠" : "▶"),
+    h("div", {}, h("strong", {}, title), h("span", {}, `${it.device} · ${clock(body?.time || it.created)}`),
+      type === "tampered" ? h("em", { class: "bad" }, "tampered: " + card.got.error.message) : null));
+}
+
+async function timelineView() {
+  if (!items.length) await loadMore();
+  const groups = new Map();
+  for (const c of cards()) {
+    const d = day(c.body?.time || c.it.created);
+    if (!groups.has(d)) groups.set(d, []);
+    groups.get(d).push(c);
+  }
+  main().replaceChildren(h("section", { id: "timeline" },
+    groups.size ? null : h("p", {}, "Nothing recorded yet."),
+    [...groups].map(([d, cs]) => h("div", { class: "day" }, h("h2", {}, d), h("div", { class: "cards" }, cs.map(cardView)))),
+    next ? h("button", { onclick: async () => { await loadMore(); timelineView(); } }, "Older") : null));
+}
+
+// -- one event, a clip, a snapshot ------------------------------------------------------------
+async function eventView(device, seq) {
+  const it = items.find((i) => i.device === device && i.seq === seq) || { device, seq, kind: "event" };
+  const got = await openItem(it);
+  if (got.error) return refusedView(got);
+  const body = got.body, d = describe(body);
+  const snap = items.find((i) => i.device === device && i.kind === "snapshot" && i.parent === String(seq));
+  const clipEvent = items.map((e) => opened.get(`${e.device}/${e.seq}`)?.body).find((b) => b?.type === "clip" &&
+    b.start_wall <= body.time + 1 && body.time <= b.start_wall + b.duration + 1);
+  main().replaceChildren(h("section", { id: "event" }, h("h2", {}, d.title),
+    h("p", {}, `${device} · ${new Date(body.time * 1000).toLocaleString()} · seq ${seq} · signed by the doorbell`),
+    body.thumbnail ? h("img", { class: "big", src: "data:image/jpeg;base64," + body.thumbnail, alt: "thumbnail" }) : null,
+    h("p", {}, snap ? h("a", { href: `#snapshot/${device}/${snap.seq}`, id: "open-snapshot" }, "Full snapshot") : null, " ",
+      clipEvent ? h("a", { href: `#clip/${device}/${clipEvent.clip_seq}`, id: "open-clip" }, "Play the clip") : null)));
+}
+
+function refusedView(got) {
+  main().replaceChildren(h("section", { id: "refused", class: "bad" },
+    h("h2", {}, got.tampered ? "Tampered: will not open" : "Cannot open"), h("p", {}, got.error.message)));
+}
+
+async function snapshotView(device, seq) {
+  main().replaceChildren(h("p", {}, "Verifying and decrypting…"));
+  const got = await openItem({ device, seq, kind: "snapshot" });
+  if (got.error) return refusedView(got);
+  main().replaceChildren(h("section", { id: "snapshot" }, h("h2", {}, `Snapshot, ${device} seq ${seq}`),
+    h("img", { id: "snapshot-img", class: "full", src: URL.createObjectURL(got.blob), alt: "snapshot" })));
+}
+
+async function clipView(device, seq) {
+  main().replaceChildren(h("p", { id: "clip-status" }, "Verifying and decrypting…"));
+  window.__tapped = performance.now();
+  const got = await openItem({ device, seq, kind: "clip" });
+  if (got.error) return refusedView(got);
+  const video = h("video", { id: "player", controls: true, playsinline: true, muted: true });
+  video.muted = true;
+  video.src = URL.createObjectURL(got.blob);
+  video.addEventListener("loadeddata", () => { window.__firstFrame = performance.now() - window.__tapped; }, { once: true });
+  const to = h("input", { id: "share-to", placeholder: "age1…", size: 64 });
+  const note = h("input", { id: "share-note", placeholder: "why, for whom" });
+  const result = h("p", { id: "share-result" });
+  const share = async () => {
+    try {
+      const ct = await seal.fetchBytes(`/api/a/${device}/${seq}.age`);
+      const copy = await seal.rewrap(ct, to.value.trim());
+      const q = new URLSearchParams({ device, seq, to: to.value.trim(), note: note.value });
+      const r = await fetch("/api/shares?" + q, { method: "POST", body: copy, credentials: "same-origin",
+        headers: { "Content-Type": "application/octet-stream" } });
+      const doc = await r.json();
+      if (!r.ok) throw new Error(doc.error);
+      result.replaceChildren("Shared. Audit line: ", h("code", { id: "audit-line" }, JSON.stringify(doc.share)), " ",
+        h("a", { href: doc.url, download: doc.share.shared }, "download the copy"));
+    } catch (err) { result.textContent = "Share refused: " + err.message; }
+  };
+  main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
+    h("p", {}, `verified: signed by ${device}, ${got.manifest.size} bytes, chain hash ${got.manifest.hash.slice(0, 12)}…`),
+    video, h("h3", {}, "Share this clip with one person"),
+    h("p", {}, "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
+    to, note, h("button", { id: "share", onclick: share }, "Share"), result));
+}
+
+// -- the doorbells ----------------------------------------------------------------------------
+async function devicesView() {
+  const doc = await api("/api/devices");
+  devices = doc.devices;
+  const rows = await Promise.all(devices.map(async (d) => {
+    const s = d.status || {}, health = s.health || {};
+    const env = await api(`/api/devices/${d.id}/manifests?from=${Math.max(1, d.chain.last_seq - 199)}&to=${d.chain.last_seq}`);
+    const chain = await seal.checkChain(d.id, env.manifests);
+    const answer = h("p", { class: "answer", id: `answer-${d.id}` });
+    const send = (action) => async () => {
+      answer.textContent = `Sending ${action}…`;
+      try {
+        const { counter, payload } = await seal.signCommand(d.id, action);
+        const r = await fetch(`/api/devices/${d.id}/command`, { method: "POST", body: payload, credentials: "same-origin",
+          headers: { "Content-Type": "application/json" } });
+        const got = await r.json();
+        if (!r.ok) throw new Error(got.error);
+        const ack = await seal.verifyAck(d.id, got.ack, counter);
+        answer.textContent = ack.ok ? `${d.id} did ${action} (signed answer)` : `${d.id} refused ${action}: ${ack.reason}`;
+        answer.className = ack.ok ? "answer good" : "answer bad";
+      } catch (err) { answer.textContent = `${action}: ${err.message}`; answer.className = "answer bad"; }
+    };
+    const gaps = d.chain.gaps.length ? `missing seq ${d.chain.gaps.join(", ")}` : "no gaps";
+    const forks = d.chain.forks.length ? `forks at seq ${d.chain.forks.join(", ")}` : "no forks";
+    return h("article", { class: "device", id: `device-${d.id}` },
+      h("h2", {}, d.id, " ", h("span", { class: d.online ? "good" : "bad" }, d.online ? "online" : "offline")),
+      h("dl", {},
+        h("dt", {}, "last seen"), h("dd", {}, d.last_seen ? new Date(d.last_seen * 1000).toLocaleString() : "never"),
+        h("dt", {}, "temperature"), h("dd", {}, health.cpu_temp_c != null ? `${health.cpu_temp_c} °C` : "not reported"),
+        h("dt", {}, "disk"), h("dd", {}, health.disk_used_percent != null ? `${health.disk_used_percent}% used` : "not reported"),
+        h("dt", {}, "outbox"), h("dd", {}, s.outbox ? `${s.outbox.depth} waiting (${s.outbox.bytes} bytes)` : "not reported"),
+        h("dt", {}, "modes"), h("dd", {}, s.state === "online" ? `${s.armed ? "armed" : "disarmed"}${s.privacy ? ", privacy on" : ""}` : "?"),
+        h("dt", {}, "chain"), h("dd", { class: d.chain.gaps.length || d.chain.forks.length || chain.problems.length ? "bad" : "good", id: `chain-${d.id}` },
+          `${d.chain.artifacts} artifacts to seq ${d.chain.last_seq}: ${gaps}, ${forks}; ` +
+          `this browser checked ${chain.checked} signatures and links: ${chain.problems.length ? chain.problems.join("; ") : "all good"}`)),
+      h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
+        h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer);
+  }));
+  main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
+}
+
+// -- settings ---------------------------------------------------------------------------------
+async function settingsView() {
+  const me = await api("/api/me"), audit = await api("/api/shares");
+  const mine = me.browser, status = h("p", { id: "settings-status" });
+  const quiet = h("input", { id: "quiet", value: mine.quiet, placeholder: "22:00-07:00" });
+  const motion = Object.keys(me.devices).map((d) => h("label", {}, h("input", { type: "checkbox", class: "motion",
+    value: d, checked: mine.motion.includes(d) }), ` motion at ${d}`));
+  const key = h("textarea", { id: "owner-key", rows: 3, cols: 70, placeholder: "AGE-SECRET-KEY-1… (the owner's owner.key)" });
+  main().replaceChildren(h("section", { id: "settings" },
+    h("h2", {}, "This browser"), h("p", {}, `${mine.label} (${mine.id}), age recipient `, h("code", {}, mine.recipient)),
+    h("p", {}, "Doorbells sealing for it: ", Object.entries(mine.devices).map(([d, a]) => `${d}: ${a}`).join(", ") || "waiting for `doorstep enroll`"),
+    h("h2", {}, "Notifications"), h("p", {}, `Rings: ${mine.push ? "push on" : "while the app is open"} `,
+      h("button", { onclick: async () => { status.textContent = await subscribePush(me.vapid); } }, "Turn on push")),
+    motion, h("label", {}, " Quiet hours ", quiet),
+    h("button", { id: "save-notifications", onclick: async () => {
+      await post("/api/notifications", { motion: [...document.querySelectorAll(".motion:checked")].map((c) => c.value),
+        quiet: quiet.value, tz_offset: -new Date().getTimezoneOffset() });
+      status.textContent = "Saved.";
+    } }, "Save"), status,
+    h("h2", {}, "Import the owner's key"), h("p", {}, "Opens everything sealed to owner.key, including what was recorded before this browser was enrolled. It is kept non-extractable."),
+    key, h("button", { id: "import-key", onclick: async () => {
+      try {
+        const id = await seal.importIdentity(key.value);
+        key.value = "";
+        await db.put("identities", [...((await db.get("identities")) || []), id]);
+        opened.clear();
+        status.textContent = `Imported ${id.recipient}.`;
+      } catch (err) { status.textContent = err.message; }
+    } }, "Import"),
+    h("h2", {}, "Household"), h("ul", {}, me.household.map((b) => h("li", {}, `${b.label} (${b.id}) ${b.recipient.slice(0, 16)}…`))),
+    h("h2", {}, "Shares"), h("ul", { id: "audit" }, audit.audit.map((a) => h("li", {},
+      `${new Date(a.time * 1000).toLocaleString()}: ${a.source} to ${a.recipient.slice(0, 16)}… ${a.note}`)))));
+}
+
+// -- routing, the live channel ----------------------------------------------------------------
+async function route() {
+  const [view, device, seq] = location.hash.slice(1).split("/");
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("on", a.hash === "#" + view));
+  try {
+    if (view === "event") await eventView(device, Number(seq));
+    else if (view === "clip") await clipView(device, Number(seq));
+    else if (view === "snapshot") await snapshotView(device, Number(seq));
+    else if (view === "devices") await devicesView();
+    else if (view === "settings") await settingsView();
+    else await timelineView();
+  } catch (err) { main().replaceChildren(h("p", { class: "bad" }, err.message)); }
+}
+
+function listen() {
+  const live = new EventSource("/api/live");
+  live.addEventListener("stored", async (e) => {
+    const it = JSON.parse(e.data);
+    if (items.some((i) => i.device === it.device && i.seq === it.seq)) return;
+    items.unshift(it);
+    items.sort((a, b) => b.created - a.created || b.seq - a.seq);
+    if (it.kind === "event") {
+      const got = await openItem(it);
+      const me = await db.get("me");
+      if (got.body) await notify(got.body, it, { motion: (me.motion || []).includes(it.device) });
+    }
+    if (["", "#timeline"].includes(location.hash)) timelineView();
+  });
+  live.addEventListener("status", () => { if (location.hash === "#devices") devicesView(); });
+  window.__live = live;
+}
+
+async function start() {
+  const me = await db.get("me");
+  if (!me) return enrolView();
+  try { await api("/api/me"); } catch (err) {
+    if (err.status !== 401) throw err;
+    try { await signIn(me); } catch { return enrolView(); }
+  }
+  const now = await api("/api/me");
+  await db.put("me", { ...me, devices: { ...now.devices, ...me.devices }, motion: now.browser.motion });
+  $("nav").hidden = false;
+  listen();
+  window.addEventListener("hashchange", route);
+  navigator.serviceWorker.addEventListener("message", (e) => { if (e.data?.open) location.hash = e.data.open; });
+  await route();
+  document.body.dataset.ready = "1";
+}
+
+navigator.serviceWorker.register("/sw.js", { type: "module", scope: "/" }).catch(() => {});
+if (location.hash.startsWith("#enrol=")) db.get("me").then((me) => (me ? start() : enrolView()));
+else start();
