@@ -246,12 +246,7 @@ def serve(out: Path, port: int, stop: threading.Event | None = None) -> int:
     print(f"  then Settings -> import the owner's key from {out / 'owner.key'} to open them")
     print("Ctrl-C to stop.", flush=True)
     stop = stop or threading.Event()
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    server.serve_until(stop)
     return 0
 
 

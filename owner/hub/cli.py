@@ -96,10 +96,5 @@ def run(args: argparse.Namespace) -> int:
     print("  enrol a browser: doorstep enroll --home " + str(server.cfg.home))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    server.serve_until(stop)
     return 0

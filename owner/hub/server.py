@@ -111,6 +111,15 @@ class HubServer:
         if self._thread is not None:
             self._thread.join(15)
 
+    def serve_until(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set or Ctrl-C, then stop."""
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def __enter__(self) -> HubServer:
         return self.start()
 
