@@ -28,7 +28,7 @@ from doorstep.core.errors import KeyFileError
 from doorstep.motion.detector import MotionDetector
 from doorstep.protocol.age import X25519Recipient
 from doorstep.protocol.keys import SigningKey, parse_public_key
-from doorstep.protocol.wire import Command, Topics
+from doorstep.protocol.wire import Command, Topics, sign_status
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Outbox
 
@@ -142,7 +142,8 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
         uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
                         client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",
                         inbox_public=inbox_public, status=status.body,
-                        on_command=commands.on_payload, secrets_dir=data_dir)
+                        on_command=commands.on_payload, secrets_dir=data_dir,
+                        sign_status=lambda body: sign_status(key, body))
         outbox.on_commit = uplink.notify
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
                    bell_events)

@@ -118,9 +118,13 @@ def sign_json(key: SigningKey, body: dict[str, Any]) -> bytes:
                       sort_keys=True, separators=(",", ":")).encode()
 
 
-def open_signed_json(payload: bytes, public: Ed25519PublicKey, what: str) -> dict[str, Any]:
-    if len(payload) > MAX_CONTROL:
-        raise SealError(f"{what}: {len(payload)} bytes is over the {MAX_CONTROL}-byte limit")
+MAX_STATUS = 64 * 1024            # a device's status: health, outbox and camera figures
+
+
+def open_signed_json(payload: bytes, public: Ed25519PublicKey, what: str,
+                     limit: int = MAX_CONTROL) -> dict[str, Any]:
+    if len(payload) > limit:
+        raise SealError(f"{what}: {len(payload)} bytes is over the {limit}-byte limit")
     try:
         doc = json.loads(payload)
         body, sig = doc["body"], base64.b64decode(doc["sig"], validate=True)
@@ -263,6 +267,20 @@ class Ack:
                        time=float(body["time"]))
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"ack: missing or bad field ({exc})") from exc
+
+
+def sign_status(key: SigningKey, body: dict[str, Any]) -> bytes:
+    """The device's retained status, signed by the device key, so that nobody with publish
+    access to the broker can put a status in its name (a forged "privacy on", say)."""
+    return sign_json(key, {"v": WIRE_VERSION, "type": "status", **body})
+
+
+def open_status(payload: bytes, device_public: Ed25519PublicKey) -> dict[str, Any]:
+    """A device's status, checked; raises SealError for an unsigned or badly signed one."""
+    body = open_signed_json(payload, device_public, "status", MAX_STATUS)
+    if body.get("type") != "status":
+        raise SealError("status: not a status")
+    return body
 
 
 def device_prefix(template: str, device: str) -> str:

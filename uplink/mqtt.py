@@ -83,6 +83,7 @@ class Uplink:
     def __init__(self, cfg: MqttConfig, topics: Topics, outbox: Outbox, *, client_id: str,
                  inbox_public: Any | None, status: Callable[[], dict[str, Any]],
                  on_command: Callable[[bytes], None] | None = None,
+                 sign_status: Callable[[dict[str, Any]], bytes] | None = None,
                  secrets_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -90,6 +91,7 @@ class Uplink:
         self._inbox_public = inbox_public
         self._status = status
         self._on_command = on_command
+        self._sign_status = sign_status
         self.client = device_client(cfg, client_id, secrets_dir=secrets_dir)
         self.client.will_set(topics.status, self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._cb_connect
@@ -167,6 +169,8 @@ class Uplink:
         body = {"v": 1, "state": state, "time": time.time()}
         if state == "online":
             body.update(self._status())
+        if self._sign_status is not None:
+            return self._sign_status(body)
         return json.dumps(body, sort_keys=True).encode()
 
     # -- paho callbacks: network thread; hand off and never raise ----------------------------

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.core.droplog import DropLog
+from doorstep.core.errors import SealError
 from doorstep.protocol.connect import Broker, make_client
-from doorstep.protocol.wire import MAX_CONTROL, Topics, device_prefix
+from doorstep.protocol.wire import MAX_CONTROL, Topics, device_prefix, open_status
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,13 @@ class Relay:
     ``prefix``: the devices' mqtt.prefix template."""
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, *,
+                 devices: dict[str, Ed25519PublicKey],
                  base: str = "doorstep", prefix: str = "doorstep/{device}/",
                  on_status: Callable[[str, dict[str, Any]], None] = lambda d, b: None,
                  client_id: str = "") -> None:
         self.broker = broker
         self.loop = loop
+        self.devices = devices       # whose signed status is believed
         self.base = base.rstrip("/")
         self.prefix = prefix
         self.on_status = on_status
@@ -105,6 +109,14 @@ class Relay:
             self._dropped(f"{what} from {device[:40]}: {exc.__class__.__name__}")
             return
         if what == "status":
+            public = self.devices.get(device)
+            try:
+                if public is None:
+                    raise SealError("from a device this hub does not know")
+                doc = open_status(payload, public)
+            except SealError as exc:        # unsigned, forged or unknown: never shown
+                self._dropped(f"status from {device[:40]}: {exc}")
+                return
             # an offline status (the last will) says only that: keep the last health known
             self.status[device] = {**self.status.get(device, {}), **doc,
                                    "received": time.time()}

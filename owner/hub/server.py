@@ -88,7 +88,8 @@ class HubServer:
             raise TimeoutError("the hub did not start")
         if self.cfg.broker is not None:
             b = self.cfg.broker
-            self.hub.relay = Relay(b, self.loop, base=self.cfg.base, prefix=self.cfg.prefix,
+            self.hub.relay = Relay(b, self.loop, devices=self.cfg.devices, base=self.cfg.base,
+                                   prefix=self.cfg.prefix,
                                    on_status=self._status)
             self.hub.relay.start()
             client = make_client(b, f"doorstep-hub-inbox-{int(time.time() * 1000)}",

@@ -5,7 +5,6 @@ inside a commit. Nothing crashes, and what is kept is whole."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import threading
@@ -24,6 +23,7 @@ from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.protocol.age import decrypt
+from doorstep.protocol.wire import open_status
 from doorstep.uplink.outbox import Outbox, PendingArtifact
 from tests.conftest import press_bell
 from tests.faults.harness import (
@@ -65,7 +65,7 @@ def test_quota_reached_while_recording(tmp_path: Path, broker: Mosquitto,
     got_status = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        statuses.append(json.loads(msg.payload))
+        statuses.append(open_status(bytes(msg.payload), party.device.public_key))
         got_status.set()
 
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
