@@ -4,6 +4,9 @@
 VENV      ?= .venv
 PYTHON    ?= python3
 APT_PKGS  := mosquitto age ffmpeg systemd
+# for the installer's tests: apt's numpy and an extension built against it (the venv must keep
+# both working), and debootstrap (the image stage's steps run in a Debian 12 root)
+APT_PKGS  += python3-numpy python3-bottleneck debootstrap
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # On Raspberry Pi OS, picamera2 comes from apt (python3-picamera2): let the venv see it.
 VENV_OPTS := $(shell [ -d /usr/lib/python3/dist-packages/picamera2 ] && echo --system-site-packages)
