@@ -314,15 +314,18 @@ class FileSource:
 
 
 def open_source(camera: CameraConfig, *, privacy: Sequence[Polygon] = (),
-                clock: Clock | None = None) -> FrameSource:
+                clock: Clock | None = None, max_retries: int | None = None) -> FrameSource:
     """The FrameSource the [camera] config section names: "picamera2", a file, a URL or a
-    /dev/videoN device (opened at the configured size and frame rate)."""
+    /dev/videoN device (opened at the configured size and frame rate). ``max_retries``: how
+    many times a camera or live stream that fails is reopened before the error escapes (None:
+    for ever, as the agent wants; 0: at once, as the doctor wants)."""
     lores = (camera.lores_width, camera.lores_height)
     if camera.source == "picamera2":
         from doorstep.capture.picam import Picamera2Source
         return Picamera2Source((camera.width, camera.height), camera.fps, lores_size=lores,
-                               privacy=privacy, clock=clock)
+                               privacy=privacy, clock=clock, max_retries=max_retries)
     fmt, opts = default_options(camera.source, size=(camera.width, camera.height),
                                 fps=camera.fps)
     return FileSource(camera.source, lores_size=lores, realtime=camera.realtime,
-                      loop=camera.loop, clock=clock, privacy=privacy, options=opts, format=fmt)
+                      loop=camera.loop, clock=clock, privacy=privacy, options=opts, format=fmt,
+                      max_retries=max_retries)

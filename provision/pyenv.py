@@ -149,6 +149,16 @@ def system_python(python: str = SYSTEM_PYTHON, run: Run = _run) -> SystemPython:
     return SystemPython(versions={k: str(v) for k, v in answer.items()}, picamera2=picamera2)
 
 
+def sees_apt(python: str | Path, run: Run = _run) -> bool:
+    """Whether ``python`` has apt's dist-packages on its path (the system interpreter, or a
+    venv over it made with --system-site-packages): only then can its modules shadow apt's."""
+    try:
+        done = run([str(python), "-c", "import sys; print('\\n'.join(sys.path))"], timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return APT_DIST_PACKAGES in done.stdout.splitlines()
+
+
 def os_codename(root: Path = Path("/")) -> str:
     """VERSION_CODENAME from <root>/etc/os-release ("bookworm", "trixie"), or ""."""
     for rel in ("etc/os-release", "usr/lib/os-release"):
@@ -218,7 +228,20 @@ def installed_version(venv: Path, dist: str = "doorstep", run: Run = _run) -> st
     return done.stdout.strip() or None
 
 
-def problems(found: Sequence[Module], system: SystemPython, *, need_picamera2: bool) -> list[str]:
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with one module of a venv, and what to do about it."""
+
+    module: str
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.fix}"
+
+
+def problems(found: Sequence[Module], system: SystemPython, *,
+             need_picamera2: bool) -> list[Problem]:
     """What is wrong with the modules a venv imports, each with its fix."""
     by = {m.name: m for m in found}
     out = []
@@ -228,17 +251,23 @@ def problems(found: Sequence[Module], system: SystemPython, *, need_picamera2: b
         if m.name == "simplejpeg" and not system.picamera2:
             continue
         if not m.ok:
-            out.append(m.describe())
+            fix = ("install python3-picamera2 from apt; the venv must be made with "
+                   "--system-site-packages" if m.name in ("picamera2", "simplejpeg")
+                   else "rebuild the venv with `doorstep install`")
+            out.append(Problem(m.name, m.describe(), fix))
     numpy = by.get("numpy")
     if numpy is not None and numpy.ok and "numpy" in system.versions and not numpy.from_apt:
-        out.append(f"numpy {numpy.version} from {numpy.path} shadows apt's numpy "
-                   f"{system.versions['numpy']}, which apt's extensions were built against: "
-                   f"reinstall with `doorstep install` (it pins numpy to apt's version)")
+        out.append(Problem("numpy", f"numpy {numpy.version} from {numpy.path} shadows apt's "
+                           f"numpy {system.versions['numpy']}, which apt's extensions were "
+                           f"built against", "rebuild the venv with `doorstep install` (it "
+                           "holds numpy at apt's version)"))
     av = by.get("av")
     if (av is not None and av.ok and system.picamera2 and "av" in system.versions
             and not av.from_apt):
-        out.append(f"av {av.version} from {av.path} shadows apt's python3-av, which "
-                   f"picamera2's encoder needs: reinstall with `doorstep install`")
+        out.append(Problem("av", f"av {av.version} from {av.path} shadows apt's python3-av "
+                           f"{system.versions['av']}, which picamera2's encoder needs",
+                           "rebuild the venv with `doorstep install` (it holds av at apt's "
+                           "version where picamera2 is installed)"))
     return out
 
 

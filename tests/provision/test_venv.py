@@ -123,7 +123,7 @@ def test_without_the_constraints_pip_breaks_apts_extension(tmp_path: Path) -> No
     assert "numpy" in broken.stderr
     found = pyenv.probe(venv / "bin/python", ["numpy"])
     wrong = pyenv.problems(found, pyenv.system_python(), need_picamera2=False)
-    assert any("shadows apt's numpy" in w for w in wrong)
+    assert any("shadows apt's numpy" in str(w) for w in wrong)
 
 
 @pytest.mark.slow
