@@ -30,10 +30,10 @@ def configured_pins(cfg: Config) -> list[tuple[str, str, bool]]:
         pins.append(("chime.pin", cfg.chime.pin, False))
     if cfg.led.enabled:
         pins.append(("led.pin", cfg.led.pin, False))
-    night = getattr(cfg, "night", None)
-    if night is not None and night.enabled:
-        pins += [(f"night.{k}", getattr(night, k), False)
-                 for k in ("ircut_pin", "ir_led_pin") if getattr(night, k)]
+    if cfg.night.enabled:
+        pins += [(key, pin, False) for key, pin in (("night.ircut_pin", cfg.night.ircut_pin),
+                                                    ("night.ir_led_pin", cfg.night.ir_led_pin))
+                 if pin]
     return pins
 
 
