@@ -20,7 +20,7 @@ COMMANDS: dict[str, str] = {
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",
-    "doctor": "doorstep.doctor.cli",
+    "identity": "doorstep.provision.identity", "doctor": "doorstep.doctor.cli",
     "bench": "doorstep.bench.cli",
 }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from doorstep.core.errors import DoorstepError, Permanent
 from doorstep.core.fsutil import write_atomic
-from doorstep.provision import pyenv
+from doorstep.provision import identity, pyenv
 from doorstep.provision.release import CURRENT, PREVIOUS, Layout, running_wheel, wheel_version
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,10 @@ CREDENTIALS_DIR = "/etc/credstore/doorstep"
 UNIT_DIR = "/etc/systemd/system"
 DEFAULT_PREFIX = "/opt/doorstep"
 # Installed on the doorbell; doorstep-inbox.service is for the owner's machine.
-PI_UNITS = ("doorstep-agent.service", "doorstep-firstboot.service")
+PI_UNITS = ("doorstep-agent.service", "doorstep-firstboot.service",
+            "doorstep-identity.service")
+ENABLED = ("doorstep-agent.service", "doorstep-firstboot.service")
+IMAGE_ENABLED = ("doorstep-identity.service",)   # only in an image: a card's own host keys
 SUPPLEMENTARY_GROUPS = ("video", "gpio")
 WANTS = "multi-user.target.wants"
 
@@ -115,6 +118,7 @@ class Installer:
     find_links: tuple[Path, ...] = ()
     no_index: bool = False
     run_venv: pyenv.Run = pyenv._run   # the venv's commands (they need their output)
+    image: bool = False                # preparing an image: strip machine-id and host keys
     report: list[str] = field(default_factory=list)
     changes: int = 0
 
@@ -163,8 +167,24 @@ class Installer:
                 self.apt_packages()
             self.release(self.wheel)
         self.check_entry_point()
+        if self.image:
+            self.prepare_image()
         self.systemd(any(changed_units))
         return self.changes
+
+    @property
+    def enabled_units(self) -> tuple[str, ...]:
+        return ENABLED + (IMAGE_ENABLED if self.image else ())
+
+    def prepare_image(self) -> None:
+        """An image must not carry one machine's identity: every card would share it."""
+        todo = identity.prepare_image(self.root, dry_run=True)
+        if not todo:
+            self._ok("no machine-id and no SSH host keys in the image")
+        for what in todo:
+            self._do(what, lambda: None)
+        if todo and not self.dry_run:
+            identity.prepare_image(self.root)
 
     def apt_packages(self) -> None:
         """What Raspberry Pi OS builds against its own numpy comes from apt, never from pip."""
@@ -309,16 +329,20 @@ class Installer:
     def systemd(self, units_changed: bool) -> None:
         if not self.on_this_system:
             self.report.append(f"note: --root given, so systemctl is not run; to enable: "
-                               f"systemctl --root {self.root} enable {' '.join(PI_UNITS)}")
+                               f"systemctl --root {self.root} enable "
+                               f"{' '.join(self.enabled_units)}")
             return
-        if units_changed:
+        if units_changed and self.at("/run/systemd/system").is_dir():
             self._do("run systemctl daemon-reload",
                      self._command(["systemctl", "daemon-reload"]))
-        enabled = all(self.at(f"{UNIT_DIR}/{WANTS}/{u}").is_symlink() for u in PI_UNITS)
+        elif units_changed:  # a chroot (an image being built): enable works offline, reload not
+            self._ok("systemd is not running here (a chroot?): no daemon-reload needed")
+        units = self.enabled_units
+        enabled = all(self.at(f"{UNIT_DIR}/{WANTS}/{u}").is_symlink() for u in units)
         if enabled:
-            self._ok(f"{', '.join(PI_UNITS)} enabled")
+            self._ok(f"{', '.join(units)} enabled")
         else:
-            argv = ["systemctl", "enable", *PI_UNITS]
+            argv = ["systemctl", "enable", *units]
             self._do(f"run {shlex.join(argv)}", self._command(argv))
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -369,6 +393,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="also look for wheels here (pip --find-links; repeatable)")
     p.add_argument("--no-index", action="store_true",
                    help="install only from --find-links, never from PyPI")
+    p.add_argument("--image", action="store_true",
+                   help="this root becomes an image for many cards: reset the machine-id, "
+                   "remove the SSH host keys, enable doorstep-identity.service")
     p.set_defaults(func=run)
 
 
@@ -398,7 +425,7 @@ def run(args: argparse.Namespace, runner: Runner = run_command) -> int:
                      target=detect_target(root) if args.target == "auto" else args.target,
                      constraints=Path(args.constraints) if args.constraints else None,
                      find_links=tuple(Path(d) for d in args.find_links),
-                     no_index=args.no_index)
+                     no_index=args.no_index, image=args.image)
     try:
         inst.run()
     except (DoorstepError, OSError) as exc:

@@ -138,10 +138,11 @@ def test_prefix_is_written_into_the_units(tmp_path: Path) -> None:
 
 
 def test_on_this_system_it_reloads_and_enables_once(tmp_path: Path) -> None:
+    (tmp_path / "run/systemd/system").mkdir(parents=True)   # booted with systemd
     inst, fake = make(tmp_path, LocalInstaller)
     inst.run()
     assert ["systemctl", "daemon-reload"] in fake.calls
-    assert ["systemctl", "enable", *install.PI_UNITS] in fake.calls
+    assert ["systemctl", "enable", *install.ENABLED] in fake.calls
     again, fake2 = make(tmp_path, LocalInstaller)
     assert again.run() == 0
     assert fake2.calls == []
@@ -182,6 +183,14 @@ def test_a_failing_command_is_reported(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert install.run(args, runner=missing_tool) == 1
     assert "doorstep-no-such-tool: not found on this system" in capsys.readouterr().err
+
+
+def test_in_a_chroot_units_are_enabled_without_a_reload(tmp_path: Path) -> None:
+    # pi-gen's chroot: systemctl enable works on the files, daemon-reload has no systemd
+    inst, fake = make(tmp_path, LocalInstaller)
+    inst.run()
+    assert ["systemctl", "daemon-reload"] not in fake.calls
+    assert ["systemctl", "enable", *install.ENABLED] in fake.calls
 
 
 # -- the venv and apt steps, with the venv's commands played by a recorder ----------------------

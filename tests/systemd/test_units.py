@@ -156,3 +156,13 @@ def test_firstboot_unit_runs_before_the_agent_only_when_there_is_a_file() -> Non
     assert "doorstep-firstboot.service" in settings("doorstep-agent.service")["After"][0]
     assert s["ExecStart"][0].startswith(
         f"{install.DEFAULT_PREFIX}/current/bin/doorstep firstboot")
+
+
+def test_a_cards_identity_comes_before_ssh_and_first_boot() -> None:
+    s = settings("doorstep-identity.service")
+    assert s["Type"] == ["oneshot"]
+    assert {"ssh.service", "doorstep-firstboot.service"} <= set(s["Before"][0].split())
+    assert s["ConditionPathExists"] == ["!/var/lib/doorstep-identity/done.json"]
+    assert "doorstep-identity.service" in settings("doorstep-firstboot.service")["After"][0]
+    assert "cloud-init.service" in settings("doorstep-firstboot.service")["After"][0]
+    assert "doorstep-identity.service" not in install.ENABLED     # only in images
