@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from doorstep.config.schema import Config
-from doorstep.core.errors import ConfigError
+from doorstep.core.errors import ConfigError, KeyFileError
 from doorstep.protocol.connect import plaintext_refusal
+from doorstep.protocol.keys import parse_public_key
 
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
@@ -212,6 +213,11 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("mqtt.password_file: set, but mqtt.username is empty")
     _check_camera(config, problems)
     _check_night(config, problems)
+    for i, text in enumerate(config.update.keys):
+        try:
+            parse_public_key(text)
+        except KeyFileError as exc:
+            problems.append(f"update.keys[{i}]: {exc}")
 
 
 HDR_SENSOR_LIMIT = (2304, 1296, 30.0)   # Camera Module 3's HDR mode: its largest size and rate

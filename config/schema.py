@@ -189,6 +189,12 @@ class NightConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    keys: tuple[str, ...] = _f((), doc="the installer's public keys (ed25519:...); `doorstep "
+                               "update` installs only bundles one of them signed")
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)
@@ -203,6 +209,7 @@ class Config:
     chime: ChimeConfig = field(default_factory=ChimeConfig)
     led: LedConfig = field(default_factory=LedConfig)
     night: NightConfig = field(default_factory=NightConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
     @property
     def topic_prefix(self) -> str:

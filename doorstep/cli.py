@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",
     "identity": "doorstep.provision.identity", "doctor": "doorstep.doctor.cli",
+    "update": "doorstep.provision.update", "bundle": "doorstep.provision.update",
     "bench": "doorstep.bench.cli",
 }
 

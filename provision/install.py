@@ -38,9 +38,10 @@ UNIT_DIR = "/etc/systemd/system"
 DEFAULT_PREFIX = "/opt/doorstep"
 # Installed on the doorbell; doorstep-inbox.service is for the owner's machine.
 PI_UNITS = ("doorstep-agent.service", "doorstep-firstboot.service",
-            "doorstep-identity.service")
+            "doorstep-identity.service", "doorstep-rollback.service")
 ENABLED = ("doorstep-agent.service", "doorstep-firstboot.service")
 IMAGE_ENABLED = ("doorstep-identity.service",)   # only in an image: a card's own host keys
+# doorstep-rollback.service is never enabled: only an update's trial (OnFailure=) starts it
 SUPPLEMENTARY_GROUPS = ("video", "gpio")
 WANTS = "multi-user.target.wants"
 

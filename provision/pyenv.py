@@ -95,7 +95,8 @@ def probe(python: str | Path, names: Iterable[str] = MODULES, run: Run = _run) -
     found = []
     for name in names:
         try:
-            done = run([str(python), "-c", _PROBE, name, MODULES.get(name, name)], timeout=60)
+            done = run([str(python), "-I", "-c", _PROBE, name, MODULES.get(name, name)],
+                       timeout=60)
         except (OSError, subprocess.SubprocessError) as exc:
             found.append(Module(name, error=f"cannot run {python}: {exc}"))
             continue
@@ -153,7 +154,8 @@ def sees_apt(python: str | Path, run: Run = _run) -> bool:
     """Whether ``python`` has apt's dist-packages on its path (the system interpreter, or a
     venv over it made with --system-site-packages): only then can its modules shadow apt's."""
     try:
-        done = run([str(python), "-c", "import sys; print('\\n'.join(sys.path))"], timeout=60)
+        done = run([str(python), "-I", "-c", "import sys; print('\\n'.join(sys.path))"],
+                   timeout=60)
     except (OSError, subprocess.SubprocessError):
         return False
     return APT_DIST_PACKAGES in done.stdout.splitlines()
@@ -220,7 +222,7 @@ def installed_version(venv: Path, dist: str = "doorstep", run: Run = _run) -> st
             "try: print(m.version(sys.argv[1]))\n"
             "except m.PackageNotFoundError: pass\n")
     try:
-        done = run([str(python), "-c", code, dist], timeout=60)
+        done = run([str(python), "-I", "-c", code, dist], timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     if done.returncode != 0:

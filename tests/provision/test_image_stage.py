@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -66,16 +65,6 @@ def _debian12(tmp: Path) -> Path:
     return tarball
 
 
-@pytest.fixture(scope="module")
-def doorstep_wheel_for_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    done = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
-                 str(REPO)])
-    assert done.returncode == 0, done.stderr
-    (wheel,) = out.glob("doorstep-*.whl")
-    return wheel
-
-
 class Chroot:
     """pi-gen's on_chroot: /proc, /dev and /sys from the host, /run a tmpfs."""
 
@@ -122,7 +111,7 @@ class Chroot:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory,
-          doorstep_wheel_for_image: Path) -> Iterator[tuple[Chroot, dict[str, str]]]:
+          doorstep_wheel: Path) -> Iterator[tuple[Chroot, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("image")
     tarball = _debian12(tmp)
     root = tmp / "rootfs"
@@ -134,7 +123,7 @@ def built(tmp_path_factory: pytest.TempPathFactory,
     _run(["chroot", str(root), "ssh-keygen", "-A"])
     stage = tmp / "stage-doorstep"
     shutil.copytree(STAGE, stage, symlinks=True)
-    shutil.copy(doorstep_wheel_for_image, stage / "02-doorstep/files/")
+    shutil.copy(doorstep_wheel, stage / "02-doorstep/files/")
     log: dict[str, str] = {}
     with Chroot(root) as chroot:
         # 00-apt: pi-gen's 00-packages-nr
@@ -156,10 +145,10 @@ def built(tmp_path_factory: pytest.TempPathFactory,
 
 
 def test_the_stage_installs_doorstep_into_the_image(
-        built: tuple[Chroot, dict[str, str]], doorstep_wheel_for_image: Path) -> None:
+        built: tuple[Chroot, dict[str, str]], doorstep_wheel: Path) -> None:
     chroot, log = built
     root = chroot.root
-    version = doorstep_wheel_for_image.name.split("-")[1]
+    version = doorstep_wheel.name.split("-")[1]
     assert os.readlink(root / "opt/doorstep/current") == f"releases/{version}"
     done = chroot.run(["/opt/doorstep/current/bin/doorstep", "--version"])
     assert done.stdout.strip() == f"doorstep {version}", done.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,17 +55,6 @@ class ThisMachine(Installer):
     @property
     def on_this_system(self) -> bool:
         return True
-
-
-@pytest.fixture(scope="session")
-def doorstep_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                           "-w", str(out), str(repo)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    (wheel,) = out.glob("doorstep-*.whl")
-    return wheel
 
 
 def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:

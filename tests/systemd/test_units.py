@@ -53,8 +53,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (etc / "group").write_text("doorstep:x:4242:\nvideo:x:44:\ngpio:x:997:\n")
     install.Installer(root=root, runner=fake, units_dir=UNITS, config_text=b"").run()
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    # the doorbell's units run the current release; the owner's inbox unit a plain venv
-    for venv in ("current", "venv"):
+    # the doorbell's units run the current release (the fall-back the previous one); the
+    # owner's inbox unit a plain venv
+    for venv in ("current", "previous", "venv"):
         exe = root / install.DEFAULT_PREFIX.lstrip("/") / venv / "bin/doorstep"
         exe.parent.mkdir(parents=True)
         exe.write_text("#!/bin/sh\n")
@@ -166,3 +167,33 @@ def test_a_cards_identity_comes_before_ssh_and_first_boot() -> None:
     assert "doorstep-identity.service" in settings("doorstep-firstboot.service")["After"][0]
     assert "cloud-init.service" in settings("doorstep-firstboot.service")["After"][0]
     assert "doorstep-identity.service" not in install.ENABLED     # only in images
+
+
+@needs_analyze
+def test_an_updates_trial_drop_in_verifies(root: Path) -> None:
+    from doorstep.provision import update
+    dropin = root / update.DROPIN.lstrip("/")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(update.trial_dropin(install.DEFAULT_PREFIX))
+    try:
+        done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-agent.service")
+        assert (done.returncode, done.stdout + done.stderr) == (0, "")
+        dropin.write_text(update.trial_dropin(install.DEFAULT_PREFIX).replace(
+            "OnFailure=", "OnFailur="))                                # and it can fail
+        done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-agent.service")
+        assert "Unknown key 'OnFailur'" in done.stderr
+    finally:
+        dropin.unlink()
+
+
+def test_the_fall_back_runs_the_previous_release_only_during_a_trial() -> None:
+    from doorstep.provision import update
+    s = settings("doorstep-rollback.service")
+    assert s["ExecStart"][0].startswith(f"{install.DEFAULT_PREFIX}/previous/bin/doorstep "
+                                        "update --rollback")
+    assert f"{update.STATE}/{update.TRIAL}" in s["ConditionPathExists"]
+    assert "doorstep-rollback.service" not in install.ENABLED
+    text = update.trial_dropin(install.DEFAULT_PREFIX)
+    assert "OnFailure=doorstep-rollback.service" in text
+    assert f"StartLimitBurst={update.START_LIMIT_BURST}" in text
+    assert "ExecStartPost=-+/opt/doorstep/current/bin/doorstep update --confirm" in text
