@@ -1,11 +1,14 @@
-"""The pi-gen stage's own steps, run as pi-gen runs them, in a Debian 12 root made with
-debootstrap: 00-apt's packages with apt-get in the chroot, 02-doorstep/00-run.sh on the host
-with ROOTFS_DIR set, and 01-run-chroot.sh inside the chroot. 01-rpi-apt is skipped (its packages
-are only in Raspberry Pi's archive) and DOORSTEP_TARGET=generic says so to the installer.
+"""The pi-gen stage's own steps, run as pi-gen runs them, in a Debian 12 (bookworm) and a
+Debian 13 (trixie) root made with debootstrap: 00-apt's packages with apt-get in the chroot,
+02-doorstep/00-run.sh on the host with ROOTFS_DIR set, and 01-run-chroot.sh inside the chroot.
+01-rpi-apt is skipped (its packages are only in Raspberry Pi's archive) and
+DOORSTEP_TARGET=generic says so to the installer. python3-bottleneck stands in for the apt
+extensions built against apt's numpy (simplejpeg is Raspberry Pi's): it must still import in
+the venv, on numpy 1.24 (bookworm) and 2.2 (trixie).
 
-A whole image needs ARM emulation, which this machine lacks: this is amd64 Debian 12, not an
-arm64 Raspberry Pi OS image, and nothing here boots. The debootstrapped root is cached (keyed
-by its package list) so later runs skip the download."""
+A whole image needs ARM emulation, which this machine lacks: these are amd64 Debian roots, not
+arm64 Raspberry Pi OS images, and nothing here boots. Each debootstrapped root is cached (keyed
+by release and package list) so later runs skip the download."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE = REPO / "image" / "pi-gen" / "stage-doorstep"
-BASE = ["python3", "ca-certificates", "systemd", "openssh-server"]
+BASE = ["python3", "ca-certificates", "systemd", "openssh-server", "python3-bottleneck"]
+RELEASES = ("bookworm", "trixie")
 MIRROR = "http://deb.debian.org/debian"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "doorstep-tests"
 
@@ -42,19 +46,19 @@ def _run(argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
                           **kw)  # type: ignore[call-overload]
 
 
-def _debian12(tmp: Path) -> Path:
-    """A cached tarball of `debootstrap --variant=minbase bookworm` with BASE and 00-apt's
+def _debian(release: str, tmp: Path) -> Path:
+    """A cached tarball of `debootstrap --variant=minbase <release>` with BASE and 00-apt's
     packages; made on first use, skipped with the reason if the mirror cannot be reached."""
     include = sorted(set(BASE + packages("00-apt")))
     key = hashlib.sha256(" ".join(include).encode()).hexdigest()[:12]
-    tarball = CACHE / f"debian12-minbase-{key}.tar"
+    tarball = CACHE / f"debian-{release}-minbase-{key}.tar"
     if tarball.exists():
         return tarball
     root = tmp / "bootstrap"
     done = _run(["debootstrap", "--variant=minbase", f"--include={','.join(include)}",
-                 "bookworm", str(root), MIRROR], timeout=1800)
+                 release, str(root), MIRROR], timeout=1800)
     if done.returncode != 0:
-        pytest.skip("debootstrap could not make a Debian 12 root (no mirror?): "
+        pytest.skip(f"debootstrap could not make a Debian {release} root (no mirror?): "
                     + (done.stderr or done.stdout).strip()[-400:])
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(".partial")
@@ -109,11 +113,12 @@ class Chroot:
         return _run(["chroot", str(self.root), *argv], input=stdin, env=clean, timeout=1800)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory,
+@pytest.fixture(scope="module", params=RELEASES)
+def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
           doorstep_wheel: Path) -> Iterator[tuple[Chroot, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("image")
-    tarball = _debian12(tmp)
+    release = request.param
+    tmp = tmp_path_factory.mktemp(f"image-{release}")
+    tarball = _debian(release, tmp)
     root = tmp / "rootfs"
     root.mkdir()
     unpacked = _run(["tar", "-C", str(root), "--numeric-owner", "-xf", str(tarball)])
@@ -124,7 +129,7 @@ def built(tmp_path_factory: pytest.TempPathFactory,
     stage = tmp / "stage-doorstep"
     shutil.copytree(STAGE, stage, symlinks=True)
     shutil.copy(doorstep_wheel, stage / "02-doorstep/files/")
-    log: dict[str, str] = {}
+    log: dict[str, str] = {"release": release}
     with Chroot(root) as chroot:
         # 00-apt: pi-gen's 00-packages-nr
         done = chroot.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
@@ -152,10 +157,17 @@ def test_the_stage_installs_doorstep_into_the_image(
     assert os.readlink(root / "opt/doorstep/current") == f"releases/{version}"
     done = chroot.run(["/opt/doorstep/current/bin/doorstep", "--version"])
     assert done.stdout.strip() == f"doorstep {version}", done.stderr
-    # the venv sees apt's numpy, as on a Pi
-    probe = chroot.run(["/opt/doorstep/current/bin/python", "-c",
-                        "import numpy, cv2, av; print(numpy.__file__)"])
+    # the venv sees apt's numpy, as on a Pi, and the apt extension built against it works
+    probe = chroot.run(["/opt/doorstep/current/bin/python", "-I", "-c",
+                        "import numpy, bottleneck, cv2, av\n"
+                        "assert bottleneck.nanmean(numpy.arange(12.0)) == 5.5\n"
+                        "print(numpy.__file__, numpy.__version__)"])
     assert probe.stdout.startswith("/usr/lib/python3/dist-packages/numpy/"), probe.stderr
+    apt_numpy = chroot.run(["/usr/bin/python3", "-c", "import numpy; print(numpy.__version__)"])
+    assert probe.stdout.split()[1] == apt_numpy.stdout.strip()
+    wanted = "numpy<2" if log["release"] == "bookworm" else "numpy>=2,<3"
+    constraints = (root / "opt/doorstep/current/doorstep-constraints.txt").read_text()
+    assert wanted in constraints and f"numpy=={apt_numpy.stdout.strip()}" in constraints
     assert "doorstep:" in (root / "etc/passwd").read_text()
     wants = root / "etc/systemd/system/multi-user.target.wants"
     for unit in ("doorstep-agent.service", "doorstep-firstboot.service",
