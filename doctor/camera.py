@@ -183,8 +183,10 @@ def _synthetic(index: int, width: int, height: int, fps: float) -> Frame:
 def _describe(source: Any, configured: str) -> str:
     if configured == "picamera2":
         model = getattr(source, "model", None)
+        focus = {True: ", autofocus on", False: ", fixed-focus lens", None: ""}[
+            getattr(source, "autofocus", None)]
         return f"picamera2 camera {getattr(source, 'camera_num', 0)}" + (
-            f" ({model})" if model else "")
+            f" ({model}{focus})" if model else "")
     return f"{source_kind(configured)} {configured}"
 
 

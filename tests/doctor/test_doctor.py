@@ -102,6 +102,7 @@ def test_the_fake_pi_camera_and_its_encoder_pass(tmp_path: Path, fake_camera: An
     cam, enc = camera.check_camera_and_encoder(cfg_of(config(tmp_path)))
     assert cam.status is Status.PASS, cam.detail
     assert cam.data["width"] == 320 and cam.data["fps"] == pytest.approx(30, rel=0.01)
+    assert "(imx708, autofocus on)" in cam.detail
     assert enc.status is Status.PASS and enc.data["encoder"] == "picamera2"
     assert enc.data["keyframes"] >= 1
     assert not fake_camera.instances[0].is_open        # closed again for the agent
