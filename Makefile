@@ -4,12 +4,15 @@
 VENV      ?= .venv
 PYTHON    ?= python3
 APT_PKGS  := mosquitto age ffmpeg systemd chromium chromium-driver
+# for the installer's tests: apt's numpy and an extension built against it (the venv must keep
+# both working), and debootstrap (the image stage's steps run in a Debian 12 root)
+APT_PKGS  += python3-numpy python3-bottleneck debootstrap
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # On Raspberry Pi OS, picamera2 comes from apt (python3-picamera2): let the venv see it.
 VENV_OPTS := $(shell [ -d /usr/lib/python3/dist-packages/picamera2 ] && echo --system-site-packages)
 STAMP     := $(VENV)/.doorstep-installed
 
-.PHONY: setup demo test lint bench bench-quick screenshots clean
+.PHONY: setup demo test lint bench bench-quick screenshots clean image-stage wheel
 
 setup: $(STAMP)
 
@@ -41,6 +44,15 @@ lint: setup
 test: lint
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
+# Doorstep's wheel: what `doorstep install` installs and `doorstep bundle` signs
+wheel: setup
+	$(VENV)/bin/pip wheel -q --no-deps -w dist .
+
+# the pi-gen stage's input: exactly one wheel in its files/ (image/pi-gen/README.md)
+image-stage: setup
+	rm -f image/pi-gen/stage-doorstep/02-doorstep/files/*.whl
+	$(VENV)/bin/pip wheel -q --no-deps -w image/pi-gen/stage-doorstep/02-doorstep/files .
+
 bench: setup
 	$(VENV)/bin/doorstep bench
 
@@ -48,4 +60,4 @@ bench-quick: setup
 	$(VENV)/bin/doorstep bench --quick
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .mypy-view .ruff_cache
+	rm -rf $(VENV) demo-out dist .pytest_cache .mypy_cache .mypy-view .ruff_cache

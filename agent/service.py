@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from doorstep.agent.commands import Commands
 from doorstep.agent.doorbell import Doorbell, LedState, LongPress, Ring
+from doorstep.agent.night import NightSwitch
 from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.agent.status import Status
@@ -56,6 +57,7 @@ class Service:
     stop_event: threading.Event = field(default_factory=threading.Event)
     _ring_thread: threading.Thread | None = None
     _finished: threading.Event = field(default_factory=threading.Event)
+    night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -161,6 +163,8 @@ class Service:
             self.uplink.stop()
         if self.doorbell is not None:
             self.doorbell.close()
+        if self.night is not None:
+            self.night.close()
         self.source.close()
 
     def drain(self, timeout: float) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from doorstep.agent.commands import CommandGate, Commands, Done
 from doorstep.agent.doorbell import Doorbell, LedState
 from doorstep.agent.modes import MODES_FILE, Modes, ModeStore
+from doorstep.agent.night import NightSwitch
 from doorstep.agent.recipients import RECIPIENTS_FILE, Recipients
 from doorstep.agent.run import Agent, Mode
 from doorstep.agent.sealing import Sealer
@@ -111,6 +112,12 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     modes = ModeStore(data_dir / MODES_FILE, Modes(armed=cfg.motion.enabled, privacy=False))
     agent = Agent(cfg, encoder=encoder, sealer=sealer, detector=detector, on_state=show,
                   modes=modes)
+    night = None
+    if cfg.night.enabled:
+        night = NightSwitch(cfg.night, pin_factory=pin_factory,
+                            monotonic=SystemClock().monotonic, source=src,
+                            on_change=getattr(src, "set_night", None))
+        agent.observers.append(night.observe)
     if agent.privacy:
         show(Mode.PRIVACY)          # restored from before the restart
     gate = (CommandGate(parse_public_key(cfg.owner.command_key), cfg.device.id,
@@ -146,4 +153,4 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
                         sign_status=lambda body: sign_status(key, body))
         outbox.on_commit = uplink.notify
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
-                   bell_events)
+                   bell_events, night=night)

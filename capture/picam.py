@@ -7,6 +7,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -20,11 +21,49 @@ from doorstep.core.errors import CameraUnavailable, CaptureError
 log = logging.getLogger(__name__)
 
 PICAM_TIME_BASE = Fraction(1, 1_000_000)  # picamera2 encoders stamp frames in microseconds
+# libcamera's enumerations, by value (picamera2 passes ints through)
+AF_MANUAL, AF_CONTINUOUS = 0, 2
+AE_EXPOSURE_MODES = {"normal": 0, "short": 1, "long": 2}
+HDR_SINGLE_EXPOSURE = 3
 
 
-def _default_camera_factory(camera_num: int) -> Any:
+@dataclass(frozen=True)
+class PicameraControls:
+    """The [camera] settings that become libcamera controls (config.schema.CameraConfig
+    documents each): focus, exposure, HDR and the NoIR tuning."""
+
+    focus: str = "continuous"          # or "fixed", at lens_position dioptres
+    lens_position: float = 1.0
+    exposure_mode: str = "normal"      # AeExposureMode: normal, short, long
+    max_exposure_ms: float = 0.0       # 0: one frame
+    exposure_value: float = 0.0
+    hdr: str = "off"                   # "sensor" (Camera Module 3) or "single-exposure" (Pi 5)
+    noir: bool = False
+
+    @classmethod
+    def from_config(cls, camera: Any) -> PicameraControls:
+        return cls(**{name: getattr(camera, name) for name in cls.__dataclass_fields__})
+
+
+def _default_camera_factory(camera_num: int, tuning: Any = None) -> Any:
     from picamera2 import Picamera2  # only on a Pi (python3-picamera2)
-    return Picamera2(camera_num)
+    return Picamera2(camera_num, tuning=tuning)
+
+
+def _camera_model(camera_num: int) -> str:
+    """The sensor libcamera reports for camera ``camera_num`` ("imx708", "imx219_noir"...)."""
+    from picamera2 import Picamera2
+    cameras = Picamera2.global_camera_info()
+    if camera_num >= len(cameras):
+        raise CameraUnavailable(f"picamera2: no camera {camera_num} attached")
+    return str(cameras[camera_num].get("Model", ""))
+
+
+def _set_sensor_hdr(camera_num: int, on: bool) -> None:
+    """Camera Module 3's own HDR is a switch on the sensor, set before the camera opens."""
+    from picamera2.devices.imx708 import IMX708
+    with IMX708(camera_num) as sensor:
+        sensor.set_sensor_hdr_mode(on)
 
 
 def _packed_i420(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -53,7 +92,8 @@ class Picamera2Source:
                  clock: Clock | None = None, camera_num: int = 0,
                  capture_timeout: float = 2.0, backoff_initial: float = 0.5,
                  backoff_max: float = 30.0, max_retries: int | None = None,
-                 camera_factory: Callable[[int], Any] | None = None) -> None:
+                 camera_factory: Callable[..., Any] | None = None,
+                 controls: PicameraControls | None = None) -> None:
         if size[0] % 2 or size[1] % 2 or lores_size[0] % 2 or lores_size[1] % 2:
             raise CaptureError(f"picamera2: sizes must be even, got {size} and {lores_size}")
         self._size = (int(size[0]), int(size[1]))
@@ -67,6 +107,11 @@ class Picamera2Source:
         self.backoff_max = backoff_max
         self.max_retries = max_retries
         self._factory = camera_factory or _default_camera_factory
+        self.controls = controls or PicameraControls()
+        self.model: str | None = None      # the sensor, once a camera has opened
+        self.autofocus: bool | None = None  # whether it has a lens the AF moves
+        self.lux: float | None = None       # the light level of the latest frame
+        self._night = False
         self.camera: Any = None
         self._encoders: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
@@ -150,23 +195,29 @@ class Picamera2Source:
     def _open(self) -> None:
         w, h = self._size
         try:
-            camera = self._factory(self.camera_num)
+            model = _camera_model(self.camera_num)
+            tuning = self._prepare(model)
+            camera = self._factory(self.camera_num, tuning)
         except IndexError as e:  # picamera2 indexes its camera list: no camera attached
             raise CameraUnavailable(f"picamera2: no camera {self.camera_num} attached") from e
         except RuntimeError as e:  # camera present but could not be acquired (busy, broken)
             raise CameraUnavailable(f"picamera2: camera {self.camera_num} will not open: "
                                     f"{e}") from e
         self.camera = camera
+        self.model = model
         try:
+            controls = self._controls(camera.camera_controls)
             config = camera.create_video_configuration(
                 main={"size": (w, h), "format": "YUV420"},
                 lores={"size": self.lores_size, "format": "YUV420"},
-                controls={"FrameRate": float(self._fps)})
+                controls=controls)
             camera.configure(config)
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, CaptureError) as e:
             self._close_camera()
             self._closed = True
             self._state = CameraState.FAILED
+            if isinstance(e, CaptureError):
+                raise
             raise CaptureError(f"picamera2: camera {self.camera_num} rejected {w}x{h} "
                                f"(lores {self.lores_size}) at {float(self._fps):g} fps: "
                                f"{e}") from e
@@ -185,6 +236,84 @@ class Picamera2Source:
         log.info("picamera2: camera %d open, %dx%d + lores %dx%d at %g fps", self.camera_num,
                  w, h, self.lores_size[0], self.lores_size[1], float(self._fps))
 
+    def _prepare(self, model: str) -> Any:
+        """Before the camera opens: the sensor's HDR switch, and the tuning to load (None:
+        libcamera's own choice for this sensor)."""
+        c = self.controls
+        if c.hdr == "sensor" and not model.startswith("imx708"):
+            self._closed = True
+            self._state = CameraState.FAILED
+            raise CaptureError(f"camera.hdr: \"sensor\" needs a Camera Module 3 (imx708); "
+                               f"camera {self.camera_num} is {model or 'unknown'}")
+        if model.startswith("imx708"):
+            try:
+                _set_sensor_hdr(self.camera_num, c.hdr == "sensor")
+            except (RuntimeError, OSError) as e:
+                if c.hdr == "sensor":
+                    raise CameraUnavailable(f"picamera2: cannot switch the sensor's HDR on: "
+                                            f"{e}") from e
+                log.debug("picamera2: sensor HDR left as it was: %s", e)
+        if not c.noir or model.endswith("_noir"):
+            return None      # libcamera already picks the NoIR tuning for a _noir sensor
+        from picamera2 import Picamera2
+        try:
+            return Picamera2.load_tuning_file(f"{model}_noir.json")
+        except RuntimeError as e:
+            self._closed = True
+            self._state = CameraState.FAILED
+            raise CaptureError(f"camera.noir: no tuning file {model}_noir.json for camera "
+                               f"{self.camera_num} ({model}): {e}") from e
+
+    def _controls(self, advertised: dict[str, Any]) -> dict[str, Any]:
+        """The libcamera controls for this camera: only those it advertises, with a log line
+        for each setting it cannot honour (a fixed-focus lens has no AfMode)."""
+        c = self.controls
+        frame_us = round(1e6 / float(self._fps))
+        max_us = round(c.max_exposure_ms * 1000)
+        controls: dict[str, Any] = (
+            {"FrameDurationLimits": (frame_us, max_us)} if max_us > frame_us
+            else {"FrameRate": float(self._fps)})
+
+        def want(name: str, value: Any, setting: str) -> None:
+            if name in advertised:
+                controls[name] = value
+            else:
+                log.warning("picamera2: %s does not offer %s: %s is not applied", self.model,
+                            name, setting)
+
+        if c.exposure_mode != "normal":
+            want("AeExposureMode", AE_EXPOSURE_MODES[c.exposure_mode],
+                 f"camera.exposure_mode = {c.exposure_mode}")
+        if c.exposure_value:
+            want("ExposureValue", float(c.exposure_value), "camera.exposure_value")
+        self.autofocus = "AfMode" in advertised
+        if c.focus == "continuous":
+            if self.autofocus:
+                controls["AfMode"] = AF_CONTINUOUS
+            else:
+                log.info("picamera2: %s has a fixed-focus lens: no autofocus to turn on",
+                         self.model)
+        else:
+            want("AfMode", AF_MANUAL, "camera.focus = fixed")
+            if "LensPosition" in advertised:
+                top = advertised["LensPosition"][1]
+                controls["LensPosition"] = min(float(c.lens_position), float(top or 32))
+        if c.hdr == "single-exposure":
+            if "HdrMode" not in advertised:
+                raise CaptureError(f"camera.hdr: \"single-exposure\" needs a Pi 5's HdrMode, "
+                                   f"which camera {self.camera_num} ({self.model}) lacks")
+            controls["HdrMode"] = HDR_SINGLE_EXPOSURE
+        if self._night and "Saturation" in advertised:
+            controls["Saturation"] = 0.0
+        return controls
+
+    def set_night(self, night: bool) -> None:
+        """Night mode: the picture in grey, where IR light makes colours meaningless."""
+        self._night = night
+        camera = self.camera
+        if camera is not None and "Saturation" in camera.camera_controls:
+            camera.set_controls({"Saturation": 0.0 if night else 1.0})
+
     def _capture(self) -> tuple[np.ndarray, np.ndarray, int]:
         w, h = self._size
         lw, lh = self.lores_size
@@ -198,7 +327,10 @@ class Picamera2Source:
         try:
             main = _packed_i420(request.make_array("main"), w, h)
             lores_y, _, _ = i420_planes(request.make_array("lores"), lw, lh)
-            ts_ns = int(request.get_metadata()["SensorTimestamp"])
+            metadata = request.get_metadata()
+            ts_ns = int(metadata["SensorTimestamp"])
+            lux = metadata.get("Lux")
+            self.lux = float(lux) if lux is not None else None
         finally:
             request.release()
         return main, np.ascontiguousarray(lores_y), ts_ns

@@ -45,13 +45,20 @@ def source_kind(url_or_path: str) -> str:
     return "file"
 
 
+# A USB 2 camera's raw YUYV at 1280x720 and 30 fps needs 55 MB/s, more than the bus carries:
+# from this size up, "auto" asks for MJPEG, which such cameras offer at full rate.
+MJPEG_FROM = 1280 * 720
+
+
 def default_options(url_or_path: str, *, size: tuple[int, int] | None = None,
-                    fps: float | None = None) -> tuple[str | None, dict[str, str]]:
+                    fps: float | None = None,
+                    v4l2_format: str = "auto") -> tuple[str | None, dict[str, str]]:
     """The (format, options) FileSource uses unless told otherwise.
 
     RTSP goes over TCP (no smeared frames from lost UDP packets) with a 5 s socket timeout; HTTP
     gets a read/write timeout; a /dev/videoN device opens with format "v4l2" and, when given, the
-    wanted size and frame rate.
+    wanted size and frame rate, and the pixel format ``v4l2_format`` names ("auto": MJPEG from
+    1280x720 up, where raw YUYV cannot keep 30 fps over USB 2).
     """
     kind = source_kind(url_or_path)
     lowered = url_or_path.lower()
@@ -61,6 +68,10 @@ def default_options(url_or_path: str, *, size: tuple[int, int] | None = None,
             opts["video_size"] = f"{size[0]}x{size[1]}"
         if fps is not None:
             opts["framerate"] = f"{fps:g}"
+        if v4l2_format != "auto":
+            opts["input_format"] = v4l2_format
+        elif size is not None and size[0] * size[1] >= MJPEG_FROM:
+            opts["input_format"] = "mjpeg"
         return "v4l2", opts
     if lowered.startswith(("rtsp://", "rtsps://")):
         return None, {"rtsp_transport": "tcp", "timeout": "5000000", "fflags": "nobuffer"}
@@ -97,7 +108,8 @@ class FileSource:
                  realtime: bool, loop: bool = False, clock: Clock | None = None,
                  privacy: Sequence[Polygon] = (), options: Mapping[str, str] | None = None,
                  format: str | None = None, backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, max_retries: int | None = None) -> None:
+                 backoff_max: float = 30.0, max_retries: int | None = None,
+                 optional: Sequence[str] = ()) -> None:
         self.url = url_or_path
         self.kind = source_kind(url_or_path)
         self.lores_size = lores_size
@@ -108,6 +120,9 @@ class FileSource:
         default_format, default_opts = default_options(url_or_path)
         self.format = format if format is not None else default_format
         self.options: dict[str, str] = {**default_opts, **(options or {})}
+        # options worth asking for, but dropped if the source will not open with them (a
+        # camera with no MJPEG mode refuses input_format=mjpeg)
+        self.optional = tuple(optional)
         self._container: Any = None
         self._closed = False
         self.backoff_initial = backoff_initial
@@ -203,7 +218,13 @@ class FileSource:
             container = av.open(self.url, mode="r", format=self.format,
                                 options=dict(self.options), timeout=timeout)
         except (av.FFmpegError, OSError) as e:
-            raise CaptureError(f"video source {self.url!r}: cannot open: {e}") from e
+            dropped = {k: self.options.pop(k) for k in self.optional if k in self.options}
+            if not dropped:
+                raise CaptureError(f"video source {self.url!r}: cannot open: {e}") from e
+            log.warning("video source %s: will not open with %s (%s); trying its default",
+                        self.url, dropped, e)
+            self._open()
+            return
         if not container.streams.video:
             container.close()
             raise CaptureError(f"video source {self.url!r}: has no video stream")
@@ -314,15 +335,20 @@ class FileSource:
 
 
 def open_source(camera: CameraConfig, *, privacy: Sequence[Polygon] = (),
-                clock: Clock | None = None) -> FrameSource:
+                clock: Clock | None = None, max_retries: int | None = None) -> FrameSource:
     """The FrameSource the [camera] config section names: "picamera2", a file, a URL or a
-    /dev/videoN device (opened at the configured size and frame rate)."""
+    /dev/videoN device (opened at the configured size and frame rate). ``max_retries``: how
+    many times a camera or live stream that fails is reopened before the error escapes (None:
+    for ever, as the agent wants; 0: at once, as the doctor wants)."""
     lores = (camera.lores_width, camera.lores_height)
     if camera.source == "picamera2":
-        from doorstep.capture.picam import Picamera2Source
+        from doorstep.capture.picam import Picamera2Source, PicameraControls
         return Picamera2Source((camera.width, camera.height), camera.fps, lores_size=lores,
-                               privacy=privacy, clock=clock)
+                               privacy=privacy, clock=clock, max_retries=max_retries,
+                               controls=PicameraControls.from_config(camera))
     fmt, opts = default_options(camera.source, size=(camera.width, camera.height),
-                                fps=camera.fps)
+                                fps=camera.fps, v4l2_format=camera.v4l2_format)
     return FileSource(camera.source, lores_size=lores, realtime=camera.realtime,
-                      loop=camera.loop, clock=clock, privacy=privacy, options=opts, format=fmt)
+                      loop=camera.loop, clock=clock, privacy=privacy, options=opts, format=fmt,
+                      max_retries=max_retries,
+                      optional=("input_format",) if camera.v4l2_format == "auto" else ())

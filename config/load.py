@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from doorstep.config.schema import Config
-from doorstep.core.errors import ConfigError
+from doorstep.core.errors import ConfigError, KeyFileError
 from doorstep.protocol.connect import plaintext_refusal
+from doorstep.protocol.keys import parse_public_key
 
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
@@ -210,3 +211,66 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append(f"mqtt.tls: {refusal}")
     if config.mqtt.password_file and not config.mqtt.username:
         problems.append("mqtt.password_file: set, but mqtt.username is empty")
+    _check_camera(config, problems)
+    _check_night(config, problems)
+    for i, text in enumerate(config.update.keys):
+        try:
+            parse_public_key(text)
+        except KeyFileError as exc:
+            problems.append(f"update.keys[{i}]: {exc}")
+
+
+HDR_SENSOR_LIMIT = (2304, 1296, 30.0)   # Camera Module 3's HDR mode: its largest size and rate
+
+
+def _check_camera(config: Config, problems: list[str]) -> None:
+    cam = config.camera
+    picam = cam.source == "picamera2"
+    default = type(cam)()
+    if cam.focus != "fixed" and cam.lens_position != default.lens_position:
+        problems.append(f"camera.lens_position: set to {cam.lens_position:g}, but camera.focus "
+                        f"is {cam.focus!r}; set camera.focus = \"fixed\" to hold the lens there")
+    frame_ms = 1000 / cam.fps
+    if 0 < cam.max_exposure_ms < frame_ms:
+        problems.append(f"camera.max_exposure_ms: {cam.max_exposure_ms:g} is shorter than one "
+                        f"frame at {cam.fps:g} fps ({frame_ms:.1f} ms); use 0, or "
+                        f"camera.exposure_mode = \"short\" to favour short exposures")
+    if cam.hdr == "sensor":
+        w, h, fps = HDR_SENSOR_LIMIT
+        if cam.width > w or cam.height > h or cam.fps > fps:
+            problems.append(f"camera.hdr: \"sensor\" HDR works up to {w}x{h} at {fps:g} fps, "
+                            f"not {cam.width}x{cam.height} at {cam.fps:g} fps")
+    for key in ("focus", "exposure_mode", "hdr", "noir", "max_exposure_ms", "exposure_value"):
+        if not picam and getattr(cam, key) != getattr(default, key):
+            problems.append(f"camera.{key}: only for camera.source = \"picamera2\" (a Pi "
+                            f"camera); remove it for {cam.source!r}")
+    if cam.v4l2_format != "auto" and not cam.source.startswith("/dev/video"):
+        problems.append(f"camera.v4l2_format: only for a /dev/videoN camera, not "
+                        f"{cam.source!r}")
+
+
+def _check_night(config: Config, problems: list[str]) -> None:
+    night = config.night
+    if not night.enabled:
+        return
+    if not night.ircut_pin and not night.ir_led_pin:
+        problems.append("night.enabled: true, but neither night.ircut_pin nor night.ir_led_pin "
+                        "is set")
+    if night.light_above <= night.dark_below:
+        problems.append(f"night.light_above: {night.light_above:g} must be above "
+                        f"night.dark_below ({night.dark_below:g}), or it would flap between "
+                        f"day and night")
+    if night.level == "lux" and config.camera.source != "picamera2":
+        problems.append("night.level: \"lux\" comes from a Pi camera's metadata; use "
+                        "\"luma\" for this camera")
+    used: dict[str, str] = {}
+    for key, pin, on in (("button.pin", config.button.pin, config.button.enabled),
+                         ("chime.pin", config.chime.pin, config.chime.enabled),
+                         ("led.pin", config.led.pin, config.led.enabled),
+                         ("night.ircut_pin", night.ircut_pin, bool(night.ircut_pin)),
+                         ("night.ir_led_pin", night.ir_led_pin, bool(night.ir_led_pin))):
+        if not on:
+            continue
+        if pin.upper() in used:
+            problems.append(f"{key}: {pin} is already {used[pin.upper()]}")
+        used.setdefault(pin.upper(), key)

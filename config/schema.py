@@ -52,6 +52,27 @@ class CameraConfig:
     loop: bool = _f(False, doc="start a file source again when it ends")
     lores_width: int = _f(320, lo=32, hi=1280)
     lores_height: int = _f(240, lo=24, hi=960)
+    # picamera2 only (libcamera controls; what a camera lacks is skipped and logged)
+    focus: str = _f("continuous", choices=("continuous", "fixed"),
+                    doc="continuous autofocus where the camera has it (Camera Module 3); "
+                        "fixed: the lens held at camera.lens_position")
+    lens_position: float = _f(1.0, lo=0, hi=32, doc="for focus = \"fixed\": dioptres, 1 / "
+                              "distance in metres (0 is infinity, 1 is 1 m, 2 is 50 cm)")
+    exposure_mode: str = _f("normal", choices=("normal", "short", "long"),
+                            doc="short favours short exposures (less blur on someone walking) "
+                                "at the cost of gain")
+    max_exposure_ms: float = _f(0.0, lo=0, hi=1000, doc="the longest exposure; 0 is one frame "
+                                "(1000 / fps); longer lets the frame rate fall in the dark")
+    exposure_value: float = _f(0.0, lo=-8, hi=8, doc="exposure compensation in stops")
+    hdr: str = _f("off", choices=("off", "sensor", "single-exposure"),
+                  doc="sensor: Camera Module 3's own HDR (at most 2304x1296 at 30 fps); "
+                      "single-exposure: the Pi 5's HDR (HdrMode)")
+    noir: bool = _f(False, doc="a NoIR camera (no IR filter): use its _noir tuning file")
+    # /dev/videoN only
+    v4l2_format: str = _f("auto", choices=("auto", "mjpeg", "yuyv422"),
+                          doc="auto asks for MJPEG at 1280x720 and above (many USB cameras "
+                              "reach 720p30 only in MJPEG) and falls back to the device's "
+                              "default")
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,29 @@ class LedConfig:
 
 
 @dataclass(frozen=True)
+class NightConfig:
+    enabled: bool = _f(False)
+    ircut_pin: str = _f("", doc="GPIO that drives the IR-cut filter, or empty")
+    ircut_day_high: bool = _f(True, doc="the pin is high while the filter is in (day)")
+    ir_led_pin: str = _f("", doc="GPIO that switches the IR LEDs, or empty")
+    ir_led_active_high: bool = _f(True)
+    level: str = _f("lux", choices=("lux", "luma"),
+                    doc="lux: the camera's light estimate (picamera2 only); luma: the mean "
+                        "grey level of the lores image, 0 to 255")
+    dark_below: float = _f(5.0, lo=0, hi=100000, doc="night starts when the level stays "
+                           "below this for hold_seconds")
+    light_above: float = _f(20.0, lo=0, hi=100000, doc="day returns when the level stays "
+                            "above this (higher than dark_below: hysteresis)")
+    hold_seconds: float = _f(10.0, lo=0, hi=600)
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    keys: tuple[str, ...] = _f((), doc="the installer's public keys (ed25519:...); `doorstep "
+                               "update` installs only bundles one of them signed")
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)
@@ -164,6 +208,8 @@ class Config:
     button: ButtonConfig = field(default_factory=ButtonConfig)
     chime: ChimeConfig = field(default_factory=ChimeConfig)
     led: LedConfig = field(default_factory=LedConfig)
+    night: NightConfig = field(default_factory=NightConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
     @property
     def topic_prefix(self) -> str:

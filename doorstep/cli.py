@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",
+    "identity": "doorstep.provision.identity", "doctor": "doorstep.doctor.cli",
+    "update": "doorstep.provision.update", "bundle": "doorstep.provision.update",
     "bench": "doorstep.bench.cli",
 }
 

@@ -30,6 +30,7 @@ from doorstep.config.schema import Config
 from doorstep.core.errors import ConfigError, DoorstepError, KeyFileError, Permanent
 from doorstep.core.fsutil import fsync_dir
 from doorstep.protocol.keys import DeviceKey, SigningKey, fingerprint
+from doorstep.provision.identity import ssh_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,11 @@ class Outcome:
 
 def firstboot(*, boot: Path, etc: Path, data: Path, credentials: Path,
               wall: Callable[[], float] = time.time,
-              new_key: Callable[[], SigningKey] = DeviceKey.generate) -> Outcome | None:
+              new_key: Callable[[], SigningKey] = DeviceKey.generate,
+              ssh: Path | None = None) -> Outcome | None:
     """Provision from ``boot``/doorstep.toml; None if there is no such file (nothing to do).
+    ``ssh``: where the SSH host keys are, whose fingerprints join the device key's in the
+    fingerprint file (so the first SSH login can be checked too).
 
     On a bad file or a failure, writes ``boot``/doorstep-error.txt naming every problem and
     raises (ConfigError for the file's contents); etc, data and credentials are then unchanged.
@@ -140,7 +144,7 @@ def firstboot(*, boot: Path, etc: Path, data: Path, credentials: Path,
         raise
     staged = _Staging()
     try:
-        outcome = _stage(prepared, staged, boot, etc, data, credentials, wall, new_key)
+        outcome = _stage(prepared, staged, boot, etc, data, credentials, wall, new_key, ssh)
     except (DoorstepError, OSError) as exc:
         staged.discard()
         _fail(boot, [f"could not stage the files, nothing was changed: {exc}"])
@@ -204,7 +208,7 @@ class _Staging:
 
 def _stage(prepared: Prepared, staged: _Staging, boot: Path, etc: Path, data: Path,
            credentials: Path, wall: Callable[[], float],
-           new_key: Callable[[], SigningKey]) -> Outcome:
+           new_key: Callable[[], SigningKey], ssh: Path | None) -> Outcome:
     cred_dir = credentials / CREDENTIALS_SUBDIR
     for directory, mode in ((etc, 0o755), (credentials, 0o700), (cred_dir, 0o700), (data, 0o750)):
         if not directory.is_dir():
@@ -235,6 +239,10 @@ def _stage(prepared: Prepared, staged: _Staging, boot: Path, etc: Path, data: Pa
             f"fingerprint: {provisioned.fingerprint}\n"
             f"public key:  {provisioned.public_key}\n"
             f"Check that the owner's tools show this fingerprint before trusting the device.\n")
+    prints = ssh_fingerprints(ssh) if ssh is not None else []
+    if prints:
+        note += ("SSH host keys of this card (ssh shows one of these at the first login):\n"
+                 + "".join(f"  {line}\n" for line in prints))
     staged.write(boot / FINGERPRINT_FILE, note.encode("utf-8"), None)
     return Outcome(provisioned=provisioned, new_key=created, config_path=config_path)
 
@@ -342,6 +350,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data", default="/var/lib/doorstep", metavar="DIR")
     p.add_argument("--credentials", default="/etc/credstore", metavar="DIR",
                    help="credential store; ours is its doorstep/ subdirectory")
+    p.add_argument("--ssh", default="/etc/ssh", metavar="DIR",
+                   help="the SSH host keys, whose fingerprints are written beside the device "
+                   "key's (default /etc/ssh)")
     p.set_defaults(func=run)
 
 
@@ -350,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
     boot = Path(args.boot)
     try:
         outcome = firstboot(boot=boot, etc=Path(args.etc), data=Path(args.data),
-                            credentials=Path(args.credentials))
+                            credentials=Path(args.credentials), ssh=Path(args.ssh))
     except ConfigError as exc:
         print(f"doorstep firstboot: {exc}", file=sys.stderr)
         print(f"(also written to {boot / ERROR_FILE}; nothing was changed)", file=sys.stderr)

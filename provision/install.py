@@ -1,22 +1,29 @@
-"""`doorstep install`: lays Doorstep out on a Pi (or into an image root): the system user, its
-directories, the config, the credential store and the systemd units. Idempotent; --dry-run only
-prints what it would do. Commands (useradd, systemctl) go through an injected runner."""
+"""`doorstep install`: lays Doorstep out on a Pi (or into an image root): the Debian packages it
+takes from apt, its venv (a release under <prefix>/releases/<version>, with <prefix>/current
+pointing at it), the system user, its directories, the config, the credential store and the
+systemd units. Idempotent; --dry-run only prints what it would do. Commands (apt-get, useradd,
+systemctl) go through an injected runner, the venv's through pyenv's."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.resources
+import importlib.util
 import logging
 import os
 import shlex
 import subprocess
 import sys
+import typing
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from doorstep.core.errors import DoorstepError, Permanent
 from doorstep.core.fsutil import write_atomic
+from doorstep.provision import identity, pyenv
+from doorstep.provision.release import CURRENT, PREVIOUS, Layout, running_wheel, wheel_version
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,11 @@ CREDENTIALS_DIR = "/etc/credstore/doorstep"
 UNIT_DIR = "/etc/systemd/system"
 DEFAULT_PREFIX = "/opt/doorstep"
 # Installed on the doorbell; doorstep-inbox.service is for the owner's machine.
-PI_UNITS = ("doorstep-agent.service", "doorstep-firstboot.service")
+PI_UNITS = ("doorstep-agent.service", "doorstep-firstboot.service",
+            "doorstep-identity.service", "doorstep-rollback.service")
+ENABLED = ("doorstep-agent.service", "doorstep-firstboot.service")
+IMAGE_ENABLED = ("doorstep-identity.service",)   # only in an image: a card's own host keys
+# doorstep-rollback.service is never enabled: only an update's trial (OnFailure=) starts it
 SUPPLEMENTARY_GROUPS = ("video", "gpio")
 WANTS = "multi-user.target.wants"
 
@@ -46,11 +57,16 @@ def run_command(argv: Sequence[str]) -> None:
                         f"{(exc.stderr or '').strip()[:300]}") from exc
 
 
-def find_units_dir() -> Path:
-    """Where the unit files ship: beside the packages in a checkout or editable install, or in
-    <venv>/share/doorstep/systemd when installed from a wheel."""
-    candidates = [Path(__file__).resolve().parents[1] / "systemd",
-                  Path(sys.prefix) / "share" / "doorstep" / "systemd"]
+def find_units_dir() -> Traversable:
+    """Where the unit files ship: beside the packages in a checkout or editable install, in
+    <venv>/share/doorstep/systemd when installed from a wheel, or inside the wheel this runs
+    from (``python3 -m doorstep install`` with the wheel on PYTHONPATH)."""
+    candidates: list[Traversable] = [Path(__file__).resolve().parents[1] / "systemd",
+                                     Path(sys.prefix) / "share" / "doorstep" / "systemd"]
+    wheel = running_wheel()
+    if wheel is not None:
+        data = f"doorstep-{wheel_version(wheel)}.data/data/share/doorstep/systemd/"
+        candidates.append(zipfile.Path(wheel, data))
     for c in candidates:
         if (c / PI_UNITS[0]).is_file():
             return c
@@ -59,11 +75,17 @@ def find_units_dir() -> Path:
 
 
 def example_config() -> bytes:
-    ref = importlib.resources.files("config") / "example.toml"
+    """config/example.toml, read without importing doorstep.config (which needs paho): the
+    installer also runs from the bare wheel, on an interpreter with nothing else installed."""
+    spec = importlib.util.find_spec("doorstep.config")
+    places = spec.submodule_search_locations if spec is not None else None
+    if spec is None or spec.loader is None or not places:
+        raise Permanent("the package doorstep.config is missing from this installation")
+    path = os.path.join(next(iter(places)), "example.toml")
     try:
-        return ref.read_bytes()
+        return typing.cast(bytes, spec.loader.get_data(path))  # type: ignore[attr-defined]
     except OSError as exc:
-        raise Permanent(f"the example config {ref} is missing from this installation") from exc
+        raise Permanent(f"the example config {path} is missing from this installation") from exc
 
 
 def _ids_from(file: Path, name: str) -> int | None:
@@ -87,8 +109,17 @@ class Installer:
     prefix: str = DEFAULT_PREFIX
     dry_run: bool = False
     runner: Runner = run_command
-    units_dir: Path | None = None
+    units_dir: Traversable | None = None
     config_text: bytes | None = None
+    wheel: Path | None = None          # build a release from this wheel (None: leave the venv)
+    target: str = "generic"            # "pi": also picamera2 and lgpio from Raspberry Pi's apt
+    apt: bool = True                   # apt-get install what is missing (else only say so)
+    python: str = pyenv.SYSTEM_PYTHON
+    constraints: Path | None = None    # None: the shipped file for this OS release
+    find_links: tuple[Path, ...] = ()
+    no_index: bool = False
+    run_venv: pyenv.Run = pyenv._run   # the venv's commands (they need their output)
+    image: bool = False                # preparing an image: strip machine-id and host keys
     report: list[str] = field(default_factory=list)
     changes: int = 0
 
@@ -132,9 +163,100 @@ class Installer:
         self.file(ETC_DIR + "/doorstep.toml", config_text, 0o644, replace=False,
                   why="from the example config")
         changed_units = [self.unit(units_dir / name) for name in PI_UNITS]
+        if self.wheel is not None:
+            if self.on_this_system:
+                self.apt_packages()
+            self.release(self.wheel)
         self.check_entry_point()
+        if self.image:
+            self.prepare_image()
         self.systemd(any(changed_units))
         return self.changes
+
+    @property
+    def enabled_units(self) -> tuple[str, ...]:
+        return ENABLED + (IMAGE_ENABLED if self.image else ())
+
+    def prepare_image(self) -> None:
+        """An image must not carry one machine's identity: every card would share it."""
+        todo = identity.prepare_image(self.root, dry_run=True)
+        if not todo:
+            self._ok("no machine-id and no SSH host keys in the image")
+        for what in todo:
+            self._do(what, lambda: None)
+        if todo and not self.dry_run:
+            identity.prepare_image(self.root)
+
+    def apt_packages(self) -> None:
+        """What Raspberry Pi OS builds against its own numpy comes from apt, never from pip."""
+        wanted = pyenv.APT_BASE + (pyenv.APT_PI if self.target == "pi" else ())
+        missing = [p for p in wanted if not self._dpkg_has(p)]
+        if not missing:
+            self._ok(f"Debian packages {', '.join(wanted)} are installed")
+            return
+        argv = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                "--no-install-recommends", *missing]
+        if not self.apt:
+            raise Permanent(f"missing Debian packages: {' '.join(missing)}; install them "
+                            f"first (apt-get install --no-install-recommends "
+                            f"{' '.join(missing)})")
+        self._do("run apt-get update", self._command(["apt-get", "update", "-q"]))
+        self._do(f"install from apt: {' '.join(missing)}", self._command(argv))
+
+    def release(self, wheel: Path) -> None:
+        """<prefix>/releases/<version>: a venv that sees apt's packages, with this wheel
+        pip-installed under the constraints; then <prefix>/current points at it."""
+        version = wheel_version(wheel)
+        layout = Layout(self.at(self.prefix))
+        rel = f"{self.prefix.rstrip('/')}/releases/{version}"
+        if not self.on_this_system:
+            self.report.append(f"note: --root given, so no venv is built (it must be made by "
+                               f"the image's own {self.python}): run `doorstep install "
+                               f"--wheel {wheel.name}` inside the image, as the pi-gen stage "
+                               f"does (image/pi-gen)")
+            return
+        if layout.is_complete(version):
+            self._ok(f"{rel} holds doorstep {version}")
+        else:
+            self._do(f"build {rel}: python3 -m venv --system-site-packages, then pip install "
+                     f"{wheel.name} with {self._constraints_name()}",
+                     lambda: self._build(layout, version, wheel))
+        current = layout.version_of(CURRENT)
+        if current == version:
+            self._ok(f"{self.prefix}/{CURRENT} -> releases/{version}")
+            return
+
+        def switch() -> None:
+            if current is not None and layout.is_complete(current):
+                layout.point(PREVIOUS, current)
+            layout.point(CURRENT, version)
+
+        self._do(f"point {self.prefix}/{CURRENT} at releases/{version}"
+                 + (f" (was {current}; that becomes {PREVIOUS})" if current else ""), switch)
+
+    def _constraints_name(self) -> str:
+        if self.constraints is not None:
+            return str(self.constraints)
+        return f"the {pyenv.os_codename(self.root) or 'unknown'} constraints"
+
+    def _build(self, layout: Layout, version: str, wheel: Path) -> None:
+        system = pyenv.system_python(self.python, run=self.run_venv)
+        if self.constraints is not None:
+            shipped = self.constraints.read_text(encoding="utf-8")
+        else:
+            shipped = pyenv.shipped_constraints(pyenv.os_codename(self.root))
+        layout.build(version, [str(wheel.resolve())],
+                     constraints=pyenv.constraints_text(shipped, system), python=self.python,
+                     find_links=self.find_links, no_index=self.no_index,
+                     need_picamera2=self.target == "pi", system=system, run=self.run_venv)
+
+    def _dpkg_has(self, package: str) -> bool:
+        argv = ["dpkg-query", "-W", "-f=${Status}", package]
+        try:
+            done = self.run_venv(argv, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0 and done.stdout.strip() == "install ok installed"
 
     def groups(self) -> None:
         for group in SUPPLEMENTARY_GROUPS:
@@ -185,7 +307,7 @@ class Installer:
         self._do(f"{verb} {path} {why}".rstrip(), lambda: _write(target, content, mode))
         return True
 
-    def unit(self, source: Path) -> bool:
+    def unit(self, source: Traversable) -> bool:
         try:
             text = source.read_text(encoding="utf-8")
         except OSError as exc:
@@ -196,26 +318,32 @@ class Installer:
                          why="")
 
     def check_entry_point(self) -> None:
-        exe = self.prefix.rstrip("/") + "/venv/bin/doorstep"
+        exe = f"{self.prefix.rstrip('/')}/{CURRENT}/bin/doorstep"
+        if self.dry_run and self.wheel is not None:
+            return
         if os.access(self.at(exe), os.X_OK):
             self._ok(f"{exe} is there")
         else:
-            self.report.append(f"note: {exe} does not exist yet; the units start it. Create the "
-                               f"venv there (docs/installer.md) before rebooting")
+            self.report.append(f"note: {exe} does not exist yet; the units start it. Give "
+                               f"--wheel doorstep-<version>-py3-none-any.whl to build it")
 
     def systemd(self, units_changed: bool) -> None:
         if not self.on_this_system:
             self.report.append(f"note: --root given, so systemctl is not run; to enable: "
-                               f"systemctl --root {self.root} enable {' '.join(PI_UNITS)}")
+                               f"systemctl --root {self.root} enable "
+                               f"{' '.join(self.enabled_units)}")
             return
-        if units_changed:
+        if units_changed and self.at("/run/systemd/system").is_dir():
             self._do("run systemctl daemon-reload",
                      self._command(["systemctl", "daemon-reload"]))
-        enabled = all(self.at(f"{UNIT_DIR}/{WANTS}/{u}").is_symlink() for u in PI_UNITS)
+        elif units_changed:  # a chroot (an image being built): enable works offline, reload not
+            self._ok("systemd is not running here (a chroot?): no daemon-reload needed")
+        units = self.enabled_units
+        enabled = all(self.at(f"{UNIT_DIR}/{WANTS}/{u}").is_symlink() for u in units)
         if enabled:
-            self._ok(f"{', '.join(PI_UNITS)} enabled")
+            self._ok(f"{', '.join(units)} enabled")
         else:
-            argv = ["systemctl", "enable", *PI_UNITS]
+            argv = ["systemctl", "enable", *units]
             self._do(f"run {shlex.join(argv)}", self._command(argv))
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -250,7 +378,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prefix", default=DEFAULT_PREFIX, metavar="DIR",
                    help=f"where the venv lives, as seen on the device (default {DEFAULT_PREFIX})")
     p.add_argument("--units", metavar="DIR", help="where the .service files are (default: found)")
+    p.add_argument("--wheel", metavar="FILE",
+                   help="build <prefix>/releases/<version> from this Doorstep wheel and point "
+                   "<prefix>/current at it (default: the wheel this runs from, if any)")
+    p.add_argument("--target", choices=["auto", "pi", "generic"], default="auto",
+                   help="pi: also python3-picamera2 and python3-lgpio from Raspberry Pi's apt "
+                   "archive (auto: pi on a Raspberry Pi or Raspberry Pi OS)")
+    p.add_argument("--no-apt", dest="apt", action="store_false",
+                   help="never run apt-get; fail naming what is missing")
+    p.add_argument("--python", default=pyenv.SYSTEM_PYTHON, metavar="EXE",
+                   help=f"the interpreter apt's packages are for (default {pyenv.SYSTEM_PYTHON})")
+    p.add_argument("--constraints", metavar="FILE",
+                   help="pip constraints instead of the shipped ones for this OS release")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR",
+                   help="also look for wheels here (pip --find-links; repeatable)")
+    p.add_argument("--no-index", action="store_true",
+                   help="install only from --find-links, never from PyPI")
+    p.add_argument("--image", action="store_true",
+                   help="this root becomes an image for many cards: reset the machine-id, "
+                   "remove the SSH host keys, enable doorstep-identity.service")
     p.set_defaults(func=run)
+
+
+def detect_target(root: Path) -> str:
+    """"pi" on a Raspberry Pi, or in a Raspberry Pi OS root (its apt source); else "generic"."""
+    try:
+        if root.resolve() == Path("/") and "Raspberry Pi" in Path(
+                "/proc/device-tree/model").read_text(errors="replace"):
+            return "pi"
+    except OSError:
+        pass
+    sources = root / "etc/apt/sources.list.d"
+    return "pi" if any((sources / n).exists() for n in ("raspi.list", "raspi.sources")) \
+        else "generic"
 
 
 def run(args: argparse.Namespace, runner: Runner = run_command) -> int:
@@ -258,8 +418,15 @@ def run(args: argparse.Namespace, runner: Runner = run_command) -> int:
     if not args.dry_run and Path(args.root).resolve() == Path("/") and os.geteuid() != 0:
         print("doorstep install: error: run as root (sudo), or use --dry-run", file=sys.stderr)
         return 1
-    inst = Installer(root=Path(args.root), prefix=args.prefix, dry_run=args.dry_run,
-                     runner=runner, units_dir=Path(args.units) if args.units else None)
+    wheel = Path(args.wheel) if args.wheel else running_wheel()
+    root = Path(args.root)
+    inst = Installer(root=root, prefix=args.prefix, dry_run=args.dry_run,
+                     runner=runner, units_dir=Path(args.units) if args.units else None,
+                     wheel=wheel, apt=args.apt, python=args.python,
+                     target=detect_target(root) if args.target == "auto" else args.target,
+                     constraints=Path(args.constraints) if args.constraints else None,
+                     find_links=tuple(Path(d) for d in args.find_links),
+                     no_index=args.no_index, image=args.image)
     try:
         inst.run()
     except (DoorstepError, OSError) as exc:

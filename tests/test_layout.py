@@ -26,6 +26,9 @@ ALLOWED: dict[str, set[str]] = {
     "owner": {"core", "protocol"},
     "provision": {"core", "protocol", "config"},
     "agent": {"core", "protocol", "config", "capture", "motion", "uplink"},
+    # the installer's self-check: it opens what the agent opens, and reads the venv as
+    # provision/ built it
+    "doctor": {"core", "protocol", "config", "capture", "uplink", "agent", "provision"},
 }
 TOP = "top"   # doorstep/*.py (the command line, the demo) and bench/: may import anything
 

@@ -139,8 +139,13 @@ def test_default_options_for_streams_and_devices() -> None:
     fmt, opts = default_options("rtsp://cam.local/stream")
     assert fmt is None and opts["rtsp_transport"] == "tcp" and "timeout" in opts
     assert "rw_timeout" in default_options("http://cam.local/video.mjpg")[1]
+    fmt, opts = default_options("/dev/video0", size=(640, 480), fps=30)
+    assert fmt == "v4l2" and opts == {"video_size": "640x480", "framerate": "30"}
+    # from 720p up a USB 2 camera needs MJPEG for 30 fps: "auto" asks for it
     fmt, opts = default_options("/dev/video0", size=(1280, 720), fps=30)
-    assert fmt == "v4l2" and opts == {"video_size": "1280x720", "framerate": "30"}
+    assert opts == {"video_size": "1280x720", "framerate": "30", "input_format": "mjpeg"}
+    opts = default_options("/dev/video0", size=(1280, 720), fps=30, v4l2_format="yuyv422")[1]
+    assert opts["input_format"] == "yuyv422"
     assert default_options("/tmp/x.mp4") == (None, {})
 
 
@@ -202,3 +207,28 @@ def test_each_packet_is_decoded_without_being_held_back(
     finally:
         source.close()
     assert per_packet == [1] * 12
+
+
+def test_a_camera_without_mjpeg_falls_back_to_its_default_format(
+        small_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No V4L2 device here: av.open stands in for a webcam that offers no MJPEG mode, refusing
+    # the option as FFmpeg's v4l2 demuxer does, and opening without it.
+    import av
+
+    real_open = av.open
+    asked: list[dict[str, str]] = []
+
+    def webcam(url: str, *args: object, options: dict[str, str], **kw: object) -> object:
+        asked.append(dict(options))
+        if options.get("input_format") == "mjpeg":
+            raise av.ArgumentError(22, "Cannot find a proper format for codec mjpeg")
+        return real_open(url, *args, options=options, **kw)
+
+    monkeypatch.setattr(av, "open", webcam)
+    src = FileSource(str(small_video), realtime=False, options={"input_format": "mjpeg"},
+                     optional=("input_format",))
+    assert [o.get("input_format") for o in asked] == ["mjpeg", None]
+    assert next(iter(src.frames())).index == 0
+    src.close()
+    with pytest.raises(CaptureError, match="cannot open"):     # not optional: refused
+        FileSource(str(small_video), realtime=False, options={"input_format": "mjpeg"})

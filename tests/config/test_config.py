@@ -129,3 +129,63 @@ def test_check_config_warns_when_this_machine_has_no_gpio_for_the_button(
     assert main(["-q", "check-config", str(good)]) == 0
     assert "warning" not in capsys.readouterr().err
     assert Device.pin_factory is None
+
+
+# -- capture defaults and night mode (issue 16) --------------------------------------------------
+def problems_of(extra: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n{extra}')
+    return info.value.problems
+
+
+def test_capture_defaults_are_continuous_focus_and_mjpeg_when_needed() -> None:
+    cfg = parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n')
+    assert cfg.camera.focus == "continuous" and cfg.camera.v4l2_format == "auto"
+    assert cfg.camera.hdr == "off" and cfg.night.enabled is False
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("[camera]\nlens_position = 2.0\n",
+     'camera.lens_position: set to 2, but camera.focus is \'continuous\''),
+    ("[camera]\nmax_exposure_ms = 10\n",
+     "camera.max_exposure_ms: 10 is shorter than one frame at 30 fps (33.3 ms)"),
+    ("[camera]\nhdr = \"sensor\"\nwidth = 3840\nheight = 2160\n",
+     'camera.hdr: "sensor" HDR works up to 2304x1296 at 30 fps, not 3840x2160'),
+    ("[camera]\nsource = \"porch.mp4\"\nnoir = true\n",
+     'camera.noir: only for camera.source = "picamera2"'),
+    ("[camera]\nv4l2_format = \"mjpeg\"\n", "camera.v4l2_format: only for a /dev/videoN camera"),
+    ("[camera]\nfocus = \"macro\"\n", "camera.focus: 'macro' is not allowed"),
+    ("[night]\nenabled = true\n", "night.enabled: true, but neither night.ircut_pin"),
+    ("[night]\nenabled = true\nir_led_pin = \"GPIO5\"\ndark_below = 30.0\n",
+     "night.light_above: 20 must be above night.dark_below (30)"),
+    ("[camera]\nsource = \"/dev/video0\"\n[night]\nenabled = true\nir_led_pin = \"GPIO5\"\n",
+     'night.level: "lux" comes from a Pi camera'),
+    ("[night]\nenabled = true\nircut_pin = \"GPIO17\"\n",
+     "night.ircut_pin: GPIO17 is already button.pin"),
+])
+def test_capture_and_night_problems_name_their_keys(extra: str, message: str) -> None:
+    found = problems_of(extra)
+    assert any(message in p for p in found), found
+
+
+def test_a_full_night_and_camera_section_is_accepted() -> None:
+    cfg = parse_config(f"""
+[owner]
+recipients = ["{RECIPIENT}"]
+[camera]
+focus = "fixed"
+lens_position = 1.5
+exposure_mode = "short"
+max_exposure_ms = 100
+hdr = "sensor"
+width = 2304
+height = 1296
+noir = true
+[night]
+enabled = true
+ircut_pin = "GPIO23"
+ir_led_pin = "GPIO24"
+dark_below = 3
+light_above = 15
+""")
+    assert cfg.camera.lens_position == 1.5 and cfg.night.ir_led_pin == "GPIO24"

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from doorstep.provision import install
+from doorstep.core.errors import DoorstepError
+from doorstep.provision import install, pyenv
 from doorstep.provision.install import Installer
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
@@ -130,15 +133,16 @@ def test_a_wrong_mode_is_repaired(tmp_path: Path) -> None:
 def test_prefix_is_written_into_the_units(tmp_path: Path) -> None:
     make(tmp_path, prefix="/srv/doorstep")[0].run()
     agent = (tmp_path / "etc/systemd/system/doorstep-agent.service").read_text()
-    assert "ExecStart=/srv/doorstep/venv/bin/doorstep run" in agent
+    assert "ExecStart=/srv/doorstep/current/bin/doorstep run" in agent
     assert "/opt/doorstep" not in agent
 
 
 def test_on_this_system_it_reloads_and_enables_once(tmp_path: Path) -> None:
+    (tmp_path / "run/systemd/system").mkdir(parents=True)   # booted with systemd
     inst, fake = make(tmp_path, LocalInstaller)
     inst.run()
     assert ["systemctl", "daemon-reload"] in fake.calls
-    assert ["systemctl", "enable", *install.PI_UNITS] in fake.calls
+    assert ["systemctl", "enable", *install.ENABLED] in fake.calls
     again, fake2 = make(tmp_path, LocalInstaller)
     assert again.run() == 0
     assert fake2.calls == []
@@ -179,3 +183,86 @@ def test_a_failing_command_is_reported(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert install.run(args, runner=missing_tool) == 1
     assert "doorstep-no-such-tool: not found on this system" in capsys.readouterr().err
+
+
+def test_in_a_chroot_units_are_enabled_without_a_reload(tmp_path: Path) -> None:
+    # pi-gen's chroot: systemctl enable works on the files, daemon-reload has no systemd
+    inst, fake = make(tmp_path, LocalInstaller)
+    inst.run()
+    assert ["systemctl", "daemon-reload"] not in fake.calls
+    assert ["systemctl", "enable", *install.ENABLED] in fake.calls
+
+
+# -- the venv and apt steps, with the venv's commands played by a recorder ----------------------
+class FakeVenv:
+    """Answers dpkg-query from a set of installed packages; records every other command."""
+
+    def __init__(self, installed: set[str]) -> None:
+        self.installed = installed
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], timeout: float = 0) -> Any:
+        argv = list(argv)
+        self.calls.append(argv)
+        if argv[0] == "dpkg-query":
+            ok = argv[-1] in self.installed
+            return subprocess.CompletedProcess(argv, 0 if ok else 1,
+                                               "install ok installed" if ok else "", "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+WHEEL = Path("doorstep-9.8.7-py3-none-any.whl")
+
+
+def test_dry_run_with_a_wheel_says_which_release_it_would_build(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text('VERSION_CODENAME=bookworm\n')
+    venv = FakeVenv({"python3-venv", "python3-numpy"})
+    inst, _ = make(tmp_path, LocalInstaller, dry_run=True, wheel=WHEEL, run_venv=venv)
+    inst.run()
+    would = [line for line in inst.report if line.startswith("would")]
+    assert any("build /opt/doorstep/releases/9.8.7" in w and "--system-site-packages" in w
+               and "bookworm constraints" in w for w in would)
+    assert any("point /opt/doorstep/current at releases/9.8.7" in w for w in would)
+    assert [c[0] for c in venv.calls] == ["dpkg-query", "dpkg-query"]  # asked, built nothing
+    assert not (tmp_path / "opt").exists()
+
+
+def test_missing_debian_packages_come_from_apt_or_are_named(tmp_path: Path) -> None:
+    venv = FakeVenv({"python3-venv"})
+    inst, _ = make(tmp_path, LocalInstaller, wheel=WHEEL, run_venv=venv, apt=False,
+                   target="pi")
+    with pytest.raises(DoorstepError, match="python3-numpy python3-picamera2 python3-lgpio"):
+        inst.run()
+    inst, _ = make(tmp_path, LocalInstaller, dry_run=True, wheel=WHEEL, run_venv=venv,
+                      target="pi")
+    inst.run()
+    assert any("install from apt: python3-numpy python3-picamera2 python3-lgpio" in line
+               for line in inst.report)
+
+
+def test_into_an_image_root_the_venv_is_left_to_the_image(tmp_path: Path) -> None:
+    inst, _ = make(tmp_path, wheel=WHEEL, run_venv=FakeVenv(set(pyenv.APT_BASE)), apt=False)
+    inst.run()
+    assert any("inside the image" in line and "pi-gen" in line for line in inst.report)
+    assert not (tmp_path / "opt/doorstep/releases").exists()
+
+
+def test_raspberry_pi_os_is_recognised_by_its_apt_source(tmp_path: Path) -> None:
+    assert install.detect_target(tmp_path) == "generic"
+    (tmp_path / "etc/apt/sources.list.d").mkdir(parents=True)
+    (tmp_path / "etc/apt/sources.list.d/raspi.sources").write_text("")
+    assert install.detect_target(tmp_path) == "pi"
+
+
+def test_constraints_hold_apts_numpy_and_picamera2s_av() -> None:
+    shipped = pyenv.shipped_constraints("bookworm")
+    assert "numpy<2" in shipped and "opencv-python-headless<4.12" in shipped
+    assert "numpy>=2,<3" in pyenv.shipped_constraints("trixie")
+    with pytest.raises(DoorstepError, match="bookworm, trixie"):
+        pyenv.shipped_constraints("bullseye")
+    plain = pyenv.SystemPython({"numpy": "1.24.2", "av": "10.0.0"}, picamera2=False)
+    assert plain.pins() == ["numpy==1.24.2"]          # no picamera2: PyPI's av may be used
+    pi = pyenv.SystemPython({"numpy": "1.24.2", "av": "12.3.0"}, picamera2=True)
+    text = pyenv.constraints_text(shipped, pi)
+    assert text.endswith("numpy==1.24.2\nav==12.3.0\n")

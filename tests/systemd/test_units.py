@@ -54,10 +54,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (etc / "group").write_text("doorstep:x:4242:\nvideo:x:44:\ngpio:x:997:\n")
     install.Installer(root=root, runner=fake, units_dir=UNITS, config_text=b"").run()
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    exe = root / install.DEFAULT_PREFIX.lstrip("/") / "venv/bin/doorstep"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    # the doorbell's units run the current release (the fall-back the previous one); the
+    # owner's inbox unit a plain venv
+    for venv in ("current", "previous", "venv"):
+        exe = root / install.DEFAULT_PREFIX.lstrip("/") / venv / "bin/doorstep"
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     return root
 
 
@@ -76,7 +79,7 @@ def test_verify_is_not_a_rubber_stamp(root: Path, tmp_path: Path) -> None:
         unit.write_text(good.replace("ProtectHome=yes", "ProtectHom=yes"))
         done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-agent.service")
         assert "Unknown key 'ProtectHom'" in done.stderr  # a typo is reported...
-        exe = root / "opt/doorstep/venv/bin/doorstep"
+        exe = root / "opt/doorstep/current/bin/doorstep"
         unit.write_text(good.replace(str(exe.relative_to(root).parent), "opt/elsewhere/bin"))
         done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-agent.service")
         assert done.returncode != 0 and "is not executable" in done.stderr  # ...and a bad path
@@ -137,7 +140,7 @@ def test_agent_unit_keeps_the_promises_the_docs_make() -> None:
     assert s["DevicePolicy"] == ["closed"]
     assert s["User"] == [install.USER] and s["SupplementaryGroups"] == ["video gpio"]
     assert s["NoNewPrivileges"] == ["yes"] and s["PrivateTmp"] == ["yes"]
-    assert s["ExecStart"] == [f"{install.DEFAULT_PREFIX}/venv/bin/doorstep run "
+    assert s["ExecStart"] == [f"{install.DEFAULT_PREFIX}/current/bin/doorstep run "
                               f"--config {install.ETC_DIR}/doorstep.toml"]
     # the credentials the agent gets are the files first boot writes
     creds = {v.partition(":")[0]: v.partition(":")[2] for v in s["LoadCredential"]}
@@ -153,7 +156,49 @@ def test_firstboot_unit_runs_before_the_agent_only_when_there_is_a_file() -> Non
     assert s["ConditionPathExists"] == [f"/boot/firmware/{firstboot.BOOT_FILE}"]
     assert "doorstep-agent.service" in s["Before"][0]
     assert "doorstep-firstboot.service" in settings("doorstep-agent.service")["After"][0]
-    assert s["ExecStart"][0].startswith(f"{install.DEFAULT_PREFIX}/venv/bin/doorstep firstboot")
+    assert s["ExecStart"][0].startswith(
+        f"{install.DEFAULT_PREFIX}/current/bin/doorstep firstboot")
+
+
+def test_a_cards_identity_comes_before_ssh_and_first_boot() -> None:
+    s = settings("doorstep-identity.service")
+    assert s["Type"] == ["oneshot"]
+    assert {"ssh.service", "doorstep-firstboot.service"} <= set(s["Before"][0].split())
+    assert s["ConditionPathExists"] == ["!/var/lib/doorstep-identity/done.json"]
+    assert "doorstep-identity.service" in settings("doorstep-firstboot.service")["After"][0]
+    assert "cloud-init.service" in settings("doorstep-firstboot.service")["After"][0]
+    assert "doorstep-identity.service" not in install.ENABLED     # only in images
+
+
+@needs_analyze
+def test_an_updates_trial_drop_in_verifies(root: Path) -> None:
+    from doorstep.provision import update
+    dropin = root / update.DROPIN.lstrip("/")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(update.trial_dropin(install.DEFAULT_PREFIX))
+    try:
+        done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-agent.service")
+        assert (done.returncode, done.stdout + done.stderr) == (0, "")
+        dropin.write_text(update.trial_dropin(install.DEFAULT_PREFIX).replace(
+            "OnFailure=", "OnFailur="))                                # and it can fail
+        done = analyze("verify", f"--root={root}", "/etc/systemd/system/doorstep-agent.service")
+        assert "Unknown key 'OnFailur'" in done.stderr
+    finally:
+        dropin.unlink()
+
+
+def test_the_fall_back_runs_the_previous_release_only_during_a_trial() -> None:
+    from doorstep.provision import update
+    s = settings("doorstep-rollback.service")
+    assert s["ExecStart"][0].startswith(f"{install.DEFAULT_PREFIX}/previous/bin/doorstep "
+                                        "update --rollback")
+    assert f"{update.STATE}/{update.TRIAL}" in s["ConditionPathExists"]
+    assert "doorstep-rollback.service" not in install.ENABLED
+    text = update.trial_dropin(install.DEFAULT_PREFIX)
+    assert "OnFailure=doorstep-rollback.service" in text
+    assert f"StartLimitBurst={update.START_LIMIT_BURST}" in text
+    assert "ExecStartPost=-+/opt/doorstep/current/bin/doorstep update --confirm" in text
+
 
 
 @needs_analyze

@@ -17,6 +17,11 @@ class FakeCameraSystem:
     complete."), as when another process holds the camera. ``hang_after``: each camera delivers
     this many frames, then capture_request(wait=seconds) raises TimeoutError, as a camera whose
     ribbon cable came loose does.
+
+    ``model``: the sensor libcamera reports ("imx708" is Camera Module 3, which has autofocus;
+    "imx708_wide_noir" its wide NoIR variant; "imx219" the v2, with a fixed-focus lens).
+    ``pisp``: a Pi 5, whose ISP offers the HdrMode control. ``lux``: the light level the
+    metadata reports. ``sensor_hdr``: what picamera2.devices.imx708 last set on the sensor.
     """
 
     cameras: int = 1
@@ -25,6 +30,10 @@ class FakeCameraSystem:
     hang_after: int | None = None
     opened: int = 0
     instances: list[Any] = field(default_factory=list)
+    model: str = "imx708"
+    pisp: bool = False
+    lux: float = 400.0
+    sensor_hdr: bool = False
 
     def reset(self) -> None:
         self.cameras = 1
@@ -33,6 +42,10 @@ class FakeCameraSystem:
         self.hang_after = None
         self.opened = 0
         self.instances.clear()
+        self.model = "imx708"
+        self.pisp = False
+        self.lux = 400.0
+        self.sensor_hdr = False
 
 
 SYSTEM = FakeCameraSystem()

@@ -15,6 +15,26 @@ from .request import CompletedRequest, _Request
 _YUV_FORMATS = ("YUV420", "YVU420")
 _FORMATS = ("XBGR8888", "XRGB8888", "BGR888", "RGB888", *_YUV_FORMATS)
 _FIRST_TIMESTAMP_NS = 5_000_000_000_000  # sensor timestamps count from boot, not from zero
+# Tuning files libcamera ships for Raspberry Pi (a subset): <sensor>.json and <sensor>_noir.json.
+_TUNING_FILES = {f"{m}{v}.json" for m in ("imx708", "imx708_wide", "imx219", "imx477")
+                 for v in ("", "_noir")}
+_VIRTUAL_CONTROLS = ("FrameRate",)  # picamera2 turns FrameRate into FrameDurationLimits
+
+
+def _controls_for(model: str, pisp: bool) -> dict[str, tuple[Any, Any, Any]]:
+    """camera_controls as libcamera advertises them: (min, max, default) by name."""
+    controls: dict[str, tuple[Any, Any, Any]] = {
+        "FrameDurationLimits": (33333, 120000000, None), "ExposureTime": (26, 112015443, None),
+        "AnalogueGain": (1.12, 16.0, None), "AeEnable": (False, True, None),
+        "AeExposureMode": (0, 3, 0), "ExposureValue": (-8.0, 8.0, 0.0),
+        "Saturation": (0.0, 32.0, 1.0), "NoiseReductionMode": (0, 4, 0),
+    }
+    if model.startswith("imx708"):  # Camera Module 3: a lens the autofocus moves
+        controls.update({"AfMode": (0, 2, 0), "AfRange": (0, 2, 0), "AfSpeed": (0, 1, 0),
+                         "LensPosition": (0.0, 15.0, 1.0)})
+    if pisp:
+        controls["HdrMode"] = (0, 4, 0)
+    return controls
 
 
 def _align(n: int, to: int) -> int:
@@ -43,9 +63,23 @@ def _check_stream(name: str, stream: Any) -> None:
 class Picamera2:
     """The fake camera. Raises IndexError when no camera is attached, like the real one."""
 
+    @staticmethod
+    def global_camera_info() -> list[dict[str, Any]]:
+        return [{"Model": SYSTEM.model, "Location": 2, "Rotation": 180, "Num": i,
+                 "Id": f"/base/axi/pcie@120000/rp1/i2c@88000/{SYSTEM.model}@1a/{i}"}
+                for i in range(SYSTEM.cameras)]
+
+    @staticmethod
+    def load_tuning_file(tuning_file: str, dir: str | None = None) -> dict[str, Any]:
+        if tuning_file not in _TUNING_FILES:
+            raise RuntimeError("Tuning file not found")
+        return {"version": 2.0, "target": "pisp" if SYSTEM.pisp else "bcm2835",
+                "algorithms": [], "fake_file": tuning_file}
+
     def __init__(self, camera_num: int = 0, verbose_console: Any = None, tuning: Any = None,
                  allocator: Any = None) -> None:
         self.is_open = False
+        self.tuning = tuning
         if SYSTEM.missing_opens > 0:
             SYSTEM.missing_opens -= 1
             [][camera_num]  # the real one indexes global_camera_info(): IndexError
@@ -62,6 +96,8 @@ class Picamera2:
         self.post_callback: Any = None
         self._encoders: set[Any] = set()
         self.outstanding = 0
+        self.controls_set: dict[str, Any] = {}
+        self.controls_history: list[dict[str, Any]] = []
         self.frames_delivered = 0
         self._sequence = 0
         SYSTEM.opened += 1
@@ -110,9 +146,33 @@ class Picamera2:
                 continue
             w = stream["size"][0]
             stream["stride"] = _align(w, 64) if stream["format"] in _YUV_FORMATS else w * 4
+        self._check_controls(config["controls"])
         fps = config["controls"].get("FrameRate")
-        self._frame_ns = round(1e9 / fps) if fps else 33_333_333
+        limits = config["controls"].get("FrameDurationLimits")
+        if fps:
+            self._frame_ns = round(1e9 / fps)
+        elif limits:  # a bright scene: the shortest frame the limits allow
+            self._frame_ns = int(limits[0]) * 1000
+        else:
+            self._frame_ns = 33_333_333
+        self.controls_set = dict(config["controls"])
         self.camera_config = config
+
+    @property
+    def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
+        return _controls_for(SYSTEM.model, SYSTEM.pisp)
+
+    def _check_controls(self, controls: dict[str, Any]) -> None:
+        """As picamera2's Controls: a control libcamera does not advertise is refused."""
+        known = self.camera_controls
+        for name in controls:
+            if name not in known and name not in _VIRTUAL_CONTROLS:
+                raise RuntimeError(f"Control {name} is not advertised by libcamera")
+
+    def set_controls(self, controls: dict[str, Any]) -> None:
+        self._check_controls(controls)
+        self.controls_set.update(controls)
+        self.controls_history.append(dict(controls))
 
     def camera_configuration(self) -> dict[str, Any] | None:
         return self.camera_config
@@ -180,7 +240,10 @@ class Picamera2:
                    for name in ("main", "lores") if self.camera_config.get(name)}
         ts = _FIRST_TIMESTAMP_NS + self._sequence * self._frame_ns
         metadata = {"SensorTimestamp": ts, "FrameDuration": self._frame_ns // 1000,
-                    "ExposureTime": 10000, "AnalogueGain": 1.0}
+                    "ExposureTime": 10000, "AnalogueGain": 1.0, "Lux": float(SYSTEM.lux)}
+        if "AfMode" in self.controls_set:
+            metadata["AfState"] = 2 if self.controls_set["AfMode"] == 2 else 0
+            metadata["LensPosition"] = float(self.controls_set.get("LensPosition", 1.0))
         request = CompletedRequest(_Request(buffers, metadata), self)
         self._sequence += 1
         self.frames_delivered += 1

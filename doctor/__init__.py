@@ -1,0 +1,1 @@
+"""doctor/: `doorstep doctor`, the installer's self-check at the door."""
