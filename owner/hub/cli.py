@@ -12,7 +12,7 @@ from pathlib import Path
 from doorstep.core.errors import DoorstepError
 from doorstep.owner.hub.server import DEFAULT_PORT, HubConfig, HubServer, self_signed
 from doorstep.owner.inbox import load_devices
-from doorstep.protocol.connect import Broker
+from doorstep.protocol.connect import Broker, plaintext_refusal
 from doorstep.protocol.keys import SigningKey
 
 DEFAULT_HOME = "~/.local/share/doorstep"
@@ -44,7 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="localhost", help="MQTT broker")
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
-    p.add_argument("--mqtt-tls", action="store_true")
+    p.add_argument("--mqtt-tls", action="store_true",
+                   help="connect to the broker with TLS (needed for a broker on another "
+                   "machine, unless --insecure-no-tls)")
+    p.add_argument("--insecure-no-tls", action="store_true",
+                   help="allow a broker on another machine without TLS: the password and all "
+                   "metadata then cross the network in clear")
     p.add_argument("--ca-file", default="", metavar="FILE")
     p.add_argument("--username", default="")
     p.add_argument("--password-file", default="", metavar="FILE")
@@ -75,6 +80,10 @@ def config_from(args: argparse.Namespace) -> HubConfig:
     if not loopback and cert is None:
         raise DoorstepError(f"listening on {args.listen} needs HTTPS: give --tls-cert and "
                             "--tls-key, or --tls-self-signed")
+    refusal = None if args.no_mqtt else plaintext_refusal(
+        args.host, args.mqtt_tls, args.insecure_no_tls, key="--insecure-no-tls")
+    if refusal:
+        raise DoorstepError(refusal)
     broker = None if args.no_mqtt else Broker(
         host=args.host, port=args.mqtt_port, protocol=args.protocol, tls=args.mqtt_tls,
         ca_file=args.ca_file, username=args.username, password_file=args.password_file)
