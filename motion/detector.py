@@ -1,9 +1,11 @@
 """The motion detector: lores grey frames in, motion on/off with a score and boxes out.
 
 It models a lighting change as a gain plus an offset over the whole frame, gives each pixel its
-own noise allowance, tolerates a shift of a pixel, counts change only where consecutive frames
-also differ, absorbs still change into the background, and applies hysteresis to the trigger
-(DESIGN.md decision 7; docs/motion.md explains it). All arithmetic is float32, never uint8.
+own noise allowance, tolerates a shift of a pixel, counts change only where the frame also
+differs from the last few, learns the places that flicker or cycle and discounts them, follows
+moving regions so that a small slow walker counts once it has travelled, absorbs still change
+into the background, and applies hysteresis to the trigger (DESIGN.md decision 7;
+docs/motion.md explains it). All arithmetic is float32, never uint8.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from doorstep.capture.masks import rasterize
 from doorstep.config.schema import MotionConfig
+from doorstep.motion.light import fit_light, samples, shrunk_samples
+from doorstep.motion.objects import Track, Tracker, regions_of
+from doorstep.motion.photometric import hidden
 
 log = logging.getLogger(__name__)
 
 WORK_WIDTH = 160  # the detector works on the lores image shrunk to about this width
-_NO_BLOBS: np.ndarray = np.zeros((0, 5), np.int32)
+FLUX_DECILE = 60  # the lowest tenth of light.samples()' 600
 
 
 @dataclass(frozen=True)
@@ -42,21 +46,41 @@ class Tuning:
 
     noise_k: float = 4.0  # a pixel moves when it leaves the background by this many noise units
     spread_k: float = 2.0  # ... plus this many times its own learned allowance (leaves, edges)
-    diff_k: float = 3.0  # consecutive frames must differ by this many noise units nearby
-    min_area_pct: float = 0.5  # percent of the watched area that must move to count
+    diff_k: float = 3.0  # and differs from the last few frames by this many noise units nearby
+    min_area_pct: float = 0.5  # percent of the watched area that must move to count at once
     shift_px: int = 2  # work pixels (about 4 lores pixels): jitter and sway this small is ignored
     density: float = 0.5  # share of a 5x5 neighbourhood that must move (drops scattered specks)
     learn_seconds: float = 0.6  # no background yet: learn this long before anything counts
     background_seconds: float = 1.0  # time constant of the background where nothing moves
     absorb_seconds: float = 1.5  # time constant at which still change joins the background
+    moving_absorb_seconds: float = 8.0  # ... and change that keeps moving (no ghosts left)
+    lag_seconds: float = 0.2  # what "differs now" compares with: the frame this long ago (a
+    # slow walker has moved by then; a parked bike stops counting this soon after it stops)
     allowance_rise_seconds: float = 0.2  # a pixel's allowance grows this fast when it varies ...
     allowance_fall_seconds: float = 10.0  # ... and shrinks this slowly
     allowance_cap: float = 12.0  # grey levels: no pixel's allowance grows past this, so none
     # goes blind; a person in front of a tree still shows
+    busy_activity: float = 1.5  # seconds: a place that moves this long (each start counting
+    busy_start_weight: float = 0.25  # ... this many seconds more) within about
+    busy_seconds: float = 10.0  # ... this long flickers or cycles: it is busy
+    small_area_pct: float = 0.04  # the least region followed as a possible small mover
+    travel_px: float = 2.0  # work pixels a small region must travel, steadily, to count ...
+    travel_seconds: float = 1.5  # ... within this long, at most
+    pace: float = 2.0  # ... its own size a second (faster is a snowflake or an insect)
+    thing_share: float = 0.35  # a large region hides the background (is a thing, not light on
+    # it or a blur in front of the lens) when a smooth gain and offset leave this share of its
+    # change unexplained
+    linger_seconds: float = 20.0  # a travelled object keeps counting this long while it stirs
+    exit_hold_seconds: float = 0.3  # the hold after the last moving frame, when what moved
+    # was walking out of view (touching the frame's edge and shrinking); else hold_seconds
     relight_step: float = 0.15  # a sudden change of this share of the brightness, that a gain and
     # offset explain over most of the frame, is light: the background re-baselines at once
     noise_seconds: float = 0.5  # time constant of the frame's noise estimate
     noise_floor: float = 1.0  # grey levels: the least noise assumed, even in a clean frame
+    noise_ceiling: float = 8.0  # ... and the most: beyond it, what differs is the scene moving,
+    # not the sensor (leaves across the whole frame), and it must not blind the detector
+    density_side: int = 3
+    flux: bool = True
 
 
 PRESETS: dict[str, Tuning] = {
@@ -72,7 +96,7 @@ class MotionDetector:
     def __init__(self, cfg: MotionConfig, size: tuple[int, int], fps: float,
                  tuning: Tuning | None = None) -> None:
         self.cfg = cfg
-        self.tuning = tuning or PRESETS[cfg.sensitivity]
+        self.tuning = tu = tuning or PRESETS[cfg.sensitivity]
         self.size = size
         self.fps = float(fps) if fps > 0 else 25.0
         w, h = size
@@ -84,10 +108,13 @@ class MotionDetector:
         self._zone_area = max(1, int(zone.sum()))
         self._kernel3 = np.ones((3, 3), np.uint8)
         self._kernel5 = np.ones((5, 5), np.uint8)
-        side = 2 * self.tuning.shift_px + 1
+        side = 2 * tu.shift_px + 1
         self._kshift = np.ones((side, side), np.uint8)
-        self._min_px = max(1, math.ceil(self._zone_area * self.tuning.min_area_pct / 100.0))
-        self._per_frame = self._rates(self.tuning, self.fps)
+        self._min_px = max(1, math.ceil(self._zone_area * tu.min_area_pct / 100.0))
+        self._small_px = max(3, math.ceil(self._zone_area * tu.small_area_pct / 100.0))
+        self._tracker = Tracker(tu.travel_px, self._small_px, tu.travel_seconds,
+                                tu.linger_seconds, lost=0.7, pace=tu.pace)
+        self._rate = self._rates(tu, self.fps)
         self.reset()
 
     @staticmethod
@@ -96,7 +123,8 @@ class MotionDetector:
             return 1.0 - math.exp(-1.0 / max(1e-3, seconds * fps))
 
         return {"noise": alpha(tu.noise_seconds), "bg": alpha(tu.background_seconds),
-                "absorb": alpha(tu.absorb_seconds),
+                "absorb": alpha(tu.absorb_seconds), "moving": alpha(tu.moving_absorb_seconds),
+                "busy": alpha(tu.busy_seconds),
                 "rise": alpha(tu.allowance_rise_seconds), "fall": alpha(tu.allowance_fall_seconds)}
 
     def reset(self) -> None:
@@ -104,16 +132,23 @@ class MotionDetector:
         mode. The next frames are learnt before anything can count as motion."""
         ww, wh = self.work
         self._bg = np.zeros((wh, ww), np.float32)
+        lag = max(1, round(self.tuning.lag_seconds * self.fps))
+        self._past = np.zeros((lag, wh, ww), np.float32)  # the last `lag` frames, a ring
+        self._past_light = [(1.0, 0.0)] * lag  # each one's light -> this frame's light
+        self._past_at = 0  # the oldest
         self._allow = np.zeros((wh, ww), np.float32)
-        self._prev = np.zeros((wh, ww), np.float32)
-        self._diff_prev = np.zeros((wh, ww), np.uint8)
-        self._blobs = _NO_BLOBS
+        self._activity = np.zeros((wh, ww), np.float32)  # seconds of motion here, decaying
+        self._was = np.zeros((wh, ww), np.uint8)  # what moved last frame
+        self._tracker.reset()
+        self._seen: list[Track] = []
         self._noise = self.tuning.noise_floor
-        self._seen = 0
+        self._prev_s: np.ndarray | None = None
+        self._frames = 0
         self._t0: float | None = None
         self._on = False
         self._streak = 0
         self._last_raw = -math.inf
+        self._hold = self.cfg.hold_seconds
         self._on_since = 0.0
 
     # -- per frame -------------------------------------------------------------------------
@@ -121,42 +156,52 @@ class MotionDetector:
     def update(self, lores: np.ndarray, t: float) -> MotionResult:
         """Take one lores grey frame (uint8, h x w) at media time ``t`` seconds."""
         start = time.perf_counter()
-        score = self._moving(lores, t)
-        raw = score >= self.tuning.min_area_pct
+        score, raw = self._moving(lores, t)
         motion = self._trigger(raw, t)
         boxes = self._boxes() if raw else ()
         ms = (time.perf_counter() - start) * 1000.0
         return MotionResult(motion, score, boxes, ms)
 
     def _work_image(self, lores: np.ndarray) -> np.ndarray:
-        """The lores image shrunk by area averaging, in float so the averaging keeps its
-        fractions (the noise estimate needs them)."""
-        x = lores.astype(np.float32)
+        """The lores image shrunk by area averaging (exact for a 2x shrink), as float32."""
         if self.factor == 1:
-            return x
-        return cv2.resize(x, self.work, interpolation=cv2.INTER_AREA)
+            return lores.astype(np.float32)
+        return cv2.resize(lores, self.work, interpolation=cv2.INTER_AREA).astype(np.float32)
 
-    def _moving(self, lores: np.ndarray, t: float) -> float:
-        tu, rate = self.tuning, self._per_frame
+    def _moving(self, lores: np.ndarray, t: float) -> tuple[float, bool]:
+        tu, rate = self.tuning, self._rate
         x = self._work_image(lores)
+        bg = self._bg
         if self._t0 is None:
             self._t0 = t
-            self._bg[:] = x
-            self._prev[:] = x
-        self._seen += 1
+            bg[:] = x
+            self._past[:] = x
+        self._frames += 1
         learning = (t - self._t0) < tu.learn_seconds
 
-        # Lighting: frame against the previous frame and against the background, each as
-        # gain * reference + offset. The background is kept in the current lighting.
-        xs = _samples(x)
-        lp = _fit_light(xs, self._prev)
-        self._noise += rate["noise"] * (max(tu.noise_floor, lp.noise) - self._noise)
+        # Lighting: the frame against the background as gain * background + offset. The
+        # background is kept in the current lighting; so are the past frames, as numbers.
+        xs = shrunk_samples(lores, self.factor)
+        light = fit_light(xs, samples(bg))
+        relight = light.step > tu.relight_step and light.explained > 0.7
+        bg *= light.gain
+        bg += light.offset
+        g, o = light.gain, light.offset
+        self._past_light = [(g * pg, g * po + o) for pg, po in self._past_light]
+
+        # Noise: the sigma of the difference to the previous frame, in this frame's light,
+        # from its lowest decile (a scene moving over up to 90% of the frame does not raise
+        # it). Every threshold below is a multiple of it.
+        if self._prev_s is not None:
+            d = self._prev_s * light.gain
+            d += light.offset
+            np.subtract(xs, d, out=d)
+            np.abs(d, out=d)
+            level = float(np.partition(d, FLUX_DECILE)[FLUX_DECILE]) / 0.1257
+            level = min(max(tu.noise_floor, level), tu.noise_ceiling)
+            self._noise += rate["noise"] * (level - self._noise)
+        self._prev_s = xs
         noise = self._noise
-        lb = _fit_light(xs, self._bg)
-        relight = any(fit.step > tu.relight_step and fit.explained > 0.7 for fit in (lp, lb))
-        bg = self._bg
-        bg *= lb.gain
-        bg += lb.offset
 
         # Change against the background beyond noise and the pixel's own allowance, tolerating
         # a small shift: x must leave the range of the background's neighbourhood.
@@ -167,41 +212,46 @@ class MotionDetector:
         limit += tu.noise_k * noise
         changed = cv2.compare(dev, limit, cv2.CMP_GT)
 
-        # Change between consecutive frames, near this pixel, in this frame or the one before.
-        prev = self._prev
-        prev *= lp.gain
-        prev += lp.offset
-        # Averaged over 3x3, a difference of pure noise shrinks threefold; a moving edge does not.
-        diff = _above(cv2.blur(cv2.absdiff(x, prev), (3, 3)), tu.diff_k * noise / 2.0)
-        near = cv2.dilate(cv2.bitwise_or(diff, self._diff_prev), self._kernel5)
-        self._diff_prev = diff
+        # Change against the frame lag_seconds ago (averaged over 3x3, pure noise shrinks
+        # threefold; a moving edge does not), near this pixel. Over that time a slow walker
+        # has moved as far as a fast one moves from one frame to the next.
+        at = self._past_at
+        pg, po = self._past_light[at]
+        lag = self._past[at] * pg
+        lag += po
+        flux = cv2.absdiff(x, lag)
+        diff = _above(cv2.blur(flux, (3, 3)), tu.diff_k * noise / 2.0)
+        near = cv2.dilate(diff, self._kernel5)
 
-        # What moves: changed, recently differing, in a zone, and dense enough to be an object.
-        moving = cv2.bitwise_and(cv2.bitwise_and(changed, near), self._zone)
-        dense = _above(cv2.blur(moving, (5, 5)), 255.0 * tu.density)
+        # What moves: changed, differing now, in a zone, and dense enough to be an object.
+        stirring = cv2.bitwise_and(changed, near)
+        moving = cv2.bitwise_and(stirring, self._zone)
+        side = tu.density_side
+        dense = _above(cv2.blur(moving, (side, side)), 255.0 * tu.density)
         mask = cv2.bitwise_and(moving, dense)
-        total = cv2.countNonZero(mask)
-        if total >= self._min_px:
-            n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-                mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
-            self._blobs = stats[1:n]
-            largest = int(stats[1:n, cv2.CC_STAT_AREA].max()) if n > 1 else 0
-        else:  # too little moves for any region to count: skip labelling
-            self._blobs = _NO_BLOBS
-            largest = total
-        score = 0.0 if learning else 100.0 * largest / self._zone_area
 
-        # Learn the background (still change is absorbed too, more slowly) and each pixel's
-        # allowance (rises fast where a pixel outside any moving object varies, falls slowly).
-        np.minimum(dev, tu.allowance_cap, out=dev)
+        # Busy places: where motion keeps starting (a screen's bars, a blinking light, leaves)
+        # without anything travelling through. Moving pixels there do not count on their own.
+        busy = self._learn_busy(mask, t)
+        score_px, raw = self._objects(x, mask, busy, t, learning)
+        score = 0.0 if learning else 100.0 * score_px / self._zone_area
+        raw = raw and not learning
+
+        # Learn the background (still change is absorbed, moving change hardly) and each
+        # pixel's allowance (rises fast where a pixel outside any moving object varies).
+        src = flux if tu.flux else dev
+        np.minimum(src, tu.allowance_cap, out=src)
+        dev = src
         if learning:
-            a = 1.0 / self._seen
+            a = 1.0 / self._frames
             cv2.accumulateWeighted(x, bg, a)
             cv2.accumulateWeighted(dev, self._allow, a)
         else:
+            still = cv2.bitwise_and(changed, cv2.bitwise_not(near))
             quiet = cv2.bitwise_not(changed)
             cv2.accumulateWeighted(x, bg, rate["bg"], mask=quiet)
-            cv2.accumulateWeighted(x, bg, rate["absorb"], mask=changed)
+            cv2.accumulateWeighted(x, bg, rate["absorb"], mask=still)
+            cv2.accumulateWeighted(x, bg, rate["moving"], mask=stirring)
             calm = cv2.bitwise_not(cv2.dilate(mask, self._kernel3))
             rise = cv2.bitwise_and(cv2.compare(dev, self._allow, cv2.CMP_GT), calm)
             fall = cv2.bitwise_and(cv2.bitwise_not(rise), calm)
@@ -209,24 +259,87 @@ class MotionDetector:
             cv2.accumulateWeighted(dev, self._allow, rate["fall"], mask=fall)
         if relight:
             log.debug("lighting step (gain %.2f, offset %.1f): re-baselining",
-                      lb.gain, lb.offset)
+                      light.gain, light.offset)
             bg[:] = x
-        prev[:] = x
-        return score
+        self._past[at] = x
+        self._past_light[at] = (1.0, 0.0)
+        self._past_at = (at + 1) % len(self._past_light)
+        return score, raw
+
+    def _learn_busy(self, mask: np.ndarray, t: float) -> np.ndarray:
+        """Add up, per pixel, how long it has been moving and how often it started to, over
+        the last busy_seconds or so, except inside objects that travel: a place that adds up
+        to busy_activity seconds flickers or cycles (a screen's bars, a blinking light,
+        leaves). Returns the busy places (u8)."""
+        tu, act = self.tuning, self._activity
+        level = tu.busy_activity
+        starts = cv2.bitwise_and(mask, cv2.bitwise_not(self._was))
+        self._was = mask
+        boxes = [(slice(max(0, y0 - 2), y1 + 2), slice(max(0, x0 - 2), x1 + 2))
+                 for x0, y0, x1, y1 in self._tracker.boxes(t)]
+        kept = [act[box].copy() for box in boxes]
+        act *= 1.0 - self._rate["busy"]
+        cv2.add(act, 1.0 / self.fps, dst=act, mask=mask)  # type: ignore[call-overload]
+        cv2.add(act, tu.busy_start_weight, dst=act, mask=starts)  # type: ignore[call-overload]
+        for box, before in zip(boxes, kept, strict=True):
+            act[box] = before  # what travels here neither teaches nor unteaches the place
+        return cv2.dilate(_above(act, level), self._kernel3)
+
+    def _objects(self, x: np.ndarray, mask: np.ndarray, busy: np.ndarray, t: float,
+                 learning: bool) -> tuple[int, bool]:
+        """The largest moving thing's count outside busy places, and whether this frame counts:
+        a thing that large moves (not light, not a blur at the lens), or a followed region has
+        travelled (or travelled and now stirs in place)."""
+        total = cv2.countNonZero(mask)
+        if total < self._small_px:
+            self._seen = self._tracker.update([], t, learning)
+            return 0, False
+        n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+            mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        real_mask = cv2.bitwise_and(mask, cv2.bitwise_not(busy))
+        real = np.bincount(labels[real_mask > 0], minlength=n)
+        regions = regions_of(stats, centroids, real, self._small_px)
+        self._seen = seen = self._tracker.update(regions, t, learning)
+        largest = 0
+        for tr in seen:
+            if tr.real >= self._min_px and not tr.thing:
+                tr.thing = self._hides(x, labels, tr)
+                if tr.thing:
+                    largest = max(largest, tr.real)
+            elif tr.thing:
+                largest = max(largest, tr.real)
+        raw = largest >= self._min_px or any(self._tracker.counts(tr, t) for tr in seen)
+        return largest, raw
+
+    def _hides(self, x: np.ndarray, labels: np.ndarray, tr: Track) -> bool:
+        """Whether a large track's regions hide the background (photometric.unexplained)."""
+        x0, y0, x1, y1 = tr.x0, tr.y0, tr.x1, tr.y1
+        sub = labels[y0:y1, x0:x1]
+        inside = np.zeros(sub.shape, np.uint8)
+        for r in tr.regions:
+            inside[sub == r.label] = 255
+        mask = np.zeros(labels.shape, np.uint8)
+        mask[y0:y1, x0:x1] = inside
+        share = hidden(x, self._bg, mask, self._noise, (x0, y0, x1, y1))
+        return share >= self.tuning.thing_share
 
     def _trigger(self, raw: bool, t: float) -> bool:
         cfg = self.cfg
         self._streak = self._streak + 1 if raw else 0
         if raw:
             self._last_raw = t
+            self._hold = self.tuning.exit_hold_seconds if self._leaving() else cfg.hold_seconds
+            self._hold = min(self._hold, cfg.hold_seconds)
         if self._on:
-            if t - self._last_raw > cfg.hold_seconds:
+            if t - self._last_raw > self._hold:
                 self._on = False
                 log.debug("motion off at %.2f s", t)
             elif t - self._on_since >= cfg.max_seconds:
                 self._on = False
                 self._streak = 0
-                self._bg[:] = self._prev  # whatever still moves must start a new event
+                last = (self._past_at - 1) % len(self._past_light)
+                self._bg[:] = self._past[last]  # whatever still moves must start a new event
+                self._tracker.reset()
                 log.info("motion event reached its maximum of %.0f s at %.2f s",
                          cfg.max_seconds, t)
         elif self._streak >= cfg.start_frames:
@@ -235,72 +348,22 @@ class MotionDetector:
             log.debug("motion on at %.2f s", t)
         return self._on
 
+    def _leaving(self) -> bool:
+        """Whether what moves this frame is walking out of view: the largest thing seen
+        touches the edge of the frame and is shrinking."""
+        if not self._seen:
+            return False
+        tr = max(self._seen, key=lambda tr: tr.area)
+        ww, wh = self.work
+        at_edge = tr.x0 <= 1 or tr.y0 <= 1 or tr.x1 >= ww - 1 or tr.y1 >= wh - 1
+        return at_edge and tr.area < 0.8 * tr.mean_area
+
     def _boxes(self) -> tuple[tuple[int, int, int, int], ...]:
         f = self.factor
-        min_px = max(2, int(self._zone_area * self.tuning.min_area_pct / 400.0))
-        return tuple((int(x) * f, int(y) * f, int(w) * f, int(h) * f)
-                     for x, y, w, h, area in self._blobs if area >= min_px)
+        return tuple((tr.x0 * f, tr.y0 * f, (tr.x1 - tr.x0) * f, (tr.y1 - tr.y0) * f)
+                     for tr in self._seen)
 
 
 def _above(a: np.ndarray, level: float) -> np.ndarray:
     """255 where a > level, else 0 (uint8)."""
     return cv2.compare(a, level, cv2.CMP_GT)  # type: ignore[call-overload]
-
-
-class _Light(NamedTuple):
-    """How one image relates to a reference: image = gain * reference + offset."""
-
-    gain: float
-    offset: float
-    noise: float  # sigma of the residual, grey levels, from its lowest decile
-    explained: float  # share of samples the model explains to within the noise
-    step: float  # the change of mean brightness the model implies, relative to the reference's
-
-
-def _samples(image: np.ndarray) -> np.ndarray:
-    """The grid of samples _fit_light compares: every 4th pixel of every 4th row, float64."""
-    return image[::4, ::4].astype(np.float64).ravel()
-
-
-def _fit_light(xs: np.ndarray, ref: np.ndarray) -> _Light:
-    """Fit x = gain * ref + offset on a grid of samples (``xs`` = _samples(x)), robustly: start
-    from an offset alone, fit on the better-matching half of the samples (what moves is left
-    out), refit on inliers. Where no fit explains at least half the frame, most of the frame
-    moves: assume an offset."""
-    rs = _samples(ref)
-    d = xs - rs
-    half = d.size // 2
-    resid = d - float(np.partition(d, half)[half])
-    np.abs(resid, out=resid)
-    keep = resid <= float(np.partition(resid, half)[half])
-    gain, offset = _lsq(xs[keep], rs[keep])
-    resid = rs * gain
-    resid += offset
-    np.subtract(xs, resid, out=resid)
-    np.abs(resid, out=resid)
-    tenth = resid.size // 10
-    noise = float(np.partition(resid, tenth)[tenth]) / 0.1257  # half-normal lowest decile
-    keep = resid <= 3.0 * noise + 2.0
-    explained = float(np.count_nonzero(keep)) / resid.size
-    if explained < 0.5:
-        gain, offset = 1.0, float(np.median(d))
-        explained = float(np.count_nonzero(np.abs(d - offset) <= 3.0 * noise + 2.0)) / d.size
-    else:
-        gain, offset = _lsq(xs[keep], rs[keep])
-    mean = float(rs.sum()) / rs.size
-    step = abs((gain - 1.0) * mean + offset) / max(mean, 16.0)
-    return _Light(gain, offset, noise, explained, step)
-
-
-def _lsq(xs: np.ndarray, rs: np.ndarray) -> tuple[float, float]:
-    """Least-squares gain and offset of xs = gain * rs + offset (float64 samples)."""
-    n = rs.size
-    if n == 0:
-        return 1.0, 0.0
-    sr, sx = float(rs.sum()), float(xs.sum())
-    var = float(np.dot(rs, rs)) - sr * sr / n
-    if var < 1.0 * n:
-        return 1.0, (sx - sr) / n  # a nearly flat reference: only an offset can be told
-    gain = (float(np.dot(rs, xs)) - sr * sx / n) / var
-    gain = min(max(gain, 0.05), 20.0)
-    return gain, (sx - gain * sr) / n

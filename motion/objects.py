@@ -1,0 +1,197 @@
+"""Moving regions followed from frame to frame, so the detector can tell something that travels
+(a person, however small and slow) from something that stirs in place (a screen's bars,
+leaves, a person fidgeting in a chair). The detector hands in each frame's regions; a track
+whose centre has moved steadily one way far enough is *travelling*, and one that has arrived
+keeps counting while it stirs in place. Pure Python over a handful of boxes per frame."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAX_TRACKS = 12
+ENDS = 2  # centres averaged at each end of the window a stretch is measured over
+
+
+@dataclass
+class Region:
+    """One connected moving region of a frame, in work pixels."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int  # moving pixels
+    real: int  # moving pixels outside busy places
+    cx: float
+    cy: float
+    label: int = 0  # its label in the frame's connected components
+
+
+@dataclass
+class Track:
+    """A region followed over frames."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int  # the box last seen (exclusive ends)
+    seen: float  # media time last seen
+    area: int  # moving pixels this frame
+    real: int  # of which outside busy places
+    mean_area: float  # its area, averaged over recent frames
+    scene: bool  # born while the scene was first learnt: part of the scene until it travels
+    path: list[tuple[float, float, float]] = field(default_factory=list)  # (t, cx, cy)
+    travelled: float = -math.inf  # media time it last travelled a stretch
+    stretches: int = 0  # stretches travelled
+    thing: bool | None = None  # when it was large: did it hide the background (True), or was
+    # it light on it or a blur in front of the lens (False)? None: never large
+    regions: list[Region] = field(default_factory=list)  # matched this frame
+
+    @property
+    def arrived(self) -> bool:
+        """It came from somewhere: a large thing that travelled, or a small one that travelled
+        twice. Something already moving when the detector started (a screen's bars travel too)
+        never arrives, nor does light or a blur at the lens."""
+        if self.scene or self.thing is False:
+            return False
+        return self.stretches >= 2 or (self.stretches >= 1 and self.thing is True)
+
+    def gate(self, r: Region) -> bool:
+        slack = 2 + (self.x1 - self.x0 + self.y1 - self.y0) // 8
+        return not (r.x > self.x1 + slack or r.x + r.w < self.x0 - slack
+                    or r.y > self.y1 + slack or r.y + r.h < self.y0 - slack)
+
+
+class Tracker:
+    """Follows regions; says which tracks count as motion.
+
+    A track travels a stretch when, within ``window`` seconds, the mean of its last few
+    centres lies ``travel_px`` from the mean of its first few, and the centres in between
+    made their way there without turning back by more than half of it: coherent displacement,
+    integrated over time, rather than a lower threshold. Only a track that is mostly outside
+    busy places can travel, and while it travels the busy map leaves its box alone. A track
+    that has arrived counts for ``linger`` seconds after its last stretch while it stirs
+    outside busy places: a visitor standing at the door keeps the clip going.
+    """
+
+    def __init__(self, travel_px: float, small_px: int, window: float, linger: float,
+                 lost: float, pace: float) -> None:
+        self.travel_px = travel_px
+        self.pace = pace
+        self.small_px = small_px
+        self.window = window
+        self.linger = linger
+        self.lost = lost
+        self.tracks: list[Track] = []
+
+    def reset(self) -> None:
+        self.tracks = []
+
+    def update(self, regions: list[Region], t: float, learning: bool = False) -> list[Track]:
+        """Match this frame's regions to tracks; returns the tracks seen this frame."""
+        for tr in self.tracks:
+            tr.regions = []
+        fresh: list[Region] = []
+        for r in sorted(regions, key=lambda r: -r.area):
+            best: Track | None = None
+            best_d = math.inf
+            for tr in self.tracks:
+                if tr.gate(r):
+                    cx, cy = tr.path[-1][1:]
+                    d = (r.cx - cx) ** 2 + (r.cy - cy) ** 2
+                    if d < best_d:
+                        best, best_d = tr, d
+            if best is not None:
+                best.regions.append(r)
+            elif r.real >= self.small_px and len(self.tracks) + len(fresh) < MAX_TRACKS:
+                fresh.append(r)
+        seen: list[Track] = []
+        for tr in self.tracks:
+            if tr.regions:
+                self._advance(tr, tr.regions, t)
+                seen.append(tr)
+        for r in fresh:
+            tr = Track(r.x, r.y, r.x + r.w, r.y + r.h, t, r.area, r.real, float(r.area),
+                       scene=learning, path=[(t, r.cx, r.cy)], regions=[r])
+            self.tracks.append(tr)
+            seen.append(tr)
+        self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.lost]
+        return seen
+
+    def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
+        area = sum(r.area for r in regions)
+        real = sum(r.real for r in regions)
+        cx = sum(r.cx * r.area for r in regions) / area
+        cy = sum(r.cy * r.area for r in regions) / area
+        tr.x0 = min(r.x for r in regions)
+        tr.y0 = min(r.y for r in regions)
+        tr.x1 = max(r.x + r.w for r in regions)
+        tr.y1 = max(r.y + r.h for r in regions)
+        steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
+        tr.mean_area += 0.3 * (area - tr.mean_area)
+        tr.seen, tr.area, tr.real = t, area, real
+        if not steady:  # it split, merged or changed shape: measure afresh from here
+            tr.path = []
+        tr.path.append((t, cx, cy))
+        while tr.path[0][0] < t - self.window:
+            tr.path.pop(0)
+        if 2 * real >= area and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0)):
+            tr.travelled = t
+            tr.stretches += 1
+            tr.path = tr.path[-ENDS:]  # the next stretch starts where this one ended
+
+    def _stretch(self, path: list[tuple[float, float, float]], size: int) -> bool:
+        """Whether the centres in ``path`` went travel_px one way without turning back, no
+        faster than ``pace`` times the region's size a second (a person, however far away, moves
+        about a body length a second; snowflakes and insects move many times their size)."""
+        if len(path) < 2 * ENDS:
+            return False
+        ax = sum(p[1] for p in path[:ENDS]) / ENDS
+        ay = sum(p[2] for p in path[:ENDS]) / ENDS
+        bx = sum(p[1] for p in path[-ENDS:]) / ENDS
+        by = sum(p[2] for p in path[-ENDS:]) / ENDS
+        dx, dy = bx - ax, by - ay
+        net = math.hypot(dx, dy)
+        if net < self.travel_px:
+            return False
+        if net > self.pace * size * (path[-1][0] - path[0][0]):
+            return False
+        ux, uy = dx / net, dy / net
+        best = -math.inf
+        for _, x, y in path:
+            along = (x - ax) * ux + (y - ay) * uy
+            if best - along > 0.5 * net or abs((x - ax) * uy - (y - ay) * ux) > net:
+                return False  # turned back, or wandered off sideways
+            best = max(best, along)
+        return True
+
+    def counts(self, tr: Track, t: float) -> bool:
+        """Whether a track seen this frame makes the frame count as motion: it travelled a
+        stretch just now, or it arrived and still stirs outside busy places."""
+        if tr.seen != t or tr.real < self.small_px:
+            return False
+        if t - tr.travelled <= self.lost:
+            return not tr.scene and tr.thing is not False
+        return tr.arrived and t - tr.travelled <= self.linger
+
+    def boxes(self, t: float) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1) of the tracks that count this frame: the busy map leaves
+        them alone."""
+        return [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if self.counts(tr, t)]
+
+
+def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray,
+               least: int) -> list[Region]:
+    """Regions from connectedComponentsWithStats output (label 0 is the background) with at
+    least ``least`` pixels; ``real`` holds each label's count outside busy places."""
+    out: list[Region] = []
+    for i in np.flatnonzero(stats[:, 4] >= least):
+        if i == 0:
+            continue
+        x, y, w, h, a = (int(v) for v in stats[i])
+        out.append(Region(x, y, w, h, a, int(real[i]), float(centroids[i, 0]),
+                          float(centroids[i, 1]), int(i)))
+    return out
