@@ -1,11 +1,12 @@
 """The motion detector: lores grey frames in, motion on/off with a score and boxes out.
 
 It models a lighting change as a gain plus an offset over the whole frame, gives each pixel its
-own noise allowance, tolerates a shift of a pixel, counts change only where the frame also
-differs from the last few, learns the places that flicker or cycle and discounts them, follows
-moving regions so that a small slow walker counts once it has travelled, absorbs still change
-into the background, and applies hysteresis to the trigger (DESIGN.md decision 7;
-docs/motion.md explains it). All arithmetic is float32, never uint8.
+own noise allowance, tolerates a shift of a pixel or two, counts change only where the frame also
+differs from a moment ago, learns the places that flicker or cycle and discounts them, follows
+moving regions so that a small slow walker counts once it has travelled and a visitor who stands
+still keeps the event, tells light and lens blur from things, absorbs still change into the
+background, and applies hysteresis to the trigger (DESIGN.md decision 7; docs/motion.md
+explains it). All arithmetic is float32, never uint8.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from doorstep.motion.photometric import hidden
 log = logging.getLogger(__name__)
 
 WORK_WIDTH = 160  # the detector works on the lores image shrunk to about this width
-FLUX_DECILE = 60  # the lowest tenth of light.samples()' 600
+NOISE_DECILE = 60  # the lowest tenth of light.samples()' 600
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class MotionResult:
     """The detector's verdict on one frame."""
 
     motion: bool  # the trigger state after hysteresis: what starts or extends a recording
-    score: float  # percent of the watched area in the largest moving region this frame
+    score: float  # percent of the watched area in the largest moving thing this frame
     boxes: tuple[tuple[int, int, int, int], ...]  # lores pixels x, y, w, h
     ms: float  # time this update took, milliseconds
 
@@ -46,15 +47,15 @@ class Tuning:
 
     noise_k: float = 4.0  # a pixel moves when it leaves the background by this many noise units
     spread_k: float = 2.0  # ... plus this many times its own learned allowance (leaves, edges)
-    diff_k: float = 3.0  # and differs from the last few frames by this many noise units nearby
-    min_area_pct: float = 0.5  # percent of the watched area that must move to count at once
+    diff_k: float = 3.0  # and differs from a moment ago by this many noise units nearby
+    min_area_pct: float = 0.5  # percent of the watched area a thing must cover to count at once
     shift_px: int = 2  # work pixels (about 4 lores pixels): jitter and sway this small is ignored
-    density: float = 0.5  # share of a 5x5 neighbourhood that must move (drops scattered specks)
+    density: float = 0.5  # share of a 3x3 neighbourhood that must move (drops scattered specks)
     learn_seconds: float = 0.6  # no background yet: learn this long before anything counts
     background_seconds: float = 1.0  # time constant of the background where nothing moves
     absorb_seconds: float = 1.5  # time constant at which still change joins the background
-    moving_absorb_seconds: float = 8.0  # ... and change that keeps moving (no ghosts left)
-    lag_seconds: float = 0.2  # what "differs now" compares with: the frame this long ago (a
+    moving_absorb_seconds: float = 8.0  # ... and change that keeps moving (so no ghost stays)
+    lag_seconds: float = 0.2  # "differs from a moment ago": from the frame this long ago (a
     # slow walker has moved by then; a parked bike stops counting this soon after it stops)
     allowance_rise_seconds: float = 0.2  # a pixel's allowance grows this fast when it varies ...
     allowance_fall_seconds: float = 10.0  # ... and shrinks this slowly
@@ -67,20 +68,17 @@ class Tuning:
     travel_px: float = 2.0  # work pixels a small region must travel, steadily, to count ...
     travel_seconds: float = 1.5  # ... within this long, at most
     pace: float = 2.0  # ... its own size a second (faster is a snowflake or an insect)
-    thing_share: float = 0.35  # a large region hides the background (is a thing, not light on
-    # it or a blur in front of the lens) when a smooth gain and offset leave this share of its
-    # change unexplained
-    linger_seconds: float = 20.0  # a travelled object keeps counting this long while it stirs
-    exit_hold_seconds: float = 0.3  # the hold after the last moving frame, when what moved
-    # was walking out of view (touching the frame's edge and shrinking); else hold_seconds
+    linger_seconds: float = 20.0  # a visitor who arrived keeps counting this long while stirring
+    thing_share: float = 0.35  # a large region is a thing (not light on the background, not a
+    # blur in front of the lens) when this share of it hides the background's texture
+    exit_hold_seconds: float = 0.3  # the hold after the last moving frame when what moved was
+    # walking out of view (touching the frame's edge and shrinking); else hold_seconds
     relight_step: float = 0.15  # a sudden change of this share of the brightness, that a gain and
     # offset explain over most of the frame, is light: the background re-baselines at once
     noise_seconds: float = 0.5  # time constant of the frame's noise estimate
     noise_floor: float = 1.0  # grey levels: the least noise assumed, even in a clean frame
     noise_ceiling: float = 8.0  # ... and the most: beyond it, what differs is the scene moving,
     # not the sensor (leaves across the whole frame), and it must not blind the detector
-    density_side: int = 3
-    flux: bool = True
 
 
 PRESETS: dict[str, Tuning] = {
@@ -91,7 +89,11 @@ PRESETS: dict[str, Tuning] = {
 
 
 class MotionDetector:
-    """Feed it every lores frame in order with its media time; it says whether motion is on."""
+    """Feed it every lores frame in order with its media time; it says whether motion is on.
+
+    Most maps are kept at the work size (about 160 px wide); the ones that only say roughly
+    where (the frame a moment ago, each pixel's allowance, the busy places) at half of that.
+    """
 
     def __init__(self, cfg: MotionConfig, size: tuple[int, int], fps: float,
                  tuning: Tuning | None = None) -> None:
@@ -101,13 +103,13 @@ class MotionDetector:
         self.fps = float(fps) if fps > 0 else 25.0
         w, h = size
         self.factor = max(1, round(w / WORK_WIDTH))
-        self.work = (max(1, w // self.factor), max(1, h // self.factor))
+        self.work = (max(2, w // self.factor) // 2 * 2, max(2, h // self.factor) // 2 * 2)
         ww, wh = self.work
+        self.coarse = (ww // 2, wh // 2)
         zone = rasterize(cfg.zones, ww, wh) if cfg.zones else np.ones((wh, ww), bool)
         self._zone = zone.astype(np.uint8) * np.uint8(255)
         self._zone_area = max(1, int(zone.sum()))
         self._kernel3 = np.ones((3, 3), np.uint8)
-        self._kernel5 = np.ones((5, 5), np.uint8)
         side = 2 * tu.shift_px + 1
         self._kshift = np.ones((side, side), np.uint8)
         self._min_px = max(1, math.ceil(self._zone_area * tu.min_area_pct / 100.0))
@@ -124,21 +126,23 @@ class MotionDetector:
 
         return {"noise": alpha(tu.noise_seconds), "bg": alpha(tu.background_seconds),
                 "absorb": alpha(tu.absorb_seconds), "moving": alpha(tu.moving_absorb_seconds),
-                "busy": alpha(tu.busy_seconds),
-                "rise": alpha(tu.allowance_rise_seconds), "fall": alpha(tu.allowance_fall_seconds)}
+                "busy": alpha(tu.busy_seconds), "rise": alpha(tu.allowance_rise_seconds),
+                "fall": alpha(tu.allowance_fall_seconds)}
 
     def reset(self) -> None:
         """Forget the scene and the trigger state, e.g. when the camera resumes after privacy
         mode. The next frames are learnt before anything can count as motion."""
         ww, wh = self.work
+        cw, ch = self.coarse
         self._bg = np.zeros((wh, ww), np.float32)
+        self._x = self._bg  # the last work image
         lag = max(1, round(self.tuning.lag_seconds * self.fps))
-        self._past = np.zeros((lag, wh, ww), np.float32)  # the last `lag` frames, a ring
+        self._past = np.zeros((lag, ch, cw), np.float32)  # the last `lag` frames, a ring
         self._past_light = [(1.0, 0.0)] * lag  # each one's light -> this frame's light
         self._past_at = 0  # the oldest
-        self._allow = np.zeros((wh, ww), np.float32)
-        self._activity = np.zeros((wh, ww), np.float32)  # seconds of motion here, decaying
-        self._was = np.zeros((wh, ww), np.uint8)  # what moved last frame
+        self._allow = np.zeros((ch, cw), np.float32)
+        self._activity = np.zeros((ch, cw), np.float32)  # seconds of motion here, decaying
+        self._was = np.zeros((ch, cw), np.uint8)  # what moved last frame
         self._tracker.reset()
         self._seen: list[Track] = []
         self._noise = self.tuning.noise_floor
@@ -163,127 +167,131 @@ class MotionDetector:
         return MotionResult(motion, score, boxes, ms)
 
     def _work_image(self, lores: np.ndarray) -> np.ndarray:
-        """The lores image shrunk by area averaging (exact for a 2x shrink), as float32."""
-        if self.factor == 1:
+        """The lores image shrunk by area averaging, as float32."""
+        if self.factor == 1 and lores.shape[::-1] == self.work:
             return lores.astype(np.float32)
         return cv2.resize(lores, self.work, interpolation=cv2.INTER_AREA).astype(np.float32)
 
     def _moving(self, lores: np.ndarray, t: float) -> tuple[float, bool]:
         tu, rate = self.tuning, self._rate
         x = self._work_image(lores)
+        xc = cv2.resize(x, self.coarse, interpolation=cv2.INTER_AREA)
         bg = self._bg
         if self._t0 is None:
             self._t0 = t
             bg[:] = x
-            self._past[:] = x
+            self._past[:] = xc
         self._frames += 1
         learning = (t - self._t0) < tu.learn_seconds
 
         # Lighting: the frame against the background as gain * background + offset. The
         # background is kept in the current lighting; so are the past frames, as numbers.
-        xs = shrunk_samples(lores, self.factor)
+        xs = shrunk_samples(lores, self.factor) if self.factor > 1 else samples(x)
         light = fit_light(xs, samples(bg))
         relight = light.step > tu.relight_step and light.explained > 0.7
-        bg *= light.gain
-        bg += light.offset
         g, o = light.gain, light.offset
+        if g != 1.0:
+            bg *= g
+        bg += o
         self._past_light = [(g * pg, g * po + o) for pg, po in self._past_light]
-
-        # Noise: the sigma of the difference to the previous frame, in this frame's light,
-        # from its lowest decile (a scene moving over up to 90% of the frame does not raise
-        # it). Every threshold below is a multiple of it.
-        if self._prev_s is not None:
-            d = self._prev_s * light.gain
-            d += light.offset
-            np.subtract(xs, d, out=d)
-            np.abs(d, out=d)
-            level = float(np.partition(d, FLUX_DECILE)[FLUX_DECILE]) / 0.1257
-            level = min(max(tu.noise_floor, level), tu.noise_ceiling)
-            self._noise += rate["noise"] * (level - self._noise)
-        self._prev_s = xs
-        noise = self._noise
+        noise = self._measure_noise(xs, g, o)
 
         # Change against the background beyond noise and the pixel's own allowance, tolerating
         # a small shift: x must leave the range of the background's neighbourhood.
         dev = cv2.max(cv2.subtract(x, cv2.dilate(bg, self._kshift)),
                       cv2.subtract(cv2.erode(bg, self._kshift), x))
-        np.maximum(dev, 0.0, out=dev)
-        limit = self._allow * tu.spread_k
+        limit = cv2.resize(self._allow, self.work, interpolation=cv2.INTER_NEAREST)
+        limit *= tu.spread_k
         limit += tu.noise_k * noise
         changed = cv2.compare(dev, limit, cv2.CMP_GT)
 
-        # Change against the frame lag_seconds ago (averaged over 3x3, pure noise shrinks
-        # threefold; a moving edge does not), near this pixel. Over that time a slow walker
-        # has moved as far as a fast one moves from one frame to the next.
+        # Change against the frame lag_seconds ago, at half size (averaging 2x2 halves the
+        # noise), near this pixel. Over that time a slow walker has moved as far as a fast one
+        # moves from one frame to the next.
         at = self._past_at
         pg, po = self._past_light[at]
         lag = self._past[at] * pg
         lag += po
-        flux = cv2.absdiff(x, lag)
-        diff = _above(cv2.blur(flux, (3, 3)), tu.diff_k * noise / 2.0)
-        near = cv2.dilate(diff, self._kernel5)
+        flux = cv2.absdiff(xc, lag)
+        near = cv2.resize(cv2.dilate(_above(flux, tu.diff_k * noise / 2.0), self._kernel3),
+                          self.work, interpolation=cv2.INTER_NEAREST)
 
         # What moves: changed, differing now, in a zone, and dense enough to be an object.
         stirring = cv2.bitwise_and(changed, near)
         moving = cv2.bitwise_and(stirring, self._zone)
-        side = tu.density_side
-        dense = _above(cv2.blur(moving, (side, side)), 255.0 * tu.density)
+        dense = _above(cv2.blur(moving, (3, 3)), 255.0 * tu.density)
         mask = cv2.bitwise_and(moving, dense)
+        mask_c = _above(cv2.resize(mask, self.coarse, interpolation=cv2.INTER_AREA), 0.0)
 
         # Busy places: where motion keeps starting (a screen's bars, a blinking light, leaves)
         # without anything travelling through. Moving pixels there do not count on their own.
-        busy = self._learn_busy(mask, t)
+        busy = self._learn_busy(mask_c, t)
         score_px, raw = self._objects(x, mask, busy, t, learning)
         score = 0.0 if learning else 100.0 * score_px / self._zone_area
         raw = raw and not learning
 
         # Learn the background (still change is absorbed, moving change hardly) and each
-        # pixel's allowance (rises fast where a pixel outside any moving object varies).
-        src = flux if tu.flux else dev
-        np.minimum(src, tu.allowance_cap, out=src)
-        dev = src
+        # pixel's allowance (how much it varies from a moment ago while nothing moves there).
+        np.minimum(flux, tu.allowance_cap, out=flux)
+        allow = self._allow
         if learning:
             a = 1.0 / self._frames
             cv2.accumulateWeighted(x, bg, a)
-            cv2.accumulateWeighted(dev, self._allow, a)
+            cv2.accumulateWeighted(flux, allow, a)
         else:
-            still = cv2.bitwise_and(changed, cv2.bitwise_not(near))
             quiet = cv2.bitwise_not(changed)
+            still = cv2.bitwise_and(changed, cv2.bitwise_not(near))
             cv2.accumulateWeighted(x, bg, rate["bg"], mask=quiet)
             cv2.accumulateWeighted(x, bg, rate["absorb"], mask=still)
             cv2.accumulateWeighted(x, bg, rate["moving"], mask=stirring)
-            calm = cv2.bitwise_not(cv2.dilate(mask, self._kernel3))
-            rise = cv2.bitwise_and(cv2.compare(dev, self._allow, cv2.CMP_GT), calm)
+            calm = cv2.bitwise_not(cv2.dilate(mask_c, self._kernel3))
+            rise = cv2.bitwise_and(cv2.compare(flux, allow, cv2.CMP_GT), calm)
             fall = cv2.bitwise_and(cv2.bitwise_not(rise), calm)
-            cv2.accumulateWeighted(dev, self._allow, rate["rise"], mask=rise)
-            cv2.accumulateWeighted(dev, self._allow, rate["fall"], mask=fall)
+            cv2.accumulateWeighted(flux, allow, rate["rise"], mask=rise)
+            cv2.accumulateWeighted(flux, allow, rate["fall"], mask=fall)
         if relight:
-            log.debug("lighting step (gain %.2f, offset %.1f): re-baselining",
-                      light.gain, light.offset)
+            log.debug("lighting step (gain %.2f, offset %.1f): re-baselining", g, o)
             bg[:] = x
-        self._past[at] = x
+        self._x = x
+        self._past[at] = xc
         self._past_light[at] = (1.0, 0.0)
         self._past_at = (at + 1) % len(self._past_light)
         return score, raw
 
-    def _learn_busy(self, mask: np.ndarray, t: float) -> np.ndarray:
-        """Add up, per pixel, how long it has been moving and how often it started to, over
-        the last busy_seconds or so, except inside objects that travel: a place that adds up
-        to busy_activity seconds flickers or cycles (a screen's bars, a blinking light,
-        leaves). Returns the busy places (u8)."""
+    def _measure_noise(self, xs: np.ndarray, gain: float, offset: float) -> float:
+        """The sigma of the difference to the previous frame, in this frame's light, from its
+        lowest decile (a scene moving over up to 90% of the frame does not raise it), smoothed
+        and kept between noise_floor and noise_ceiling. Every threshold is a multiple of it."""
+        tu = self.tuning
+        if self._prev_s is not None:
+            d = self._prev_s * gain
+            d += offset
+            np.subtract(xs, d, out=d)
+            np.abs(d, out=d)
+            level = float(np.partition(d, NOISE_DECILE)[NOISE_DECILE]) / 0.1257
+            level = min(max(tu.noise_floor, level), tu.noise_ceiling)
+            self._noise += self._rate["noise"] * (level - self._noise)
+        self._prev_s = xs
+        return self._noise
+
+    def _learn_busy(self, mask_c: np.ndarray, t: float) -> np.ndarray:
+        """Add up, per place (half size), how long it has been moving and how often it started
+        to, over the last busy_seconds or so, except inside objects that travel: a place that
+        adds up to busy_activity seconds flickers or cycles (a screen's bars, a blinking
+        light, leaves). Returns the busy places at the work size (u8)."""
         tu, act = self.tuning, self._activity
-        level = tu.busy_activity
-        starts = cv2.bitwise_and(mask, cv2.bitwise_not(self._was))
-        self._was = mask
-        boxes = [(slice(max(0, y0 - 2), y1 + 2), slice(max(0, x0 - 2), x1 + 2))
+        starts = cv2.bitwise_and(mask_c, cv2.bitwise_not(self._was))
+        self._was = mask_c
+        boxes = [(slice(max(0, y0 // 2 - 1), y1 // 2 + 2), slice(max(0, x0 // 2 - 1), x1 // 2 + 2))
                  for x0, y0, x1, y1 in self._tracker.boxes(t)]
         kept = [act[box].copy() for box in boxes]
         act *= 1.0 - self._rate["busy"]
-        cv2.add(act, 1.0 / self.fps, dst=act, mask=mask)  # type: ignore[call-overload]
+        cv2.add(act, 1.0 / self.fps, dst=act, mask=mask_c)  # type: ignore[call-overload]
         cv2.add(act, tu.busy_start_weight, dst=act, mask=starts)  # type: ignore[call-overload]
         for box, before in zip(boxes, kept, strict=True):
             act[box] = before  # what travels here neither teaches nor unteaches the place
-        return cv2.dilate(_above(act, level), self._kernel3)
+        busy = cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
+        return cv2.resize(busy, self.work, interpolation=cv2.INTER_NEAREST)
 
     def _objects(self, x: np.ndarray, mask: np.ndarray, busy: np.ndarray, t: float,
                  learning: bool) -> tuple[int, bool]:
@@ -296,30 +304,28 @@ class MotionDetector:
             return 0, False
         n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
             mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
-        real_mask = cv2.bitwise_and(mask, cv2.bitwise_not(busy))
-        real = np.bincount(labels[real_mask > 0], minlength=n)
+        real = stats[:, cv2.CC_STAT_AREA].copy()
+        in_busy = cv2.bitwise_and(mask, busy)
+        if cv2.countNonZero(in_busy):
+            real -= np.bincount(labels[in_busy > 0], minlength=n)
         regions = regions_of(stats, centroids, real, self._small_px)
         self._seen = seen = self._tracker.update(regions, t, learning)
         largest = 0
         for tr in seen:
             if tr.real >= self._min_px and not tr.thing:
                 tr.thing = self._hides(x, labels, tr)
-                if tr.thing:
-                    largest = max(largest, tr.real)
-            elif tr.thing:
+            if tr.thing:
                 largest = max(largest, tr.real)
         raw = largest >= self._min_px or any(self._tracker.counts(tr, t) for tr in seen)
         return largest, raw
 
     def _hides(self, x: np.ndarray, labels: np.ndarray, tr: Track) -> bool:
-        """Whether a large track's regions hide the background (photometric.unexplained)."""
+        """Whether a large track's regions hide the background (photometric.hidden)."""
         x0, y0, x1, y1 = tr.x0, tr.y0, tr.x1, tr.y1
         sub = labels[y0:y1, x0:x1]
-        inside = np.zeros(sub.shape, np.uint8)
-        for r in tr.regions:
-            inside[sub == r.label] = 255
         mask = np.zeros(labels.shape, np.uint8)
-        mask[y0:y1, x0:x1] = inside
+        for r in tr.regions:
+            mask[y0:y1, x0:x1][sub == r.label] = 255
         share = hidden(x, self._bg, mask, self._noise, (x0, y0, x1, y1))
         return share >= self.tuning.thing_share
 
@@ -328,8 +334,8 @@ class MotionDetector:
         self._streak = self._streak + 1 if raw else 0
         if raw:
             self._last_raw = t
-            self._hold = self.tuning.exit_hold_seconds if self._leaving() else cfg.hold_seconds
-            self._hold = min(self._hold, cfg.hold_seconds)
+            hold = self.tuning.exit_hold_seconds if self._leaving() else cfg.hold_seconds
+            self._hold = min(hold, cfg.hold_seconds)
         if self._on:
             if t - self._last_raw > self._hold:
                 self._on = False
@@ -337,8 +343,7 @@ class MotionDetector:
             elif t - self._on_since >= cfg.max_seconds:
                 self._on = False
                 self._streak = 0
-                last = (self._past_at - 1) % len(self._past_light)
-                self._bg[:] = self._past[last]  # whatever still moves must start a new event
+                self._bg[:] = self._x  # whatever still moves must start a new event
                 self._tracker.reset()
                 log.info("motion event reached its maximum of %.0f s at %.2f s",
                          cfg.max_seconds, t)
@@ -361,7 +366,7 @@ class MotionDetector:
     def _boxes(self) -> tuple[tuple[int, int, int, int], ...]:
         f = self.factor
         return tuple((tr.x0 * f, tr.y0 * f, (tr.x1 - tr.x0) * f, (tr.y1 - tr.y0) * f)
-                     for tr in self._seen)
+                     for tr in self._seen if tr.thing or self._tracker.counts(tr, tr.seen))
 
 
 def _above(a: np.ndarray, level: float) -> np.ndarray:

@@ -47,53 +47,60 @@ def shrunk_samples(image: np.ndarray, factor: int) -> np.ndarray:
 
 def fit_light(xs: np.ndarray, rs: np.ndarray) -> Light:
     """Fit x = gain * ref + offset on samples (``xs`` of the image, ``rs`` of the reference,
-    both from samples()), robustly: start from an offset alone, fit on the better-matching half
-    (what moves is left out), refit on the inliers. Where no fit explains at least half the
-    samples, most of the frame moves: assume an offset."""
+    both from samples()), robustly. Most frames only drift: an offset alone (the median
+    difference) explains most samples, and one least-squares fit on its inliers says whether
+    a gain can be told from 1. When it cannot explain most samples, the light changed or
+    most of the frame moves: fit on the better-matching half, then refit on the inliers; if
+    that explains less than half, assume an offset."""
     d = xs - rs
     n = d.size
-    half = n // 2
-    resid = d - np.partition(d, half)[half]
-    np.abs(resid, out=resid)
-    keep = resid <= np.partition(resid, half)[half]
-    gain, offset = _lsq(xs[keep], rs[keep])
-    np.multiply(rs, gain, out=resid)
-    resid += offset
-    np.subtract(xs, resid, out=resid)
-    np.abs(resid, out=resid)
-    tenth = n // 10
-    noise = float(np.partition(resid, tenth)[tenth]) / 0.1257  # half-normal lowest decile
+    half, tenth = n // 2, n // 10
+    offset = float(np.sort(d)[half])
+    resid = np.abs(d - offset)
+    parts = np.sort(resid)
+    noise = float(parts[tenth]) / 0.1257  # the lowest decile of a half-normal
     keep = resid <= 3.0 * noise + 2.0
-    inliers = int(np.count_nonzero(keep))
-    explained = inliers / n
-    if explained < 0.5:
-        offset = float(np.partition(d, half)[half])
-        gain = 1.0
-        explained = float(np.count_nonzero(np.abs(d - offset) <= 3.0 * noise + 2.0)) / n
-    else:
-        ri = rs[keep]
-        gain, offset = _lsq(xs[keep], ri)
-        # A gain the samples cannot tell from 1 (within three standard errors; a scene of
-        # little contrast leaves it loose) is left at 1: applied frame after frame, its error
-        # would pile up where the picture is far from the scene's mean grey.
-        spread = float(ri.std()) * math.sqrt(ri.size)
-        if abs(gain - 1.0) * spread < 3.0 * noise:
+    explained = int(np.count_nonzero(keep)) / n
+    if explained < 0.8:  # a change of light (or a crowd): the full robust fit
+        gain, offset, _ = _lsq(xs, rs, resid <= parts[half])
+        resid = np.abs(xs - (rs * gain + offset))
+        noise = float(np.partition(resid, tenth)[tenth]) / 0.1257
+        keep = resid <= 3.0 * noise + 2.0
+        explained = int(np.count_nonzero(keep)) / n
+        if explained < 0.5:
+            offset = float(np.partition(d, half)[half])
             gain = 1.0
-            offset = float(d[keep].mean())
-    mean = float(rs.sum(dtype=np.float64)) / n
+            explained = float(np.count_nonzero(np.abs(d - offset) <= 3.0 * noise + 2.0)) / n
+            return _light(1.0, offset, noise, explained, rs)
+    gain, offset, spread = _lsq(xs, rs, keep)
+    # A gain the samples cannot tell from 1 (within three standard errors; a scene of little
+    # contrast leaves it loose) is left at 1: applied frame after frame, its error would pile
+    # up where the picture is far from the scene's mean grey.
+    if abs(gain - 1.0) * spread < 3.0 * noise:
+        kept = d[keep]
+        gain, offset = 1.0, float(kept.sum(dtype=np.float64)) / max(1, kept.size)
+    return _light(gain, offset, noise, explained, rs)
+
+
+def _light(gain: float, offset: float, noise: float, explained: float,
+           rs: np.ndarray) -> Light:
+    mean = float(rs.sum(dtype=np.float64)) / rs.size
     step = abs((gain - 1.0) * mean + offset) / max(mean, 16.0)
     return Light(gain, offset, noise, explained, step)
 
 
-def _lsq(xs: np.ndarray, rs: np.ndarray) -> tuple[float, float]:
-    """Least-squares gain and offset of xs = gain * rs + offset (sums in float64)."""
+def _lsq(xs: np.ndarray, rs: np.ndarray, keep: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares gain and offset of xs = gain * rs + offset over the samples ``keep``
+    marks (sums in float64), and the spread of those rs (sigma times root n: the gain's
+    standard error is the noise over it)."""
+    xs, rs = xs[keep], rs[keep]
     n = rs.size
     if n == 0:
-        return 1.0, 0.0
+        return 1.0, 0.0, 0.0
     sr, sx = float(rs.sum(dtype=np.float64)), float(xs.sum(dtype=np.float64))
-    var = float(np.dot(rs, rs)) - sr * sr / n
-    if var < 1.0 * n:
-        return 1.0, (sx - sr) / n  # a nearly flat reference: only an offset can be told
+    var = max(0.0, float(np.dot(rs, rs)) - sr * sr / n)
+    if var < 1.0 * n:  # a nearly flat reference: only an offset can be told
+        return 1.0, (sx - sr) / n, math.sqrt(var)
     gain = (float(np.dot(rs, xs)) - sr * sx / n) / var
     gain = min(max(gain, 0.05), 20.0)
-    return gain, (sx - gain * sr) / n
+    return gain, (sx - gain * sr) / n, math.sqrt(var)

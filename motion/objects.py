@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 MAX_TRACKS = 12
+MAX_REGIONS = 16  # the largest regions of a frame that are followed
 ENDS = 2  # centres averaged at each end of the window a stretch is measured over
 
 
@@ -187,11 +189,9 @@ def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray,
                least: int) -> list[Region]:
     """Regions from connectedComponentsWithStats output (label 0 is the background) with at
     least ``least`` pixels; ``real`` holds each label's count outside busy places."""
-    out: list[Region] = []
-    for i in np.flatnonzero(stats[:, 4] >= least):
-        if i == 0:
-            continue
-        x, y, w, h, a = (int(v) for v in stats[i])
-        out.append(Region(x, y, w, h, a, int(real[i]), float(centroids[i, 0]),
-                          float(centroids[i, 1]), int(i)))
-    return out
+    areas = stats[:, cv2.CC_STAT_AREA]
+    big = np.flatnonzero(areas[1:] >= least) + 1
+    if big.size > MAX_REGIONS:
+        big = big[np.argsort(areas[big])[-MAX_REGIONS:]]
+    return [Region(*(int(v) for v in stats[i]), int(real[i]), float(centroids[i, 0]),
+                   float(centroids[i, 1]), int(i)) for i in big]
