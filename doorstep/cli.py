@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "share": "doorstep.owner.share", "cmd": "doorstep.owner.command",
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
+    "synth": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",
     "bench": "doorstep.bench.cli",
 }

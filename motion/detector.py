@@ -61,9 +61,9 @@ class Tuning:
     allowance_fall_seconds: float = 10.0  # ... and shrinks this slowly
     allowance_cap: float = 12.0  # grey levels: no pixel's allowance grows past this, so none
     # goes blind; a person in front of a tree still shows
-    busy_activity: float = 1.5  # seconds: a place that moves this long (each start counting
-    busy_start_weight: float = 0.25  # ... this many seconds more) within about
-    busy_seconds: float = 10.0  # ... this long flickers or cycles: it is busy
+    busy_activity: float = 3.0  # a place where motion starts this many times (each second it
+    busy_moving_weight: float = 0.25  # ... keeps moving counting as this many starts) within
+    busy_seconds: float = 10.0  # ... about this long flickers or cycles: it is busy
     small_area_pct: float = 0.04  # the least region followed as a possible small mover
     travel_px: float = 2.0  # work pixels a small region must travel, steadily, to count ...
     travel_seconds: float = 1.5  # ... within this long, at most
@@ -141,7 +141,7 @@ class MotionDetector:
         self._past_light = [(1.0, 0.0)] * lag  # each one's light -> this frame's light
         self._past_at = 0  # the oldest
         self._allow = np.zeros((ch, cw), np.float32)
-        self._activity = np.zeros((ch, cw), np.float32)  # seconds of motion here, decaying
+        self._activity = np.zeros((ch, cw), np.float32)  # starts of motion here, decaying
         self._was = np.zeros((ch, cw), np.uint8)  # what moved last frame
         self._tracker.reset()
         self._seen: list[Track] = []
@@ -153,6 +153,7 @@ class MotionDetector:
         self._streak = 0
         self._last_raw = -math.inf
         self._hold = self.cfg.hold_seconds
+        self._exiting = False  # what moved last was walking out of view
         self._on_since = 0.0
 
     # -- per frame -------------------------------------------------------------------------
@@ -275,10 +276,11 @@ class MotionDetector:
         return self._noise
 
     def _learn_busy(self, mask_c: np.ndarray, t: float) -> np.ndarray:
-        """Add up, per place (half size), how long it has been moving and how often it started
-        to, over the last busy_seconds or so, except inside objects that travel: a place that
-        adds up to busy_activity seconds flickers or cycles (a screen's bars, a blinking
-        light, leaves). Returns the busy places at the work size (u8)."""
+        """Count, per place (half size), how often motion started there (and a little for how
+        long it kept moving), over the last busy_seconds or so, except inside objects that
+        travel: a place that adds up to busy_activity flickers or cycles (a screen's bars, a
+        blinking light, leaves), where someone walking past starts it once or twice. Returns
+        the busy places at the work size (u8)."""
         tu, act = self.tuning, self._activity
         starts = cv2.bitwise_and(mask_c, cv2.bitwise_not(self._was))
         self._was = mask_c
@@ -286,8 +288,9 @@ class MotionDetector:
                  for x0, y0, x1, y1 in self._tracker.boxes(t)]
         kept = [act[box].copy() for box in boxes]
         act *= 1.0 - self._rate["busy"]
-        cv2.add(act, 1.0 / self.fps, dst=act, mask=mask_c)  # type: ignore[call-overload]
-        cv2.add(act, tu.busy_start_weight, dst=act, mask=starts)  # type: ignore[call-overload]
+        cv2.add(act, tu.busy_moving_weight / self.fps, dst=act,  # type: ignore[call-overload]
+                mask=mask_c)
+        cv2.add(act, 1.0, dst=act, mask=starts)  # type: ignore[call-overload]
         for box, before in zip(boxes, kept, strict=True):
             act[box] = before  # what travels here neither teaches nor unteaches the place
         busy = cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
@@ -334,7 +337,8 @@ class MotionDetector:
         self._streak = self._streak + 1 if raw else 0
         if raw:
             self._last_raw = t
-            hold = self.tuning.exit_hold_seconds if self._leaving() else cfg.hold_seconds
+            self._exiting = self._leaving()
+            hold = self.tuning.exit_hold_seconds if self._exiting else cfg.hold_seconds
             self._hold = min(hold, cfg.hold_seconds)
         if self._on:
             if t - self._last_raw > self._hold:
@@ -354,14 +358,18 @@ class MotionDetector:
         return self._on
 
     def _leaving(self) -> bool:
-        """Whether what moves this frame is walking out of view: the largest thing seen
-        touches the edge of the frame and is shrinking."""
+        """Whether what moves is walking out of view: the largest thing seen (outside busy
+        places) touches the edge of the frame, is not growing and has lost a fifth of itself.
+        Once it does, small leftovers (the last of its outline, a ghost where it stood) do not
+        undo that; only something large moving does."""
         if not self._seen:
-            return False
-        tr = max(self._seen, key=lambda tr: tr.area)
+            return self._exiting
+        tr = max(self._seen, key=lambda tr: tr.real)  # not a busy screen's bars
         ww, wh = self.work
         at_edge = tr.x0 <= 1 or tr.y0 <= 1 or tr.x1 >= ww - 1 or tr.y1 >= wh - 1
-        return at_edge and tr.area < 0.8 * tr.mean_area
+        if at_edge and tr.area <= tr.mean_area and tr.area < 0.8 * tr.peak:
+            return True
+        return self._exiting and tr.area < self._min_px
 
     def _boxes(self) -> tuple[tuple[int, int, int, int], ...]:
         f = self.factor

@@ -44,6 +44,7 @@ class Track:
     area: int  # moving pixels this frame
     real: int  # of which outside busy places
     mean_area: float  # its area, averaged over recent frames
+    peak: int  # the most pixels it has had
     scene: bool  # born while the scene was first learnt: part of the scene until it travels
     path: list[tuple[float, float, float]] = field(default_factory=list)  # (t, cx, cy)
     travelled: float = -math.inf  # media time it last travelled a stretch
@@ -117,7 +118,7 @@ class Tracker:
                 seen.append(tr)
         for r in fresh:
             tr = Track(r.x, r.y, r.x + r.w, r.y + r.h, t, r.area, r.real, float(r.area),
-                       scene=learning, path=[(t, r.cx, r.cy)], regions=[r])
+                       r.area, scene=learning, path=[(t, r.cx, r.cy)], regions=[r])
             self.tracks.append(tr)
             seen.append(tr)
         self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.lost]
@@ -134,6 +135,7 @@ class Tracker:
         tr.y1 = max(r.y + r.h for r in regions)
         steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
         tr.mean_area += 0.3 * (area - tr.mean_area)
+        tr.peak = max(tr.peak, area)
         tr.seen, tr.area, tr.real = t, area, real
         if not steady:  # it split, merged or changed shape: measure afresh from here
             tr.path = []
@@ -180,9 +182,11 @@ class Tracker:
         return tr.arrived and t - tr.travelled <= self.linger
 
     def boxes(self, t: float) -> list[tuple[int, int, int, int]]:
-        """Boxes (x0, y0, x1, y1) of the tracks that count this frame: the busy map leaves
-        them alone."""
-        return [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if self.counts(tr, t)]
+        """Boxes (x0, y0, x1, y1) of the tracks seen this frame that count, or that arrived
+        and linger: the busy map leaves them alone (a visitor standing at the door must not
+        become part of the scene)."""
+        return [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if tr.seen == t and (
+            self.counts(tr, t) or (tr.arrived and t - tr.travelled <= self.linger))]
 
 
 def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray,

@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 
 WINDOW = 7  # work pixels: the window the correlation and the gain are computed over
-TEXTURE_K = 3.0  # the background is textured where its local sigma exceeds this many noises
+TEXTURE_K = 2.0  # the background is textured where its fine detail's local sigma exceeds
+# this many noises
 KEPT = 0.5  # correlation above this: the texture shows through
 FLAT_SHARE = 0.2  # less than this share of the region over texture: judge by smoothness
+CLIPPED = 245.0  # grey levels at or above this are left out
 
 
 def hidden(x: np.ndarray, bg: np.ndarray, mask: np.ndarray, noise: float,
@@ -33,21 +35,27 @@ def hidden(x: np.ndarray, bg: np.ndarray, mask: np.ndarray, noise: float,
     xa, ya = max(0, x0 - WINDOW), max(0, y0 - WINDOW)
     xb, yb = min(w, x1 + WINDOW), min(h, y1 + WINDOW)
     img, ref = x[ya:yb, xa:xb], bg[ya:yb, xa:xb]
-    inside = mask[ya:yb, xa:xb] > 0
+    # where the sensor clips (a glow on a lit screen), neither texture nor gain can be told
+    inside = (mask[ya:yb, xa:xb] > 0) & (img < CLIPPED) & (ref < CLIPPED)
     n = int(np.count_nonzero(inside))
     if n == 0:
         return 0.0
     k = (WINDOW, WINDOW)
-    mean_r, mean_x = cv2.blur(ref, k), cv2.blur(img, k)
-    cov = cv2.blur(ref * img, k) - mean_r * mean_x
-    var_r = cv2.blur(ref * ref, k) - mean_r * mean_r
+    # Texture: what is left after a 5x5 average is taken away (a glow or a light cone is
+    # smooth and goes with it), compared in each window by its correlation.
+    hr = ref - cv2.blur(ref, (5, 5))
+    hx = img - cv2.blur(img, (5, 5))
+    var_r = cv2.blur(hr * hr, k)
     textured = inside & (var_r > (TEXTURE_K * noise) ** 2)
     nt = int(np.count_nonzero(textured))
     if nt >= FLAT_SHARE * n:
-        var_x = cv2.blur(img * img, k) - mean_x * mean_x
-        np.maximum(var_x, 0.0, out=var_x)
+        cov = cv2.blur(hr * hx, k)
+        var_x = cv2.blur(hx * hx, k)
         corr = cov[textured] / np.sqrt(var_r[textured] * var_x[textured] + noise ** 4)
         return float(np.count_nonzero(corr < KEPT)) / nt
+    mean_r, mean_x = cv2.blur(ref, k), cv2.blur(img, k)
+    cov = cv2.blur(ref * img, k) - mean_r * mean_x
+    var_r = cv2.blur(ref * ref, k) - mean_r * mean_r
     gain = cov / (var_r + (2.0 * noise) ** 2)
     offset = mean_x - gain * mean_r
     model = cv2.blur(gain, k) * ref + cv2.blur(offset, k)

@@ -415,9 +415,9 @@ def _snow(src: Sources, name: str, n: int) -> Scene:
 
 def _small_walkers(src: Sources, name: str, n: int) -> Scene:
     """The plaza from high up: one after another, small people (18 to 50 px tall, 0.1 to 0.8%
-    of the frame) stroll in from either edge at a third to two thirds of a metre a second (a
-    fifth to a half of a pixel a frame for the smallest); one steps out of a doorway in
-    mid-frame instead."""
+    of the frame) stroll at a third to two thirds of a metre a second (a fifth to a half of a
+    pixel a frame for the smallest). Most step out of a doorway and walk out of view at the
+    edge; one walks in from the edge and goes in at a doorway."""
     rng = _rng(name)
     scene = Scene(name, "small-walkers", n, _plate(src.plaza))
     t, k = 30, 0
@@ -426,14 +426,15 @@ def _small_walkers(src: Sources, name: str, n: int) -> Scene:
         speed = h / 1.7 * float(rng.uniform(0.33, 0.66)) / FPS  # px a frame: h px is 1.7 m
         y = float(rng.uniform(100, 230))
         dur = int(rng.integers(100, 150))
-        if k == 2:  # out of a doorway
-            x = float(rng.uniform(60, 260))
-            sign = 1.0 if rng.random() < 0.5 else -1.0
-        else:
-            sign = 1.0 if k % 2 == 0 else -1.0
-            x = -0.1 * h if sign > 0 else W + 0.1 * h
-        scene.visits.append(Visit([(t, x, y, h), (t + dur, x + sign * speed * dur,
-                                                    y + 0.2 * speed * dur, h)]))
+        sign = 1.0 if k % 2 == 0 else -1.0
+        edge = W + 0.3 * h if sign > 0 else -0.3 * h  # fully out of view
+        if k == 1:  # in from the edge, into a doorway
+            a, b = -edge + W if sign < 0 else -0.3 * h, 0.0
+            b = a + sign * speed * dur
+        else:  # out of a doorway, out at the edge
+            b = edge
+            a = b - sign * speed * dur
+        scene.visits.append(Visit([(t, a, y, h), (t + dur, b, y + 0.2 * speed * dur, h)]))
         t += dur + int(rng.integers(30, 60))
         k += 1
     return scene
