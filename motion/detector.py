@@ -227,7 +227,7 @@ class MotionDetector:
         # Busy places: where motion keeps starting (a screen's bars, a blinking light, leaves)
         # without anything travelling through. Moving pixels there do not count on their own.
         busy = self._learn_busy(mask_c, t)
-        score_px, raw = self._objects(x, mask, busy, t, learning)
+        score_px, raw = self._objects(x, mask, mask_c, busy, t, learning)
         score = 0.0 if learning else 100.0 * score_px / self._zone_area
         raw = raw and not learning
 
@@ -293,11 +293,10 @@ class MotionDetector:
         cv2.add(act, 1.0, dst=act, mask=starts)  # type: ignore[call-overload]
         for box, before in zip(boxes, kept, strict=True):
             act[box] = before  # what travels here neither teaches nor unteaches the place
-        busy = cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
-        return cv2.resize(busy, self.work, interpolation=cv2.INTER_NEAREST)
+        return cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
 
-    def _objects(self, x: np.ndarray, mask: np.ndarray, busy: np.ndarray, t: float,
-                 learning: bool) -> tuple[int, bool]:
+    def _objects(self, x: np.ndarray, mask: np.ndarray, mask_c: np.ndarray, busy: np.ndarray,
+                 t: float, learning: bool) -> tuple[int, bool]:
         """The largest moving thing's count outside busy places, and whether this frame counts:
         a thing that large moves (not light, not a blur at the lens), or a followed region has
         travelled (or travelled and now stirs in place)."""
@@ -307,11 +306,14 @@ class MotionDetector:
             return 0, False
         n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
             mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        # Each region's pixels outside busy places (busy is half size: each of its pixels
+        # stands for four).
         real = stats[:, cv2.CC_STAT_AREA].copy()
-        in_busy = cv2.bitwise_and(mask, busy)
-        if cv2.countNonZero(in_busy):
-            real -= np.bincount(labels[in_busy > 0], minlength=n)
-        regions = regions_of(stats, centroids, real, self._small_px)
+        if cv2.countNonZero(cv2.bitwise_and(mask_c, busy)):
+            real -= 4 * np.bincount(labels[::2, ::2][busy > 0], minlength=n)
+            np.maximum(real, 0, out=real)
+        keep = [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self._tracker.tracks if tr.arrived]
+        regions = regions_of(stats, centroids, real, self._small_px, keep)
         self._seen = seen = self._tracker.update(regions, t, learning)
         largest = 0
         for tr in seen:
@@ -319,7 +321,9 @@ class MotionDetector:
                 tr.thing = self._hides(x, labels, tr)
             if tr.thing:
                 largest = max(largest, tr.real)
-        raw = largest >= self._min_px or any(self._tracker.counts(tr, t) for tr in seen)
+        raw = largest >= self._min_px or any(
+            self._tracker.counts(tr, t) and (tr.thing or tr.arrived or _quiet_around(busy, tr))
+            for tr in seen)
         return largest, raw
 
     def _hides(self, x: np.ndarray, labels: np.ndarray, tr: Track) -> bool:
@@ -375,6 +379,15 @@ class MotionDetector:
         f = self.factor
         return tuple((tr.x0 * f, tr.y0 * f, (tr.x1 - tr.x0) * f, (tr.y1 - tr.y0) * f)
                      for tr in self._seen if tr.thing or self._tracker.counts(tr, tr.seen))
+
+
+def _quiet_around(busy: np.ndarray, tr: Track, margin: int = 2) -> bool:
+    """Whether a small track is out in quiet ground: hardly anything busy (``busy`` is half
+    size) around its box. A twig that sways at the edge of a busy tree is not a walker."""
+    h, w = busy.shape
+    near = busy[max(0, tr.y0 // 2 - margin):min(h, tr.y1 // 2 + margin),
+                max(0, tr.x0 // 2 - margin):min(w, tr.x1 // 2 + margin)]
+    return cv2.countNonZero(near) <= 0.05 * near.size
 
 
 def _above(a: np.ndarray, level: float) -> np.ndarray:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 MAX_TRACKS = 12
-MAX_REGIONS = 16  # the largest regions of a frame that are followed
+MAX_REGIONS = 12  # the largest regions of a frame that are followed
 ENDS = 2  # centres averaged at each end of the window a stretch is measured over
 
 
@@ -134,6 +134,10 @@ class Tracker:
         tr.x1 = max(r.x + r.w for r in regions)
         tr.y1 = max(r.y + r.h for r in regions)
         steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
+        if area > 3.0 * tr.mean_area + 4 * self.small_px:
+            # something much larger swept over it (a headlight over where a visitor stood):
+            # a new thing, judged afresh
+            tr.thing, tr.stretches, tr.travelled = None, 0, -math.inf
         tr.mean_area += 0.3 * (area - tr.mean_area)
         tr.peak = max(tr.peak, area)
         tr.seen, tr.area, tr.real = t, area, real
@@ -175,8 +179,8 @@ class Tracker:
     def counts(self, tr: Track, t: float) -> bool:
         """Whether a track seen this frame makes the frame count as motion: it travelled a
         stretch just now, or it arrived and still stirs outside busy places."""
-        if tr.seen != t or tr.real < self.small_px:
-            return False
+        if tr.seen != t or tr.real < max(self.small_px, tr.area // 4):
+            return False  # a busy place stirring where it stands is not it
         if t - tr.travelled <= self.lost:
             return not tr.scene and tr.thing is not False
         return tr.arrived and t - tr.travelled <= self.linger
@@ -189,13 +193,22 @@ class Tracker:
             self.counts(tr, t) or (tr.arrived and t - tr.travelled <= self.linger))]
 
 
-def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray,
-               least: int) -> list[Region]:
-    """Regions from connectedComponentsWithStats output (label 0 is the background) with at
-    least ``least`` pixels; ``real`` holds each label's count outside busy places."""
+def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray, least: int,
+               keep: list[tuple[int, int, int, int]]) -> list[Region]:
+    """Regions from connectedComponentsWithStats output (label 0 is the background): those
+    with at least ``least`` pixels outside busy places, and those overlapping a box in
+    ``keep`` (x0, y0, x1, y1: where a visitor who arrived may stand in front of a busy place);
+    the largest MAX_REGIONS of them. ``real`` holds each label's count outside busy places."""
     areas = stats[:, cv2.CC_STAT_AREA]
-    big = np.flatnonzero(areas[1:] >= least) + 1
-    if big.size > MAX_REGIONS:
-        big = big[np.argsort(areas[big])[-MAX_REGIONS:]]
-    return [Region(*(int(v) for v in stats[i]), int(real[i]), float(centroids[i, 0]),
-                   float(centroids[i, 1]), int(i)) for i in big]
+    wanted = real >= least
+    wanted[0] = False
+    for x0, y0, x1, y1 in keep:
+        wanted |= ((stats[:, 0] < x1) & (stats[:, 0] + stats[:, 2] > x0)
+                   & (stats[:, 1] < y1) & (stats[:, 1] + stats[:, 3] > y0) & (areas >= least))
+    wanted[0] = False
+    chosen = np.flatnonzero(wanted)
+    if chosen.size > MAX_REGIONS:
+        chosen = chosen[np.argsort(areas[chosen])[-MAX_REGIONS:]]
+    rows, cents = stats[chosen].tolist(), centroids[chosen].tolist()
+    return [Region(x, y, w, h, a, int(real[i]), cx, cy, int(i))
+            for (x, y, w, h, a), (cx, cy), i in zip(rows, cents, chosen.tolist(), strict=True)]
