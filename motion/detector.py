@@ -66,7 +66,8 @@ class Tuning:
     busy_seconds: float = 10.0  # ... about this long flickers or cycles: it is busy
     small_area_pct: float = 0.04  # the least region followed as a possible small mover
     travel_px: float = 2.0  # work pixels a small region must travel, steadily, to count ...
-    travel_seconds: float = 1.5  # ... within this long, at most
+    travel_seconds: float = 1.5  # ... within this long, at most, ...
+    travel_least_seconds: float = 0.6  # ... and this long, at least
     pace: float = 2.0  # ... its own size a second (faster is a snowflake or an insect)
     linger_seconds: float = 20.0  # a visitor who arrived keeps counting this long while stirring
     thing_share: float = 0.35  # a large region is a thing (not light on the background, not a
@@ -115,7 +116,8 @@ class MotionDetector:
         self._min_px = max(1, math.ceil(self._zone_area * tu.min_area_pct / 100.0))
         self._small_px = max(3, math.ceil(self._zone_area * tu.small_area_pct / 100.0))
         self._tracker = Tracker(tu.travel_px, self._small_px, tu.travel_seconds,
-                                tu.linger_seconds, lost=0.7, pace=tu.pace)
+                                tu.linger_seconds, lost=0.7, pace=tu.pace,
+                                least=tu.travel_least_seconds)
         self._rate = self._rates(tu, self.fps)
         self.reset()
 
@@ -144,6 +146,8 @@ class MotionDetector:
         self._activity = np.zeros((ch, cw), np.float32)  # starts of motion here, decaying
         self._was = np.zeros((ch, cw), np.uint8)  # what moved last frame
         self._tracker.reset()
+        self._guarded: list[tuple[slice, slice]] = []  # half-size boxes the maps leave alone
+        self._kept_bg: list[tuple[slice, slice]] = []  # where visitors linger (work size)
         self._seen: list[Track] = []
         self._noise = self.tuning.noise_floor
         self._prev_s: np.ndarray | None = None
@@ -235,6 +239,10 @@ class MotionDetector:
         # pixel's allowance (how much it varies from a moment ago while nothing moves there).
         np.minimum(flux, tu.allowance_cap, out=flux)
         allow = self._allow
+        held = [allow[box].copy() for box in self._guarded]  # a visitor stirring is no flicker
+        # ... nor part of the background: one who arrived is not absorbed while they linger
+        # (when they go, what they stood in front of is still the background, with no ghost)
+        kept = [bg[box].copy() for box in self._kept_bg]
         if learning:
             a = 1.0 / self._frames
             cv2.accumulateWeighted(x, bg, a)
@@ -250,6 +258,10 @@ class MotionDetector:
             fall = cv2.bitwise_and(cv2.bitwise_not(rise), calm)
             cv2.accumulateWeighted(flux, allow, rate["rise"], mask=rise)
             cv2.accumulateWeighted(flux, allow, rate["fall"], mask=fall)
+        for box, before in zip(self._guarded, held, strict=True):
+            allow[box] = before
+        for box, before in zip(self._kept_bg, kept, strict=True):
+            bg[box] = before
         if relight:
             log.debug("lighting step (gain %.2f, offset %.1f): re-baselining", g, o)
             bg[:] = x
@@ -284,8 +296,12 @@ class MotionDetector:
         tu, act = self.tuning, self._activity
         starts = cv2.bitwise_and(mask_c, cv2.bitwise_not(self._was))
         self._was = mask_c
-        boxes = [(slice(max(0, y0 // 2 - 1), y1 // 2 + 2), slice(max(0, x0 // 2 - 1), x1 // 2 + 2))
-                 for x0, y0, x1, y1 in self._tracker.boxes(t)]
+        found = self._tracker.boxes(t)
+        self._guarded = boxes = [
+            (slice(max(0, y0 // 2 - 1), y1 // 2 + 2), slice(max(0, x0 // 2 - 1), x1 // 2 + 2))
+            for x0, y0, x1, y1 in found]
+        self._kept_bg = [(slice(y0, y1), slice(x0, x1)) for x0, y0, x1, y1 in
+                         self._tracker.lingering(t)]
         kept = [act[box].copy() for box in boxes]
         act *= 1.0 - self._rate["busy"]
         cv2.add(act, tu.busy_moving_weight / self.fps, dst=act,  # type: ignore[call-overload]
@@ -322,8 +338,7 @@ class MotionDetector:
             if tr.thing:
                 largest = max(largest, tr.real)
         raw = largest >= self._min_px or any(
-            self._tracker.counts(tr, t) and (tr.thing or tr.arrived or _quiet_around(busy, tr))
-            for tr in seen)
+            self._tracker.counts(tr, t) and _quiet_around(busy, tr) for tr in seen)
         return largest, raw
 
     def _hides(self, x: np.ndarray, labels: np.ndarray, tr: Track) -> bool:

@@ -49,6 +49,7 @@ class Track:
     path: list[tuple[float, float, float]] = field(default_factory=list)  # (t, cx, cy)
     travelled: float = -math.inf  # media time it last travelled a stretch
     stretches: int = 0  # stretches travelled
+    hull: tuple[int, int, int, int] | None = None  # all its boxes since it arrived, together
     thing: bool | None = None  # when it was large: did it hide the background (True), or was
     # it light on it or a blur in front of the lens (False)? None: never large
     regions: list[Region] = field(default_factory=list)  # matched this frame
@@ -81,8 +82,10 @@ class Tracker:
     """
 
     def __init__(self, travel_px: float, small_px: int, window: float, linger: float,
-                 lost: float, pace: float) -> None:
+                 lost: float, pace: float, least: float) -> None:
         self.travel_px = travel_px
+        self.least = least  # seconds: the shortest stretch (a twig's or a shrug's swing is
+        # shorter, and turns back)
         self.pace = pace
         self.small_px = small_px
         self.window = window
@@ -121,7 +124,9 @@ class Tracker:
                        r.area, scene=learning, path=[(t, r.cx, r.cy)], regions=[r])
             self.tracks.append(tr)
             seen.append(tr)
-        self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.lost]
+        # a visitor who arrived may pause between gestures for longer than a walker is lost
+        self.tracks = [tr for tr in self.tracks
+                       if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost)]
         return seen
 
     def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
@@ -137,9 +142,12 @@ class Tracker:
         if area > 3.0 * tr.mean_area + 4 * self.small_px:
             # something much larger swept over it (a headlight over where a visitor stood):
             # a new thing, judged afresh
-            tr.thing, tr.stretches, tr.travelled = None, 0, -math.inf
+            tr.thing, tr.stretches, tr.travelled, tr.hull = None, 0, -math.inf, None
         tr.mean_area += 0.3 * (area - tr.mean_area)
         tr.peak = max(tr.peak, area)
+        if tr.arrived:
+            h = tr.hull or (tr.x0, tr.y0, tr.x1, tr.y1)
+            tr.hull = (min(h[0], tr.x0), min(h[1], tr.y0), max(h[2], tr.x1), max(h[3], tr.y1))
         tr.seen, tr.area, tr.real = t, area, real
         if not steady:  # it split, merged or changed shape: measure afresh from here
             tr.path = []
@@ -155,7 +163,7 @@ class Tracker:
         """Whether the centres in ``path`` went travel_px one way without turning back, no
         faster than ``pace`` times the region's size a second (a person, however far away, moves
         about a body length a second; snowflakes and insects move many times their size)."""
-        if len(path) < 2 * ENDS:
+        if len(path) < 2 * ENDS or path[-1][0] - path[0][0] < self.least:
             return False
         ax = sum(p[1] for p in path[:ENDS]) / ENDS
         ay = sum(p[2] for p in path[:ENDS]) / ENDS
@@ -185,12 +193,21 @@ class Tracker:
             return not tr.scene and tr.thing is not False
         return tr.arrived and t - tr.travelled <= self.linger
 
+    def lingers(self, tr: Track, t: float) -> bool:
+        """Whether a track arrived and its last stretch is recent enough to keep it."""
+        return tr.arrived and t - tr.travelled <= self.linger
+
+    def lingering(self, t: float) -> list[tuple[int, int, int, int]]:
+        """Boxes of the tracks that arrived and linger, as they are now."""
+        return [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if self.lingers(tr, t)]
+
     def boxes(self, t: float) -> list[tuple[int, int, int, int]]:
-        """Boxes (x0, y0, x1, y1) of the tracks seen this frame that count, or that arrived
-        and linger: the busy map leaves them alone (a visitor standing at the door must not
-        become part of the scene)."""
-        return [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if tr.seen == t and (
-            self.counts(tr, t) or (tr.arrived and t - tr.travelled <= self.linger))]
+        """Boxes (x0, y0, x1, y1) of the tracks that count this frame, and all the ground that
+        arrived tracks covered while they linger: the busy map leaves them alone (a visitor
+        gesturing at the door must not become part of the scene)."""
+        found = [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if self.counts(tr, t)]
+        found += [tr.hull for tr in self.tracks if tr.hull and self.lingers(tr, t)]
+        return found
 
 
 def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray, least: int,
