@@ -138,6 +138,7 @@ class MotionDetector:
         cw, ch = self.coarse
         self._bg = np.zeros((wh, ww), np.float32)
         self._x = self._bg  # the last work image
+        self._range: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # hi, lo, limit
         lag = max(1, round(self.tuning.lag_seconds * self.fps))
         self._past = np.zeros((lag, ch, cw), np.float32)  # the last `lag` frames, a ring
         self._past_light = [(1.0, 0.0)] * lag  # each one's light -> this frame's light
@@ -202,12 +203,21 @@ class MotionDetector:
         noise = self._measure_noise(xs, g, o)
 
         # Change against the background beyond noise and the pixel's own allowance, tolerating
-        # a small shift: x must leave the range of the background's neighbourhood.
-        dev = cv2.max(cv2.subtract(x, cv2.dilate(bg, self._kshift)),
-                      cv2.subtract(cv2.erode(bg, self._kshift), x))
-        limit = cv2.resize(self._allow, self.work, interpolation=cv2.INTER_NEAREST)
-        limit *= tu.spread_k
-        limit += tu.noise_k * noise
+        # a small shift: x must leave the range of the background's neighbourhood. The range
+        # and the allowance at full size change slowly: they are made afresh every other
+        # frame, and in between only follow the light.
+        if self._frames % 2 or self._range is None:
+            limit = cv2.resize(self._allow, self.work, interpolation=cv2.INTER_NEAREST)
+            limit *= tu.spread_k
+            limit += tu.noise_k * noise
+            self._range = (cv2.dilate(bg, self._kshift), cv2.erode(bg, self._kshift), limit)
+        else:
+            for edge in self._range[:2]:
+                if g != 1.0:
+                    edge *= g
+                edge += o
+        hi, lo, limit = self._range
+        dev = cv2.max(cv2.subtract(x, hi), cv2.subtract(lo, x))
         changed = cv2.compare(dev, limit, cv2.CMP_GT)
 
         # Change against the frame lag_seconds ago, at half size (averaging 2x2 halves the
@@ -265,6 +275,7 @@ class MotionDetector:
         if relight:
             log.debug("lighting step (gain %.2f, offset %.1f): re-baselining", g, o)
             bg[:] = x
+            self._range = None
         self._x = x
         self._past[at] = xc
         self._past_light[at] = (1.0, 0.0)
@@ -316,8 +327,9 @@ class MotionDetector:
         """The largest moving thing's count outside busy places, and whether this frame counts:
         a thing that large moves (not light, not a blur at the lens), or a followed region has
         travelled (or travelled and now stirs in place)."""
-        total = cv2.countNonZero(mask)
-        if total < self._small_px:
+        # Nothing outside busy places moves, and no visitor lingers: no regions to follow.
+        outside = cv2.countNonZero(cv2.bitwise_and(mask_c, cv2.bitwise_not(busy)))
+        if 4 * outside < self._small_px and not self._kept_bg:
             self._seen = self._tracker.update([], t, learning)
             return 0, False
         n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
@@ -367,6 +379,7 @@ class MotionDetector:
                 self._on = False
                 self._streak = 0
                 self._bg[:] = self._x  # whatever still moves must start a new event
+                self._range = None
                 self._tracker.reset()
                 log.info("motion event reached its maximum of %.0f s at %.2f s",
                          cfg.max_seconds, t)

@@ -59,9 +59,10 @@ class Knob:
 # classes (the rest follow from principles: noise multiples, a 1-2 px shift, time constants).
 FITTED: tuple[Knob, ...] = (
     Knob("min_area_pct", (0.35, 0.5, 0.75)),
-    Knob("busy_activity", (1.0, 1.5, 2.5)),
+    Knob("busy_activity", (2.0, 3.0, 4.0)),
     Knob("travel_px", (1.5, 2.0, 3.0)),
     Knob("pace", (1.5, 2.0, 3.0)),
+    Knob("travel_least_seconds", (0.4, 0.6, 0.8)),
     Knob("thing_share", (0.25, 0.35, 0.5)),
     Knob("exit_hold_seconds", (0.15, 0.3, 0.6)),
 )
