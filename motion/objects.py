@@ -63,11 +63,6 @@ class Track:
             return False
         return self.stretches >= 2 or (self.stretches >= 1 and self.thing is True)
 
-    def gate(self, r: Region) -> bool:
-        slack = 2 + (self.x1 - self.x0 + self.y1 - self.y0) // 8
-        return not (r.x > self.x1 + slack or r.x + r.w < self.x0 - slack
-                    or r.y > self.y1 + slack or r.y + r.h < self.y0 - slack)
-
 
 class Tracker:
     """Follows regions; says which tracks count as motion.
@@ -101,17 +96,10 @@ class Tracker:
         for tr in self.tracks:
             tr.regions = []
         fresh: list[Region] = []
-        for r in sorted(regions, key=lambda r: -r.area):
-            best: Track | None = None
-            best_d = math.inf
-            for tr in self.tracks:
-                if tr.gate(r):
-                    cx, cy = tr.path[-1][1:]
-                    d = (r.cx - cx) ** 2 + (r.cy - cy) ** 2
-                    if d < best_d:
-                        best, best_d = tr, d
-            if best is not None:
-                best.regions.append(r)
+        best = self._match(regions)
+        for r, k in zip(regions, best, strict=True):
+            if k >= 0:
+                self.tracks[k].regions.append(r)
             elif r.real >= self.small_px and len(self.tracks) + len(fresh) < MAX_TRACKS:
                 fresh.append(r)
         seen: list[Track] = []
@@ -128,6 +116,24 @@ class Tracker:
         self.tracks = [tr for tr in self.tracks
                        if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost)]
         return seen
+
+    def _match(self, regions: list[Region]) -> list[int]:
+        """For each region, the index of the track it belongs to (its box, widened by a
+        slack, overlaps the region's; the nearest centre wins), or -1."""
+        if not regions or not self.tracks:
+            return [-1] * len(regions)
+        rb = np.array([(r.x, r.y, r.x + r.w, r.y + r.h, r.cx, r.cy) for r in regions],
+                      np.float64)
+        tb = np.array([(tr.x0, tr.y0, tr.x1, tr.y1, *tr.path[-1][1:]) for tr in self.tracks],
+                      np.float64)
+        slack = 2 + ((tb[:, 2] - tb[:, 0]) + (tb[:, 3] - tb[:, 1])) // 8
+        r, k = rb[:, None, :], tb[None, :, :]
+        overlap = ((r[..., 0] <= k[..., 2] + slack) & (r[..., 2] >= k[..., 0] - slack)
+                   & (r[..., 1] <= k[..., 3] + slack) & (r[..., 3] >= k[..., 1] - slack))
+        dist = (r[..., 4] - k[..., 4]) ** 2 + (r[..., 5] - k[..., 5]) ** 2
+        dist[~overlap] = np.inf
+        best = dist.argmin(axis=1)
+        return [int(k) if np.isfinite(dist[i, k]) else -1 for i, k in enumerate(best)]
 
     def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
         area = sum(r.area for r in regions)
