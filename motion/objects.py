@@ -119,21 +119,21 @@ class Tracker:
 
     def _match(self, regions: list[Region]) -> list[int]:
         """For each region, the index of the track it belongs to (its box, widened by a
-        slack, overlaps the region's; the nearest centre wins), or -1."""
-        if not regions or not self.tracks:
-            return [-1] * len(regions)
-        rb = np.array([(r.x, r.y, r.x + r.w, r.y + r.h, r.cx, r.cy) for r in regions],
-                      np.float64)
-        tb = np.array([(tr.x0, tr.y0, tr.x1, tr.y1, *tr.path[-1][1:]) for tr in self.tracks],
-                      np.float64)
-        slack = 2 + ((tb[:, 2] - tb[:, 0]) + (tb[:, 3] - tb[:, 1])) // 8
-        r, k = rb[:, None, :], tb[None, :, :]
-        overlap = ((r[..., 0] <= k[..., 2] + slack) & (r[..., 2] >= k[..., 0] - slack)
-                   & (r[..., 1] <= k[..., 3] + slack) & (r[..., 3] >= k[..., 1] - slack))
-        dist = (r[..., 4] - k[..., 4]) ** 2 + (r[..., 5] - k[..., 5]) ** 2
-        dist[~overlap] = np.inf
-        best = dist.argmin(axis=1)
-        return [int(k) if np.isfinite(dist[i, k]) else -1 for i, k in enumerate(best)]
+        slack, overlaps the region's; the nearest centre wins), or -1. A handful of boxes:
+        plain Python is quicker than numpy here."""
+        gates = [(tr.x0 - sl, tr.y0 - sl, tr.x1 + sl, tr.y1 + sl, tr.path[-1][1], tr.path[-1][2])
+                 for tr in self.tracks
+                 for sl in (2 + (tr.x1 - tr.x0 + tr.y1 - tr.y0) // 8,)]
+        found = []
+        for r in regions:
+            best, best_d = -1, math.inf
+            for k, (x0, y0, x1, y1, cx, cy) in enumerate(gates):
+                if r.x <= x1 and r.x + r.w >= x0 and r.y <= y1 and r.y + r.h >= y0:
+                    d = (r.cx - cx) ** 2 + (r.cy - cy) ** 2
+                    if d < best_d:
+                        best, best_d = k, d
+            found.append(best)
+        return found
 
     def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
         area = sum(r.area for r in regions)
@@ -223,15 +223,16 @@ def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray, least
     ``keep`` (x0, y0, x1, y1: where a visitor who arrived may stand in front of a busy place);
     the largest MAX_REGIONS of them. ``real`` holds each label's count outside busy places."""
     areas = stats[:, cv2.CC_STAT_AREA]
-    wanted = real >= least
-    wanted[0] = False
-    for x0, y0, x1, y1 in keep:
-        wanted |= ((stats[:, 0] < x1) & (stats[:, 0] + stats[:, 2] > x0)
-                   & (stats[:, 1] < y1) & (stats[:, 1] + stats[:, 3] > y0) & (areas >= least))
-    wanted[0] = False
-    chosen = np.flatnonzero(wanted)
-    if chosen.size > MAX_REGIONS:
-        chosen = chosen[np.argsort(areas[chosen])[-MAX_REGIONS:]]
-    rows, cents = stats[chosen].tolist(), centroids[chosen].tolist()
-    return [Region(x, y, w, h, a, int(real[i]), cx, cy, int(i))
-            for (x, y, w, h, a), (cx, cy), i in zip(rows, cents, chosen.tolist(), strict=True)]
+    big = np.flatnonzero(areas[1:] >= least) + 1
+    if big.size > 4 * MAX_REGIONS:
+        big = big[np.argsort(areas[big])[-4 * MAX_REGIONS:]]
+    found = []
+    for i, (x, y, w, h, a), (cx, cy) in zip(big.tolist(), stats[big].tolist(),
+                                            centroids[big].tolist(), strict=True):
+        r = int(real[i])
+        if r >= least or any(x < x1 and x + w > x0 and y < y1 and y + h > y0
+                             for x0, y0, x1, y1 in keep):
+            found.append(Region(x, y, w, h, a, r, cx, cy, i))
+    if len(found) > MAX_REGIONS:
+        found = sorted(found, key=lambda reg: -reg.area)[:MAX_REGIONS]
+    return found
