@@ -207,9 +207,10 @@ class MotionDetector:
         # and the allowance at full size change slowly: they are made afresh every other
         # frame, and in between only follow the light.
         if self._frames % 2 or self._range is None:
-            limit = cv2.resize(self._allow, self.work, interpolation=cv2.INTER_NEAREST)
-            limit *= tu.spread_k
-            limit += tu.noise_k * noise
+            limit = np.asarray(cv2.resize(self._allow, self.work,
+                                          interpolation=cv2.INTER_NEAREST), np.float32)
+            limit *= np.float32(tu.spread_k)
+            limit += np.float32(tu.noise_k * noise)
             self._range = (cv2.dilate(bg, self._kshift), cv2.erode(bg, self._kshift), limit)
         else:
             for edge in self._range[:2]:

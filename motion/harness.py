@@ -6,12 +6,13 @@ every detector that runs on it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -91,10 +92,13 @@ def folder_clips(folder: Path, size: tuple[int, int] = DEFAULT_LORES) -> list[Cl
     clips = []
     for path in label_files:
         truth = evaluate.load_labels(path)
-        video = folder / truth.video
-        clips.append(Clip(truth, truth.name,
-                          lambda video=video: (f.lores for f in read_lores(video, size))))
+        clips.append(Clip(truth, truth.name, functools.partial(_lores_frames,
+                                                               folder / truth.video, size)))
     return clips
+
+
+def _lores_frames(video: Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    return (f.lores for f in read_lores(video, size))
 
 
 def synth_clips(motion_dir: Path, seconds: float = 30.0,
@@ -161,7 +165,8 @@ def variants(base: Tuning, knobs: Sequence[Knob] = FITTED) -> dict[str, Tuning]:
     for knob in knobs:
         for v in knob.values:
             if v != getattr(base, knob.name):
-                found[f"{knob.name}={v:g}"] = dataclasses.replace(base, **{knob.name: v})
+                changes: dict[str, Any] = {knob.name: v}
+                found[f"{knob.name}={v:g}"] = dataclasses.replace(base, **changes)
     return found
 
 

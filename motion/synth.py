@@ -182,7 +182,7 @@ def paste(img: np.ndarray, sprite: Sprite, cx: float, feet: float, height: float
     for (dx, dy), rows in ((head, slice(0, max(1, h // 3))),
                            (arms, slice(h // 3, max(h // 3 + 1, 2 * h // 3)))):
         if (dx, dy) != (0, 0):
-            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
             band = (rows.stop - rows.start)
             im[rows] = cv2.warpAffine(im[rows], m, (w, band), borderMode=cv2.BORDER_REPLICATE)
             al[rows] = cv2.warpAffine(al[rows], m, (w, band), borderMode=cv2.BORDER_REPLICATE)
@@ -290,8 +290,9 @@ def _daylight(src: Sources, name: str, n: int) -> Scene:
     sequence, cloud shadows drift across, and the camera's auto-exposure nudges in small
     steps."""
     rng = _rng(name)
-    field_ = cv2.GaussianBlur(rng.normal(0, 1, (H, W * 3)).astype(np.float32), (0, 0), 45)
-    field_ /= float(np.abs(field_).max())
+    noise = rng.normal(0, 1, (H, W * 3)).astype(np.float32)
+    blurred = np.asarray(cv2.GaussianBlur(noise, (0, 0), 45), np.float32)
+    field_ = blurred / float(np.abs(blurred).max())
 
     def light(img: np.ndarray, i: int) -> None:
         u = i / max(1, n - 1)
@@ -361,12 +362,12 @@ def _insects(src: Sources, name: str, n: int) -> Scene:
         cv2.line(web, (0, 0), (int(150 * np.cos(a)), int(150 * np.sin(a))), 1.0, 2)
     for r in (40, 70, 100):
         cv2.ellipse(web, (0, 0), (r, r), 0, 5, 85, 1.0, 1)
-    web = cv2.GaussianBlur(web, (0, 0), 2.5) * 45
+    glow = np.asarray(cv2.GaussianBlur(web, (0, 0), 2.5), np.float32) * 45
     sway = 4 * np.sin(np.arange(n) / 5.0) + np.cumsum(rng.normal(0, 0.3, n)) % 3
 
     def lens(img: np.ndarray, i: int) -> None:
-        m = np.float32([[1, 0, sway[i]], [0, 1, 0.5 * sway[i]]])
-        img += cv2.warpAffine(web, m, (W, H))
+        m = np.array([[1, 0, sway[i]], [0, 1, 0.5 * sway[i]]], np.float32)
+        img += cv2.warpAffine(glow, m, (W, H))
         if present[i]:
             s = float(size[i])
             img += 120 * _blob((H, W), float(pos[i, 0]), float(pos[i, 1]), s, s * 0.8)
