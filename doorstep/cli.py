@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "home": "doorstep.owner.hub.cli", "enroll": "doorstep.owner.hub.enroll",
     "check-config": "doorstep.config.check", "demo": "doorstep.demo",
     "detect": "doorstep.motion.cli", "eval": "doorstep.motion.cli",
+    "synth": "doorstep.motion.cli",
     "install": "doorstep.provision.install", "firstboot": "doorstep.provision.firstboot",
     "identity": "doorstep.provision.identity", "doctor": "doorstep.doctor.cli",
     "update": "doorstep.provision.update", "bundle": "doorstep.provision.update",

@@ -43,6 +43,7 @@ class Score:
     onsets: tuple[int, ...]  # latency in frames of each caught event
     frames: int = 0
     ms_per_frame: float = 0.0
+    drops: int = 0  # times the detector let go during an event it had caught (a split clip)
 
     @property
     def idle_on_share(self) -> float:
@@ -61,7 +62,7 @@ class Score:
                 "false_starts": self.false_starts, "idle_frames": self.idle_frames,
                 "idle_on": self.idle_on, "idle_on_share": self.idle_on_share,
                 "onset_median": self.onset_median, "onset_max": self.onset_max,
-                "onsets": list(self.onsets), "frames": self.frames,
+                "onsets": list(self.onsets), "drops": self.drops, "frames": self.frames,
                 "ms_per_frame": self.ms_per_frame}
 
 
@@ -135,6 +136,7 @@ def score(on: Sequence[bool], truth: Labels, ms_per_frame: float = 0.0) -> Score
     n = len(on)
     warm = warmup_frames(truth.fps)
     counted = 0
+    drops = 0
     onsets: list[int] = []
     for s, e in truth.events:
         if e < warm:
@@ -146,12 +148,13 @@ def score(on: Sequence[bool], truth: Labels, ms_per_frame: float = 0.0) -> Score
         first = next((i for i in range(lo, hi + 1) if on[i]), None)
         if first is not None:
             onsets.append(max(0, first - start))
+            drops += sum(1 for i in range(first + 1, min(n, e + 1)) if on[i - 1] and not on[i])
     idle = idle_mask(truth, n)
     false_starts = sum(1 for s, _ in detector_events(on, truth.fps) if idle[s])
     idle_frames = sum(idle)
     idle_on = sum(1 for i in range(n) if idle[i] and on[i])
     return Score(truth.name, counted, len(onsets), false_starts, idle_frames, idle_on,
-                 tuple(onsets), n, ms_per_frame)
+                 tuple(onsets), n, ms_per_frame, drops)
 
 
 def overall(scores: Sequence[Score]) -> Score:
@@ -162,19 +165,20 @@ def overall(scores: Sequence[Score]) -> Score:
     return Score("overall", sum(s.events for s in scores), sum(s.caught for s in scores),
                  sum(s.false_starts for s in scores), sum(s.idle_frames for s in scores),
                  sum(s.idle_on for s in scores), tuple(o for s in scores for o in s.onsets),
-                 frames, ms)
+                 frames, ms, sum(s.drops for s in scores))
 
 
-def format_table(rows: Sequence[tuple[str, Score]]) -> str:
+def format_table(rows: Sequence[tuple[str, Score]], what: str = "sequence") -> str:
     """A plain-text table, one row per (detector, score)."""
-    head = ("detector", "sequence", "caught", "false starts", "idle on", "onset med",
-            "onset max", "ms/frame")
+    head = ("detector", what, "caught", "false starts", "idle on", "onset med",
+            "onset max", "drops", "ms/frame")
     body = []
     for det, s in rows:
         med = "-" if s.onset_median is None else f"{s.onset_median:g}"
         mx = "-" if s.onset_max is None else str(s.onset_max)
         body.append((det, s.name, f"{s.caught}/{s.events}", str(s.false_starts),
-                     f"{100 * s.idle_on_share:.2f}%", med, mx, f"{s.ms_per_frame:.3f}"))
+                     f"{100 * s.idle_on_share:.2f}%", med, mx, str(s.drops),
+                     f"{s.ms_per_frame:.3f}"))
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(r: Sequence[str]) -> str:

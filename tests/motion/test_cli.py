@@ -51,3 +51,20 @@ def test_detect_reports_a_file_that_is_not_video(tmp_path: Path,
     bad.write_text("hello")
     assert main(["detect", str(bad)]) == 2
     assert "not.mp4" in capsys.readouterr().err
+
+
+def test_synth_writes_labelled_videos_that_eval_reads(tmp_path: Path, shared_data: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--from", str(shared_data / "motion"),
+                 "--seconds", "2"]) == 0
+    labels = sorted(p.name for p in out.glob("*.json"))
+    assert "rain-visitors.json" in labels and "rain.json" in labels
+    doc = json.loads((out / "screen.json").read_text())
+    assert doc["frames"] == 30 and doc["events"] == []
+    with av.open(str(out / doc["video"])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+    capsys.readouterr()
+    assert main(["eval", str(out), "--no-baselines"]) == 0
+    table = capsys.readouterr().out
+    assert "rain-visitors" in table and "overall" in table

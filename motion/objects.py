@@ -1,0 +1,238 @@
+"""Moving regions followed from frame to frame, so the detector can tell something that travels
+(a person, however small and slow) from something that stirs in place (a screen's bars,
+leaves, a person fidgeting in a chair). The detector hands in each frame's regions; a track
+whose centre has moved steadily one way far enough is *travelling*, and one that has arrived
+keeps counting while it stirs in place. Pure Python over a handful of boxes per frame."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+MAX_TRACKS = 12
+MAX_REGIONS = 12  # the largest regions of a frame that are followed
+ENDS = 2  # centres averaged at each end of the window a stretch is measured over
+
+
+@dataclass
+class Region:
+    """One connected moving region of a frame, in work pixels."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int  # moving pixels
+    real: int  # moving pixels outside busy places
+    cx: float
+    cy: float
+    label: int = 0  # its label in the frame's connected components
+
+
+@dataclass
+class Track:
+    """A region followed over frames."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int  # the box last seen (exclusive ends)
+    seen: float  # media time last seen
+    area: int  # moving pixels this frame
+    real: int  # of which outside busy places
+    mean_area: float  # its area, averaged over recent frames
+    peak: int  # the most pixels it has had
+    scene: bool  # born while the scene was first learnt: part of the scene until it travels
+    path: list[tuple[float, float, float]] = field(default_factory=list)  # (t, cx, cy)
+    travelled: float = -math.inf  # media time it last travelled a stretch
+    stretches: int = 0  # stretches travelled
+    hull: tuple[int, int, int, int] | None = None  # all its boxes since it arrived, together
+    thing: bool | None = None  # when it was large: did it hide the background (True), or was
+    # it light on it or a blur in front of the lens (False)? None: never large
+    regions: list[Region] = field(default_factory=list)  # matched this frame
+
+    @property
+    def arrived(self) -> bool:
+        """It came from somewhere: a large thing that travelled, or a small one that travelled
+        twice. Something already moving when the detector started (a screen's bars travel too)
+        never arrives, nor does light or a blur at the lens."""
+        if self.scene or self.thing is False:
+            return False
+        return self.stretches >= 2 or (self.stretches >= 1 and self.thing is True)
+
+
+class Tracker:
+    """Follows regions; says which tracks count as motion.
+
+    A track travels a stretch when, within ``window`` seconds, the mean of its last few
+    centres lies ``travel_px`` from the mean of its first few, and the centres in between
+    made their way there without turning back by more than half of it: coherent displacement,
+    integrated over time, rather than a lower threshold. Only a track that is mostly outside
+    busy places can travel, and while it travels the busy map leaves its box alone. A track
+    that has arrived counts for ``linger`` seconds after its last stretch while it stirs
+    outside busy places: a visitor standing at the door keeps the clip going.
+    """
+
+    def __init__(self, travel_px: float, small_px: int, window: float, linger: float,
+                 lost: float, pace: float, least: float) -> None:
+        self.travel_px = travel_px
+        self.least = least  # seconds: the shortest stretch (a twig's or a shrug's swing is
+        # shorter, and turns back)
+        self.pace = pace
+        self.small_px = small_px
+        self.window = window
+        self.linger = linger
+        self.lost = lost
+        self.tracks: list[Track] = []
+
+    def reset(self) -> None:
+        self.tracks = []
+
+    def update(self, regions: list[Region], t: float, learning: bool = False) -> list[Track]:
+        """Match this frame's regions to tracks; returns the tracks seen this frame."""
+        for tr in self.tracks:
+            tr.regions = []
+        fresh: list[Region] = []
+        best = self._match(regions)
+        for r, k in zip(regions, best, strict=True):
+            if k >= 0:
+                self.tracks[k].regions.append(r)
+            elif r.real >= self.small_px and len(self.tracks) + len(fresh) < MAX_TRACKS:
+                fresh.append(r)
+        seen: list[Track] = []
+        for tr in self.tracks:
+            if tr.regions:
+                self._advance(tr, tr.regions, t)
+                seen.append(tr)
+        for r in fresh:
+            tr = Track(r.x, r.y, r.x + r.w, r.y + r.h, t, r.area, r.real, float(r.area),
+                       r.area, scene=learning, path=[(t, r.cx, r.cy)], regions=[r])
+            self.tracks.append(tr)
+            seen.append(tr)
+        # a visitor who arrived may pause between gestures for longer than a walker is lost
+        self.tracks = [tr for tr in self.tracks
+                       if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost)]
+        return seen
+
+    def _match(self, regions: list[Region]) -> list[int]:
+        """For each region, the index of the track it belongs to (its box, widened by a
+        slack, overlaps the region's; the nearest centre wins), or -1. A handful of boxes:
+        plain Python is quicker than numpy here."""
+        gates = [(tr.x0 - sl, tr.y0 - sl, tr.x1 + sl, tr.y1 + sl, tr.path[-1][1], tr.path[-1][2])
+                 for tr in self.tracks
+                 for sl in (2 + (tr.x1 - tr.x0 + tr.y1 - tr.y0) // 8,)]
+        found = []
+        for r in regions:
+            best, best_d = -1, math.inf
+            for k, (x0, y0, x1, y1, cx, cy) in enumerate(gates):
+                if r.x <= x1 and r.x + r.w >= x0 and r.y <= y1 and r.y + r.h >= y0:
+                    d = (r.cx - cx) ** 2 + (r.cy - cy) ** 2
+                    if d < best_d:
+                        best, best_d = k, d
+            found.append(best)
+        return found
+
+    def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
+        area = sum(r.area for r in regions)
+        real = sum(r.real for r in regions)
+        cx = sum(r.cx * r.area for r in regions) / area
+        cy = sum(r.cy * r.area for r in regions) / area
+        tr.x0 = min(r.x for r in regions)
+        tr.y0 = min(r.y for r in regions)
+        tr.x1 = max(r.x + r.w for r in regions)
+        tr.y1 = max(r.y + r.h for r in regions)
+        steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
+        if area > 3.0 * tr.mean_area + 4 * self.small_px:
+            # something much larger swept over it (a headlight over where a visitor stood):
+            # a new thing, judged afresh
+            tr.thing, tr.stretches, tr.travelled, tr.hull = None, 0, -math.inf, None
+        tr.mean_area += 0.3 * (area - tr.mean_area)
+        tr.peak = max(tr.peak, area)
+        if tr.arrived:
+            h = tr.hull or (tr.x0, tr.y0, tr.x1, tr.y1)
+            tr.hull = (min(h[0], tr.x0), min(h[1], tr.y0), max(h[2], tr.x1), max(h[3], tr.y1))
+        tr.seen, tr.area, tr.real = t, area, real
+        if not steady:  # it split, merged or changed shape: measure afresh from here
+            tr.path = []
+        tr.path.append((t, cx, cy))
+        while tr.path[0][0] < t - self.window:
+            tr.path.pop(0)
+        if 2 * real >= area and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0)):
+            tr.travelled = t
+            tr.stretches += 1
+            tr.path = tr.path[-ENDS:]  # the next stretch starts where this one ended
+
+    def _stretch(self, path: list[tuple[float, float, float]], size: int) -> bool:
+        """Whether the centres in ``path`` went travel_px one way without turning back, no
+        faster than ``pace`` times the region's size a second (a person, however far away, moves
+        about a body length a second; snowflakes and insects move many times their size)."""
+        if len(path) < 2 * ENDS or path[-1][0] - path[0][0] < self.least:
+            return False
+        ax = sum(p[1] for p in path[:ENDS]) / ENDS
+        ay = sum(p[2] for p in path[:ENDS]) / ENDS
+        bx = sum(p[1] for p in path[-ENDS:]) / ENDS
+        by = sum(p[2] for p in path[-ENDS:]) / ENDS
+        dx, dy = bx - ax, by - ay
+        net = math.hypot(dx, dy)
+        if net < self.travel_px:
+            return False
+        if net > self.pace * size * (path[-1][0] - path[0][0]):
+            return False
+        ux, uy = dx / net, dy / net
+        best = -math.inf
+        for _, x, y in path:
+            along = (x - ax) * ux + (y - ay) * uy
+            if best - along > 0.5 * net or abs((x - ax) * uy - (y - ay) * ux) > net:
+                return False  # turned back, or wandered off sideways
+            best = max(best, along)
+        return True
+
+    def counts(self, tr: Track, t: float) -> bool:
+        """Whether a track seen this frame makes the frame count as motion: it travelled a
+        stretch just now, or it arrived and still stirs outside busy places."""
+        if tr.seen != t or tr.real < max(self.small_px, tr.area // 4):
+            return False  # a busy place stirring where it stands is not it
+        if t - tr.travelled <= self.lost:
+            return not tr.scene and tr.thing is not False
+        return tr.arrived and t - tr.travelled <= self.linger
+
+    def lingers(self, tr: Track, t: float) -> bool:
+        """Whether a track arrived and its last stretch is recent enough to keep it."""
+        return tr.arrived and t - tr.travelled <= self.linger
+
+    def lingering(self, t: float) -> list[tuple[int, int, int, int]]:
+        """Boxes of the tracks that arrived and linger, as they are now."""
+        return [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if self.lingers(tr, t)]
+
+    def boxes(self, t: float) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1) of the tracks that count this frame, and all the ground that
+        arrived tracks covered while they linger: the busy map leaves them alone (a visitor
+        gesturing at the door must not become part of the scene)."""
+        found = [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self.tracks if self.counts(tr, t)]
+        found += [tr.hull for tr in self.tracks if tr.hull and self.lingers(tr, t)]
+        return found
+
+
+def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray, least: int,
+               keep: list[tuple[int, int, int, int]]) -> list[Region]:
+    """Regions from connectedComponentsWithStats output (label 0 is the background): those
+    with at least ``least`` pixels outside busy places, and those overlapping a box in
+    ``keep`` (x0, y0, x1, y1: where a visitor who arrived may stand in front of a busy place);
+    the largest MAX_REGIONS of them. ``real`` holds each label's count outside busy places."""
+    areas = stats[:, cv2.CC_STAT_AREA]
+    big = np.flatnonzero(areas[1:] >= least) + 1
+    if big.size > 4 * MAX_REGIONS:
+        big = big[np.argsort(areas[big])[-4 * MAX_REGIONS:]]
+    found = []
+    for i, (x, y, w, h, a), (cx, cy) in zip(big.tolist(), stats[big].tolist(),
+                                            centroids[big].tolist(), strict=True):
+        r = int(real[i])
+        if r >= least or any(x < x1 and x + w > x0 and y < y1 and y + h > y0
+                             for x0, y0, x1, y1 in keep):
+            found.append(Region(x, y, w, h, a, r, cx, cy, i))
+    if len(found) > MAX_REGIONS:
+        found = sorted(found, key=lambda reg: -reg.area)[:MAX_REGIONS]
+    return found
