@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +25,10 @@ from doorstep.config.schema import MotionConfig
 from doorstep.motion.light import fit_light, samples, shrunk_samples
 from doorstep.motion.objects import Track, Tracker, regions_of
 from doorstep.motion.photometric import hidden
+
+# cv2.add with a scalar and a mask: OpenCV's stubs type it differently from one release to
+# the next (4.x, 5.0, 5.1), so it is called through an untyped name
+_cv2_add: Any = cv2.add
 
 log = logging.getLogger(__name__)
 
@@ -316,9 +321,8 @@ class MotionDetector:
                          self._tracker.lingering(t)]
         kept = [act[box].copy() for box in boxes]
         act *= 1.0 - self._rate["busy"]
-        cv2.add(act, tu.busy_moving_weight / self.fps, dst=act,  # type: ignore[call-overload]
-                mask=mask_c)
-        cv2.add(act, 1.0, dst=act, mask=starts)  # type: ignore[call-overload]
+        _cv2_add(act, tu.busy_moving_weight / self.fps, dst=act, mask=mask_c)
+        _cv2_add(act, 1.0, dst=act, mask=starts)
         for box, before in zip(boxes, kept, strict=True):
             act[box] = before  # what travels here neither teaches nor unteaches the place
         return cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
