@@ -266,7 +266,8 @@ class Bench:
                    f"subscriber of doorstep/<id>/event on a real Mosquitto; {n} presses, "
                    "each a first ring (repeat window 0), the next one after its event and "
                    "snapshot have left the outbox; the agent plays the 720p input in real "
-                   "time with motion off; the upload case goes through bench/link.py (asyncio "
+                   "time with motion on, each press 0-0.5 s after a fresh motion start (clips "
+                   "end after 1 s of quiet); the upload case goes through bench/link.py (asyncio "
                    "token bucket, 2 Mbit/s each way) with 2 MiB clips kept queued in the "
                    "outbox; the agent's shipped defaults: 16 KiB chunks, a window that adapts "
                    "to keep queueing under mqtt.queue_delay_ms = 100 (at most 16 chunks)",

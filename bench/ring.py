@@ -1,7 +1,13 @@
 """Row 5, ring latency: from the mock button's press to the sealed ring event arriving at an
 MQTT subscriber of ``doorstep/<id>/event`` on a real Mosquitto, with the agent connected
 directly (idle, loopback) or through a 2 Mbit/s link while a clip uploads. The baseline is a
-bare paho client publishing a payload of the same size over the same path."""
+bare paho client publishing a payload of the same size over the same path.
+
+Motion detection is on, as at a real door, where a visitor sets off motion seconds before
+pressing the button: each press follows a fresh motion start (its event, full snapshot and
+clip) by 0 to 0.5 s, while that snapshot is still on its way (issue 18: a ring used to wait
+behind it). Clips end after 1 s of quiet (the shipped post-roll is 5 s), so presses come
+every few seconds."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from doorstep.protocol.wire import unpack_single
 log = logging.getLogger(__name__)
 
 LINK_BPS = 2_000_000
+POSTROLL = 1.0      # seconds of quiet that end a motion clip, so the next visitor starts one
 FEED_CLIP_BYTES = 2 * 1024 * 1024
 
 
@@ -37,6 +44,7 @@ class RingRun:
     sizes: list[int] = field(default_factory=list)
     missed: int = 0
     link_bytes_up: int = 0
+    motion_starts: int = 0    # presses that followed a motion start, as they should all
 
 
 class Subscriber:
@@ -88,8 +96,12 @@ class Subscriber:
         self.client.disconnect()
 
 
+def _count(agent: Any, kind: str) -> int:
+    return len([1 for k, _ in list(agent.events) if k == kind])
+
+
 def _rings_above(agent: Any, n: int) -> bool:
-    return len([1 for kind, _ in list(agent.events) if kind == "ring"]) > n
+    return _count(agent, "ring") > n
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -100,11 +112,39 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
+def _ring_left(outbox: Any, seq: int) -> bool:
+    """The ring event ``seq`` and the snapshot naming it are no longer in the outbox."""
+    return not any(i.seq == seq or i.manifest.parent == str(seq) for i in outbox.items())
+
+
+def _motion_start(service: Any) -> bool:
+    """A visitor walks up to a quiet door: the scene goes still long enough for the clip to end
+    (``postroll``), then motion starts afresh: its event, its full snapshot and a new clip.
+    The input has people in view all the time, so the bench makes the quiet by disarming
+    motion detection, and the start by arming it again (the owner's commands); the detector
+    runs on the live picture throughout. False if no start came."""
+    from doorstep.agent.doorbell import LedState
+
+    agent = service.agent
+    agent.owner_request("disarm")
+    try:
+        _wait(lambda: service.doorbell.led_state is not LedState.RECORDING, 15,
+              "the motion clip to end")
+        starts = _count(agent, "motion")
+        agent.owner_request("arm")
+        _wait(lambda: _count(agent, "motion") > starts, 10, "a motion start")
+    except DoorstepError:
+        agent.owner_request("arm")
+        return False
+    return True
+
+
 def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presses: int, *,
                link_bps: float | None, upload: bool, seed: int = 7, **knobs: Any) -> RingRun:
-    """Press the agent's doorbell ``presses`` times; each latency is press -> ring event at
-    the subscriber. The next press waits until the ring's event and snapshot have both left
-    the outbox, plus a short random gap, so every press is a visitor's first ring."""
+    """Press the agent's doorbell ``presses`` times, each 0 to 0.5 s after a motion start;
+    each latency is press -> ring event at the subscriber. The next press waits until the
+    ring's event and snapshot have both left the outbox, plus a short random gap, so every
+    press is a visitor's first ring."""
     from gpiozero.pins.mock import MockFactory
 
     from doorstep.agent.wiring import build
@@ -117,7 +157,8 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
     with Link(broker_port, link_bps) as link:
         port = link.port if link_bps else broker_port
         cfg = parse_config(config_text(keys, workdir / "device", source, port, realtime=True,
-                                       loop=True, motion=False, repeat_window=0.0, **knobs),
+                                       loop=True, motion=True, repeat_window=0.0,
+                                       **{"postroll": POSTROLL, **knobs}),
                            source="bench ring config")
 
         def parse(payload: bytes) -> int:
@@ -152,7 +193,9 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
             for _ in range(presses):
                 if upload:
                     feed()
-                before = len([s for k, s in list(service.agent.events) if k == "ring"])
+                result.motion_starts += _motion_start(service)
+                time.sleep(rng.uniform(0.0, 0.5))   # the snapshot is on its way meanwhile
+                before = _count(service.agent, "ring")
                 t0 = time.monotonic()
                 pin.drive_low()
                 time.sleep(0.05)
@@ -170,8 +213,7 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                     continue
                 result.latencies_ms.append((got[0] - t0) * 1000)
                 result.sizes.append(got[1])
-                _wait(lambda: not any(i.manifest.kind in ("event", "snapshot")
-                                      for i in outbox.items()), 30,
+                _wait(partial(_ring_left, outbox, seq), 30,
                       "the ring's event and snapshot to leave the outbox")
                 time.sleep(rng.uniform(0.05, 0.15))
         finally:

@@ -91,7 +91,10 @@ class Inbox:
                              qos=1, retain=True)
         self._subscribe_mid: int | None = None
         self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(1, 30)
+        # Every second the inbox is away, the broker drops what devices send: come back fast.
+        # One or a few workers per broker, so retrying every 2 s costs it nothing.
+        self.client.reconnect_delay_set(1, 2)
+        self._refused = ""
         # Bounded by count and bytes: a flood waits in at most 64 MiB, the rest is dropped and
         # counted (a genuine device sends it again when no receipt comes).
         self._work: Handoff[mqtt.MQTTMessage | None] = Handoff(max_items=4096,
@@ -134,8 +137,11 @@ class Inbox:
                     properties: object = None) -> None:
         try:
             if reason.is_failure:
-                log.error("inbox: the broker refused the connection: %s", reason)
+                if str(reason) != self._refused:     # once, not at every retry
+                    log.error("inbox: the broker refused the connection: %s", reason)
+                self._refused = str(reason)
                 return
+            self._refused = ""
             _, self._subscribe_mid = client.subscribe([(t, 1) for t in self.topics()])
             self.connected.set()
             log.info("inbox: connected to %s:%d", self.host, self.port)

@@ -29,11 +29,13 @@ from doorstep.core.errors import BrokerRefused, SealError
 from doorstep.protocol.connect import DEVICE_MAX_PACKET, Broker, connect_properties, make_client
 from doorstep.protocol.wire import InboxStatus, Receipt, Topics
 from doorstep.uplink.outbox import Item, Outbox
-from doorstep.uplink.sender import Publish, Sender
+from doorstep.uplink.sender import Publish, Sender, is_ring
 
 log = logging.getLogger(__name__)
 
 MAX_WAITING_MESSAGES = 256    # commands and receipts waiting for the send thread, at most
+RING_RETRY = 2.0   # seconds at most between connect attempts while a fresh ring waits
+RING_FRESH = 300.0  # a ring this recent (seconds) still has someone at the door
 
 
 def device_client(cfg: MqttConfig, client_id: str, *,
@@ -109,6 +111,7 @@ class Uplink:
         self._mids_lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._nudge = threading.Event()     # cuts a reconnect wait short: a ring, or stop()
         self._threads: list[threading.Thread] = []
         self.refused: str | None = None
         self._dropped = DropLog(log, "uplink: dropped a message")
@@ -134,6 +137,7 @@ class Uplink:
             except (RuntimeError, ValueError) as exc:
                 log.warning("uplink: could not publish offline status: %s", exc)
         self._stop.set()
+        self._nudge.set()
         self._events.put(_Event("wake"))
         self.client.disconnect()
         for t in self._threads:
@@ -146,6 +150,8 @@ class Uplink:
     def notify(self, item: Item | None = None) -> None:
         """A new artifact is in the outbox (safe to call from any thread)."""
         self._events.put(_Event("wake", mid=item.seq if item else 0))
+        if item is not None and is_ring(item):
+            self._nudge.set()
 
     @property
     def connected(self) -> bool:
@@ -215,7 +221,7 @@ class Uplink:
                 delay = backoff.next()
                 log.warning("uplink: broker %s:%d unreachable (%s); retrying in %.1f s",
                             self.cfg.host, self.cfg.port, exc, delay)
-                self._stop.wait(delay)
+                self._pause(delay)
                 continue
             rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
             while not self._stop.is_set() and rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -229,7 +235,28 @@ class Uplink:
                 if self.refused:
                     delay = max(delay, 30.0)
                 log.info("uplink: connection lost (%s); reconnecting in %.1f s", rc, delay)
-                self._stop.wait(delay)
+                self._pause(delay)
+
+    def _pause(self, delay: float) -> None:
+        """Wait ``delay`` s before the next connect, but at most RING_RETRY s while a ring of
+        the last RING_FRESH s waits in the outbox (one committed meanwhile cuts the wait
+        short): someone is at the door now, and fresh rings are rare, so a fleet retrying
+        faster for them costs a broker little. Not when the broker refused us: that needs a
+        person, not haste."""
+        start = time.monotonic()
+        while not self._stop.is_set():
+            fresh = time.time() - RING_FRESH
+            hurry = not self.refused and any(is_ring(i) and i.manifest.created > fresh
+                                             for i in self.outbox.items())
+            if hurry and delay > RING_RETRY:
+                log.info("uplink: a ring is waiting; trying the broker again within %.0f s",
+                         RING_RETRY)
+                delay = RING_RETRY
+            left = start + delay - time.monotonic()
+            if left <= 0:
+                return
+            self._nudge.wait(left)
+            self._nudge.clear()
 
     # -- sender thread ------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -260,8 +287,7 @@ class Uplink:
             log.info("uplink: connected to %s:%d", self.cfg.host, self.cfg.port)
             with self._mids_lock:
                 self._mids.clear()
-            again = self.sender.pending
-            self.sender.on_connect()     # everything unreceipted goes again, backoff reset
+            again = self.sender.on_connect()  # everything unreceipted goes again, backoff reset
             if again:
                 log.info("uplink: resending %d unreceipted artifact(s) after connecting", again)
             topics = [(self.topics.receipt, 1), (self.topics.cmd, 1)]
@@ -328,7 +354,11 @@ class Uplink:
         self._inbox_time = status.time
         if status.state == "online":
             n = self.sender.resend(whole=True)
-            log.info("uplink: the inbox is online; resending %d unreceipted artifact(s) now", n)
+            if n:
+                log.info("uplink: the inbox is online; resending %d unreceipted artifact(s) "
+                         "now", n)
+            else:
+                log.info("uplink: the inbox is online")
         else:
             log.info("uplink: the inbox went offline; the outbox keeps everything until it "
                      "returns")

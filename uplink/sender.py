@@ -2,14 +2,14 @@
 the broker's PUBACKs and the inbox's receipts (DESIGN.md decisions 4 and 5).
 
 Two lanes. The ring lane carries ring events (priority 0, one small message each) the moment
-they are committed. Everything else goes on the paced lane, in order of priority and then age:
-other events as one message each; snapshots and clips as a manifest and 16 KiB chunks, so a
-ring can overtake them between any two chunks (a snapshot sent whole held a ring for 445 ms on
-a 2 Mbit/s link). How many paced messages may be unacknowledged adapts to the link: each one's
-time from publish to PUBACK is the delay a ring published at that moment would wait behind it.
-Above ``queue_delay`` the window halves (at most once per round trip); well below it, it grows
-by one, up to ``in_flight``. So a slow home uplink carries about one chunk ahead of a ring, and
-a fast one fills the pipe.
+they are committed. Everything else goes on the paced lane: other events (one message each)
+before snapshots before clips, each by priority and then age; snapshots and clips as a
+manifest and 16 KiB chunks, so a ring can overtake them between any two chunks (a snapshot
+sent whole held a ring for 445 ms on a 2 Mbit/s link). How many paced messages may be
+unacknowledged adapts to the link: each one's time from publish to PUBACK is the delay a ring
+published at that moment would wait behind it. Above ``queue_delay`` the window halves (at
+most once per round trip); well below it, it grows by one, up to ``in_flight``. So a slow
+home uplink carries about one chunk ahead of a ring, and a fast one fills the pipe.
 
 An artifact is finished when every message has a PUBACK and, if the device knows the inbox's
 key, the inbox's signed receipt has arrived; with no receipt after ``receipt_timeout`` it is
@@ -38,6 +38,17 @@ class Lane(enum.Enum):
 def is_single(item: Item) -> bool:
     """Events travel as one message; snapshots and clips as a manifest and chunks."""
     return item.manifest.kind == "event"
+
+
+def is_ring(item: Item) -> bool:
+    """A ring event (and a ring clip's metadata event): the ring lane's traffic."""
+    return is_single(item) and item.manifest.priority == RING_PRIORITY
+
+
+def paced_rank(item: Item) -> int:
+    """Order on the paced lane before priority: notifications (events), then pictures
+    (snapshots), then clips, so a ring clip's megabytes never hold up a motion event."""
+    return {"event": 0, "snapshot": 1, "thumbnail": 1}.get(item.manifest.kind, 2)
 
 
 @dataclass(frozen=True)
@@ -73,15 +84,18 @@ class _Upload:
     def fully_acked(self) -> bool:
         return all(p in self.acked for p in self.parts())
 
-    def again(self, *, whole: bool) -> None:
+    def again(self, *, whole: bool) -> bool:
         """Send again what may not have reached the inbox, with the backoff reset. ``whole``:
         every part; otherwise an artifact waiting only for its receipt goes again whole, and
-        one part-way through resumes after its acknowledged chunks."""
+        one part-way through resumes after its acknowledged chunks. True if any of it had
+        been sent before."""
+        sent = bool(self.acked or self.in_flight or self.attempts)
         self.attempts = 0
         self.round += 1          # PUBACKs of messages published before now no longer count
         if whole or self.fully_acked:
             self.acked.clear()
             self.done_at = None
+        return sent
 
 
 class Sender:
@@ -110,19 +124,20 @@ class Sender:
         if item.seq in self._uploads:
             return
         single = is_single(item)
-        lane = Lane.RING if single and item.manifest.priority == RING_PRIORITY else Lane.PACED
+        lane = Lane.RING if is_ring(item) else Lane.PACED
         up = _Upload(item, chunks=1 if single else chunk_count(item.size, self.chunk_bytes),
                      single=single, lane=lane)
         if not single:
             up.acked.update(range(min(acked_chunks, up.chunks)))
         self._uploads[item.seq] = up
 
-    def on_connect(self) -> None:
+    def on_connect(self) -> int:
         """Connected (again): receipts published while we were away are lost, and a broker
         that restarted lost what it had not delivered, so everything unreceipted goes again
-        now, backoff reset (a clip part-way through resumes after its acknowledged chunks)."""
+        now, backoff reset (a clip part-way through resumes after its acknowledged chunks).
+        Returns how many artifacts had been sent before."""
         self.connected = True
-        self.resend(whole=False)
+        return self.resend(whole=False)
 
     def on_disconnect(self) -> None:
         """Unacknowledged messages may be lost with the connection: send them again."""
@@ -134,10 +149,9 @@ class Sender:
     def resend(self, *, whole: bool = True) -> int:
         """Send every unreceipted artifact again now, rings first, receipt backoff reset.
         ``whole`` (the inbox is back: whatever was published while it was away is gone):
-        from the first byte. Returns how many artifacts go again."""
-        for up in self._uploads.values():
-            up.again(whole=whole)
-        return len(self._uploads)
+        from the first byte. Returns how many had been sent before (the rest were waiting
+        their turn anyway)."""
+        return sum(up.again(whole=whole) for up in self._uploads.values())
 
     def on_puback(self, pub: Publish, now: float) -> int | None:
         """Returns the new count of leading acknowledged chunks for persisting, or None."""
@@ -200,8 +214,8 @@ class Sender:
         self._expire_receipts(now)
         out: list[Publish] = []
         uploads = sorted(self._uploads.values(),
-                         key=lambda u: (u.lane is Lane.PACED, u.item.manifest.priority,
-                                        u.item.seq))
+                         key=lambda u: (u.lane is Lane.PACED, paced_rank(u.item),
+                                        u.item.manifest.priority, u.item.seq))
         rings = [u for u in uploads if u.lane is Lane.RING]
         busy = sum(len(u.in_flight) for u in rings)
         for up in rings:
@@ -213,7 +227,7 @@ class Sender:
                 out.append(Publish(self.topics.event, up.item.seq, 0, Lane.RING, up.round))
         paced = [u for u in uploads if u.lane is Lane.PACED]
         busy = sum(len(u.in_flight) for u in paced)
-        for up in paced:             # highest priority, then oldest, first
+        for up in paced:             # events, snapshots, clips; highest priority, oldest first
             for part in up.parts():
                 if busy >= self.window:
                     return out

@@ -350,3 +350,22 @@ def test_a_clip_evicted_before_it_was_sent_is_logged_once_not_once_per_chunk(
         uplink.stop()
     vanished = [r for r in caplog.records if f"seq {motion.seq} vanished" in r.getMessage()]
     assert len(vanished) <= 1
+
+
+# -- reconnecting --------------------------------------------------------------------------------
+def test_a_fresh_ring_cuts_a_long_reconnect_wait_short(tmp_path: Path) -> None:
+    """The broker has been down a while and the next attempt is far off; a visitor rings: the
+    uplink tries again within RING_RETRY, where a motion event would wait its turn."""
+    from doorstep.broker import free_port
+    from doorstep.uplink.mqtt import RING_RETRY
+
+    party = make_party(tmp_path / "home")
+    box = device_outbox(tmp_path / "outbox", party)
+    uplink = device_uplink(box, party, free_port())      # never started: only its wait
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (uplink._pause(1000.0), done.set()), daemon=True)
+    waiter.start()
+    put_event(box, party, "motion", priority=1)
+    assert not done.wait(RING_RETRY + 0.5)
+    put_event(box, party)
+    assert done.wait(10), "a ring did not cut the reconnect wait short"

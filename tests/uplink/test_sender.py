@@ -244,3 +244,16 @@ def test_a_puback_from_before_a_resend_does_not_count(tmp_path: Path) -> None:
     sender.on_puback(old, 0.1)      # the broker had it, but perhaps nobody was subscribed
     (new,) = sender.next_publishes(0.2)
     assert new.seq == ev.seq and new.round > old.round
+
+
+def test_a_motion_event_never_waits_behind_a_ring_clip(tmp_path: Path) -> None:
+    """Off the ring lane, notifications go before pictures and pictures before clips, whatever
+    their priority: a ring clip's megabytes do not hold up the next visitor's motion event."""
+    box, sender = setup(tmp_path)
+    ring_clip = box.put("clip", b"c" * 5000, priority=0)
+    snapshot = box.put("snapshot", b"s" * 1500, priority=2)
+    motion = box.put("event", b"m", priority=1)
+    for item in (ring_clip, snapshot, motion):
+        sender.add(item)
+    order = publish_all(sender, 0)
+    assert order == [motion.seq, snapshot.seq, ring_clip.seq]
