@@ -169,6 +169,9 @@ def test_a_tampered_clip_is_refused_and_never_plays(home: dict[str, Any]) -> Non
     data = bytearray(clip.read_bytes())
     data[len(data) // 2] ^= 0x01
     clip.write_bytes(bytes(data))
+    # an earlier test played this clip: its ciphertext may be in the browser's HTTP cache
+    # (artifacts never change, so the hub lets it be cached); fetch what the hub now holds
+    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
     driver.get(house.url + f"#clip/demo/{seq}")
     driver.refresh()                 # no decrypted copy from before
     refused = wait_for(lambda: driver.find_elements("id", "refused"), 60, "the refusal")
