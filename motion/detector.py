@@ -352,7 +352,7 @@ class MotionDetector:
         for tr in seen:
             if tr.real >= self._min_px and not tr.thing:
                 tr.thing = self._hides(x, labels, tr)
-            if tr.thing:
+            if tr.thing and _shifts(tr):
                 largest = max(largest, tr.real)
         raw = largest >= self._min_px or any(
             self._tracker.counts(tr, t) and _quiet_around(busy, tr) for tr in seen)
@@ -412,6 +412,16 @@ class MotionDetector:
         f = self.factor
         return tuple((tr.x0 * f, tr.y0 * f, (tr.x1 - tr.x0) * f, (tr.y1 - tr.y0) * f)
                      for tr in self._seen if tr.thing or self._tracker.counts(tr, tr.seen))
+
+
+def _shifts(tr: Track) -> bool:
+    """Whether a large thing is new this frame or moved since the last: a TV cutting to the
+    next picture changes a whole rectangle that then stays exactly where it is, while a person
+    coming into view moves on at once."""
+    if len(tr.path) < 2:
+        return True
+    (_, x0, y0), (_, x1, y1) = tr.path[-2], tr.path[-1]
+    return abs(x1 - x0) + abs(y1 - y0) >= 0.5
 
 
 def _quiet_around(busy: np.ndarray, tr: Track, margin: int = 2) -> bool:

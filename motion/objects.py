@@ -183,12 +183,18 @@ class Tracker:
             return False
         ux, uy = dx / net, dy / net
         best = -math.inf
-        for _, x, y in path:
+        half = path[0][0] + 0.5 * (path[-1][0] - path[0][0])
+        midway = 0.0
+        for ts, x, y in path:
             along = (x - ax) * ux + (y - ay) * uy
             if best - along > 0.5 * net or abs((x - ax) * uy - (y - ay) * ux) > net:
                 return False  # turned back, or wandered off sideways
             best = max(best, along)
-        return True
+            if ts <= half:
+                midway = best
+        # and it kept going the whole time: a shrug that bursts out at the end of a still
+        # spell has made no way by halfway
+        return midway >= 0.25 * net
 
     def counts(self, tr: Track, t: float) -> bool:
         """Whether a track seen this frame makes the frame count as motion: it travelled a

@@ -22,6 +22,7 @@ TEXTURE_K = 2.0  # the background is textured where its fine detail's local sigm
 KEPT = 0.5  # correlation above this: the texture shows through
 FLAT_SHARE = 0.2  # less than this share of the region over texture: judge by smoothness
 CLIPPED = 245.0  # grey levels at or above this are left out
+EDGE = 3  # work pixels along the frame's edges that are left out
 
 
 def hidden(x: np.ndarray, bg: np.ndarray, mask: np.ndarray, noise: float,
@@ -35,8 +36,15 @@ def hidden(x: np.ndarray, bg: np.ndarray, mask: np.ndarray, noise: float,
     xa, ya = max(0, x0 - WINDOW), max(0, y0 - WINDOW)
     xb, yb = min(w, x1 + WINDOW), min(h, y1 + WINDOW)
     img, ref = x[ya:yb, xa:xb], bg[ya:yb, xa:xb]
-    # where the sensor clips (a glow on a lit screen), neither texture nor gain can be told
+    # where the sensor clips (a glow on a lit screen), neither texture nor gain can be told;
+    # nor at the frame's edge, where the windows run out of picture
     inside = (mask[ya:yb, xa:xb] > 0) & (img < CLIPPED) & (ref < CLIPPED)
+    inside[:, :max(0, EDGE - xa)] = False
+    inside[:max(0, EDGE - ya), :] = False
+    if xb > w - EDGE:
+        inside[:, inside.shape[1] - (xb - (w - EDGE)):] = False
+    if yb > h - EDGE:
+        inside[inside.shape[0] - (yb - (h - EDGE)):, :] = False
     n = int(np.count_nonzero(inside))
     if n == 0:
         return 0.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,34 +17,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from doorstep.core.errors import DoorstepError
 from doorstep.motion.evaluate import Labels
-from doorstep.motion.video import read_lores
+from doorstep.motion.footage import (
+    SIZE,
+    Sources,
+    blob,
+    load_sources,
+    paste,
+    pingpong,
+    plate,
+    rng_for,
+)
 
-FPS = 15.0
-SIZE = (320, 240)  # w, h: the lores size the detector sees
-MARGIN = 5  # frames at each event boundary that count either way (as wallflower's at 15 fps)
+__all__ = ["CLASSES", "FPS", "NIGHT", "SIZE", "VISITORS_ONLY", "Sequence", "build", "label",
+           "render", "sequences"]
+
 W, H = SIZE
-
-
-@dataclass(frozen=True)
-class Sprite:
-    """A real person cut out of a frame: grey levels and an alpha mask (0..1), float32."""
-
-    image: np.ndarray
-    alpha: np.ndarray
-
-
-@dataclass(frozen=True)
-class Sources:
-    """The real material every class is built from."""
-
-    room: np.ndarray  # the lit office of wallflower-lightswitch, nobody in it (float32)
-    dark: np.ndarray  # real frames of the same room in the dark (uint8 stack): night base
-    trees: np.ndarray  # real frames of wallflower-wavingtrees before its visitor (uint8 stack)
-    plaza: np.ndarray  # vtest.avi's plaza seen from high up, pedestrians removed (float32)
-    walker: tuple[Sprite, ...]  # gait frames of one real person walking
-    sitter: Sprite  # a real person sitting on an office chair
+FPS = 15.0
+MARGIN = 5  # frames at each event boundary that count either way (as wallflower's at 15 fps)
 
 
 @dataclass
@@ -98,136 +87,13 @@ class Sequence:
         return self.render()
 
 
-# -- sources -----------------------------------------------------------------------------------
-
-def _fit(frame: np.ndarray, plate: np.ndarray) -> np.ndarray:
-    """The plate in the frame's lighting (a robust least-squares gain and offset)."""
-    a = np.stack([plate.ravel(), np.ones(plate.size, np.float32)], 1)
-    f = frame.ravel()
-    g = np.linalg.lstsq(a, f, rcond=None)[0]
-    for _ in range(2):
-        r = np.abs(f - a @ g)
-        keep = r < np.percentile(r, 50)
-        g = np.linalg.lstsq(a[keep], f[keep], rcond=None)[0]
-    return (a @ g).reshape(plate.shape).astype(np.float32)
-
-
-def cut_sprite(frame: np.ndarray, plate: np.ndarray, threshold: float = 30.0) -> Sprite:
-    """The largest thing in ``frame`` that is not in ``plate``, filled, with a soft edge."""
-    f = frame.astype(np.float32)
-    d = (np.abs(f - _fit(f, plate)) > threshold).astype(np.uint8) * 255
-    d = cv2.morphologyEx(d, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
-    d = cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(d)
-    if n < 2:
-        raise DoorstepError("synth: no person found to cut out")
-    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = (int(v) for v in stats[i, :4])
-    comp = (lab == i).astype(np.uint8) * 255
-    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(comp, contours, -1, 255, -1)
-    alpha = cv2.GaussianBlur(comp[y:y + h, x:x + w].astype(np.float32) / 255.0, (3, 3), 0)
-    return Sprite(f[y:y + h, x:x + w].copy(), alpha)
-
-
-def _frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    last = max(wanted)
-    out: dict[int, np.ndarray] = {}
-    for fr in read_lores(path, SIZE):
-        if fr.index in wanted:
-            out[fr.index] = fr.lores
-        if fr.index >= last:
-            break
-    if len(out) < len(wanted):
-        raise DoorstepError(f"{path}: has {len(out)} of the {len(wanted)} frames synth needs")
-    return out
-
-
-@functools.lru_cache(maxsize=2)
-def load_sources(motion_dir: Path, plaza_video: Path) -> Sources:
-    """Cut the real material out of wallflower-lightswitch, wallflower-wavingtrees (both in
-    ``motion_dir``) and the plaza clip (vtest.avi)."""
-    ls = motion_dir / "wallflower-lightswitch.mp4"
-    wt = motion_dir / "wallflower-wavingtrees.mkv"
-    for p in (ls, wt, plaza_video):
-        if not p.is_file():
-            raise DoorstepError(f"synth needs {p}, which is not there")
-    empty = set(range(100, 780, 10))  # the lit room before anyone comes in
-    walk = set(range(803, 809))  # a person walking away from the camera
-    dark = set(range(1000, 1300))  # the room in the dark
-    sit = {1950}  # a person at the desk
-    got = _frames(ls, empty | walk | dark | sit)
-    room = np.median(np.stack([got[i] for i in sorted(empty)]), axis=0).astype(np.float32)
-    walker = tuple(cut_sprite(got[i], room) for i in sorted(walk))
-    sitter = cut_sprite(got[1950], room)
-    trees = np.stack(list(_frames(wt, set(range(0, 230))).values()))
-    plaza_frames = [f.lores for i, f in enumerate(read_lores(plaza_video, SIZE)) if i % 8 == 0]
-    plaza = np.median(np.stack(plaza_frames), axis=0).astype(np.float32)
-    return Sources(room, np.stack([got[i] for i in sorted(dark)]), trees, plaza, walker, sitter)
-
-
-# -- drawing -----------------------------------------------------------------------------------
-
-def paste(img: np.ndarray, sprite: Sprite, cx: float, feet: float, height: float,
-          gain: float = 1.0, head: tuple[int, int] = (0, 0),
-          arms: tuple[int, int] = (0, 0)) -> float:
-    """Draw ``sprite`` scaled to ``height`` px, feet at (cx, feet), its top third shifted by
-    ``head`` px and its middle third by ``arms`` px (fidgets). Returns the visible area in
-    pixels (alpha sum)."""
-    sh, sw = sprite.image.shape
-    h = max(2, round(height))
-    w = max(1, round(sw * h / sh))
-    im = cv2.resize(sprite.image, (w, h), interpolation=cv2.INTER_AREA) * gain
-    al = cv2.resize(sprite.alpha, (w, h), interpolation=cv2.INTER_AREA)
-    for (dx, dy), rows in ((head, slice(0, max(1, h // 3))),
-                           (arms, slice(h // 3, max(h // 3 + 1, 2 * h // 3)))):
-        if (dx, dy) != (0, 0):
-            m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
-            band = (rows.stop - rows.start)
-            im[rows] = cv2.warpAffine(im[rows], m, (w, band), borderMode=cv2.BORDER_REPLICATE)
-            al[rows] = cv2.warpAffine(al[rows], m, (w, band), borderMode=cv2.BORDER_REPLICATE)
-    x0, y0 = round(cx - w / 2), round(feet - h)
-    xa, ya, xb, yb = max(0, x0), max(0, y0), min(img.shape[1], x0 + w), min(img.shape[0], y0 + h)
-    if xa >= xb or ya >= yb:
-        return 0.0
-    a = al[ya - y0:yb - y0, xa - x0:xb - x0]
-    region = img[ya:yb, xa:xb]
-    region += a * (im[ya - y0:yb - y0, xa - x0:xb - x0] - region)
-    return float(a.sum())
-
-
-def _blob(shape: tuple[int, int], cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
-    """A Gaussian bump, peak 1, on a grid of ``shape`` (h, w)."""
-    yy, xx = np.ogrid[:shape[0], :shape[1]]
-    return np.exp(-((xx - cx) ** 2 / (2 * sx * sx) + (yy - cy) ** 2 / (2 * sy * sy))).astype(
-        np.float32)
-
-
-def _pingpong(stack: np.ndarray) -> Callable[[int], np.ndarray]:
-    n = len(stack)
-
-    def base(i: int) -> np.ndarray:
-        k = i % (2 * n - 2)
-        return stack[k if k < n else 2 * n - 2 - k].astype(np.float32)
-    return base
-
-
-def _plate(img: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> Callable[[int], np.ndarray]:
-    plate = (img * gain + offset).astype(np.float32)
-    return lambda i: plate.copy()
-
-
-def _rng(name: str) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(name.encode()))
-
-
 # -- the classes -------------------------------------------------------------------------------
 
 def _screen(src: Sources, name: str, n: int) -> Scene:
     """A monitor (where the real one stands) and a bigger screen, both with interference bars
     rolling down them, on all the time."""
     rects = [(222, 108, 46, 40, 1.3, 14.0), (20, 60, 90, 70, -2.1, 26.0)]
-    rng = _rng(name)
+    rng = rng_for(name)
     jitter = rng.normal(0, 1.0, (n, H)).astype(np.float32)
 
     def bars(img: np.ndarray, i: int) -> None:
@@ -238,15 +104,15 @@ def _screen(src: Sources, name: str, n: int) -> Scene:
             level = 140 + 45 * np.sin(2 * np.pi * phase) - 70 * np.exp(-(band / 4.0) ** 2)
             level += 6 * jitter[i, :h]
             img[y:y + h, x:x + w] = level[:, None] + 0.25 * (img[y:y + h, x:x + w] - 128)
-    return Scene(name, "screen", n, _plate(src.room), scene_fx=[bars])
+    return Scene(name, "screen", n, plate(src.room), scene_fx=[bars])
 
 
 def _flicker(src: Sources, name: str, n: int) -> Scene:
     """The real waving tree, plus a lamp blinking about once a second, a patch of rippling
     water and a TV whose picture cuts every second or two."""
-    rng = _rng(name)
-    lamp = _blob((H, W), 40, 150, 5, 5)  # on the building's dark wall
-    halo = _blob((H, W), 40, 150, 22, 22)
+    rng = rng_for(name)
+    lamp = blob((H, W), 40, 150, 5, 5)  # on the building's dark wall
+    halo = blob((H, W), 40, 150, 22, 22)
     blink = np.cumsum(rng.uniform(6, 10, n)).astype(int)
     cuts = np.cumsum(rng.uniform(10, 35, n)).astype(int)
     levels = rng.uniform(40, 200, n)
@@ -263,14 +129,14 @@ def _flicker(src: Sources, name: str, n: int) -> Scene:
         shot = int(np.searchsorted(cuts, i))
         tv = levels[shot] + 30 * np.sin(0.2 * xx[:36, :48] + 0.4 * t + shot)
         img[20:56, 250:298] = tv
-    return Scene(name, "flicker", n, _pingpong(src.trees), scene_fx=[fx])
+    return Scene(name, "flicker", n, pingpong(src.trees), scene_fx=[fx])
 
 
 def _sitter(src: Sources, name: str, n: int) -> Scene:
     """A person sits at the desk the whole time, nearly still: the head drifts and turns a
     few pixels, the arms work at the keyboard in bursts, and every few seconds the whole body
     shifts in the chair and back."""
-    rng = _rng(name)
+    rng = rng_for(name)
     head = np.clip(np.cumsum(rng.normal(0, 0.8, (n, 2)), axis=0), -6, 6)
     typing = np.repeat(rng.random(n // 15 + 1) < 0.5, 15)[:n]
     shift = np.zeros(n)
@@ -282,14 +148,14 @@ def _sitter(src: Sources, name: str, n: int) -> Scene:
         arms = (round(4 * np.sin(i * 1.3)), 0) if typing[i] else (0, 0)
         paste(img, src.sitter, 170 + float(shift[i]), 240, 154,
               head=(round(head[i, 0]), round(head[i, 1])), arms=arms)
-    return Scene(name, "sitter", n, _plate(src.room), scene_fx=[fx])
+    return Scene(name, "sitter", n, plate(src.room), scene_fx=[fx])
 
 
 def _daylight(src: Sources, name: str, n: int) -> Scene:
     """The plaza as a day goes by, sped up: exposure ramps through a gamma curve over the whole
     sequence, cloud shadows drift across, and the camera's auto-exposure nudges in small
     steps."""
-    rng = _rng(name)
+    rng = rng_for(name)
     noise = rng.normal(0, 1, (H, W * 3)).astype(np.float32)
     blurred = np.asarray(cv2.GaussianBlur(noise, (0, 0), 45), np.float32)
     field_ = blurred / float(np.abs(blurred).max())
@@ -302,17 +168,17 @@ def _daylight(src: Sources, name: str, n: int) -> Scene:
         shade = 1.0 + 0.35 * field_[:, off:off + W]
         lin = (np.clip(img, 0, 255) / 255.0) ** 2.2 * level * shade
         img[:] = 255.0 * np.clip(lin, 0, 1) ** (1 / 2.2)
-    return Scene(name, "daylight", n, _plate(src.plaza), light_fx=[light])
+    return Scene(name, "daylight", n, plate(src.plaza), light_fx=[light])
 
 
 def _night_base(src: Sources) -> Callable[[int], np.ndarray]:
-    return _pingpong(src.dark)
+    return pingpong(src.dark)
 
 
 def _ir_noise(src: Sources, name: str, n: int) -> Scene:
     """The real dark room under heavy IR sensor noise: grain whose level pumps, row banding,
     hot pixels, and the gain control breathing."""
-    rng = _rng(name)
+    rng = rng_for(name)
     hot = rng.random((H, W)) < 0.0008
     level = 5.0 + 2.0 * np.sin(np.arange(n) / 17.0)
 
@@ -329,7 +195,7 @@ def _ir_noise(src: Sources, name: str, n: int) -> Scene:
 def _headlights(src: Sources, name: str, n: int) -> Scene:
     """The dark room swept by car headlights through the window: a bright soft cone crosses the
     frame in about a second, every five to eight seconds, from either side."""
-    rng = _rng(name)
+    rng = rng_for(name)
     starts = np.cumsum(rng.uniform(75, 120, n // 60 + 2)).astype(int) - 60
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
 
@@ -348,7 +214,7 @@ def _headlights(src: Sources, name: str, n: int) -> Scene:
 def _insects(src: Sources, name: str, n: int) -> Scene:
     """Near the lens, lit by the IR lamp: a moth (a large, very blurred bright blob) darting
     about in bursts, and a spider web in the corner swaying in the air."""
-    rng = _rng(name)
+    rng = rng_for(name)
     pos = np.zeros((n, 2), np.float32)
     p, v = np.array([160.0, 120.0]), np.zeros(2)
     for i in range(n):
@@ -370,7 +236,7 @@ def _insects(src: Sources, name: str, n: int) -> Scene:
         img += cv2.warpAffine(glow, m, (W, H))
         if present[i]:
             s = float(size[i])
-            img += 120 * _blob((H, W), float(pos[i, 0]), float(pos[i, 1]), s, s * 0.8)
+            img += 120 * blob((H, W), float(pos[i, 0]), float(pos[i, 1]), s, s * 0.8)
     return Scene(name, "insects", n, _night_base(src), lens_fx=[lens], noise=3.0)
 
 
@@ -393,7 +259,7 @@ def _rain(src: Sources, name: str, n: int) -> Scene:
 def _snow(src: Sources, name: str, n: int) -> Scene:
     """Snow at night: two hundred flakes drifting down on the wind, and now and then a large
     blurred flake falling fast right in front of the lens."""
-    rng = _rng(name)
+    rng = rng_for(name)
     m = 200
     x0, y0 = rng.uniform(0, W, m), rng.uniform(0, H, m)
     vy, rad = rng.uniform(1.0, 3.5, m), rng.uniform(0.8, 2.2, m)
@@ -419,8 +285,8 @@ def _small_walkers(src: Sources, name: str, n: int) -> Scene:
     of the frame) stroll at a third to two thirds of a metre a second (a fifth to a half of a
     pixel a frame for the smallest). Most step out of a doorway and walk out of view at the
     edge; one walks in from the edge and goes in at a doorway."""
-    rng = _rng(name)
-    scene = Scene(name, "small-walkers", n, _plate(src.plaza))
+    rng = rng_for(name)
+    scene = Scene(name, "small-walkers", n, plate(src.plaza))
     t, k = 30, 0
     while t < n - 60:
         h = float(rng.uniform(18, 50))
@@ -444,7 +310,7 @@ def _small_walkers(src: Sources, name: str, n: int) -> Scene:
 def _still_visitor(src: Sources, name: str, n: int) -> Scene:
     """A visitor walks up, then stands nearly still at the door for ten seconds (the head
     drifts a pixel or two) and walks away: one visit, one event from arrival to exit."""
-    scene = Scene(name, "still-visitor", n, _plate(src.room))
+    scene = Scene(name, "still-visitor", n, plate(src.room))
     scene.visits.append(Visit([(45, -30, 236, 190), (80, 120, 236, 185), (230, 120, 236, 185),
                                (270, 350, 236, 190)], fidget=True))
     return scene
@@ -483,7 +349,7 @@ def build(src: Sources, kind: str, visitors: bool, seconds: float = 30.0) -> Sce
     name = f"{kind}+visitors" if visitors and kind not in VISITORS_ONLY else kind
     scene = CLASSES[kind](src, name, n)
     if visitors and kind not in VISITORS_ONLY:
-        _visitors(scene, _rng(name + "/visits"))
+        _visitors(scene, rng_for(name + "/visits"))
     return scene
 
 
