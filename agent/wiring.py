@@ -25,13 +25,14 @@ from doorstep.capture.source import open_source
 from doorstep.config import resolve_secret
 from doorstep.config.schema import Config
 from doorstep.core.clock import SystemClock
-from doorstep.core.errors import KeyFileError
+from doorstep.core.errors import ConfigError, KeyFileError
 from doorstep.motion.detector import MotionDetector
 from doorstep.protocol.age import X25519Recipient
 from doorstep.protocol.keys import SigningKey, parse_public_key
-from doorstep.protocol.wire import Command, Topics, sign_status
+from doorstep.protocol.wire import Command, Topics
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Outbox
+from doorstep.uplink.sender import Sealing
 
 T = TypeVar("T")
 # A hook that may wrap a stage as it is built (the bench times them): (stage name, stage) ->
@@ -65,6 +66,9 @@ def build(cfg: Config, *, pin_factory: Any = None, source: FrameSource | None = 
     key = SigningKey.load(key_path)
     recipients = [X25519Recipient.parse(r) for r in cfg.owner.recipients]
     inbox_public = parse_public_key(cfg.owner.inbox_key) if cfg.owner.inbox_key else None
+    if connect and inbox_public is None:
+        raise ConfigError(["owner.inbox_key: required to upload: heads and status are sealed "
+                           "to the inbox's key (wire version 2)"], source="the config")
     clock_sync = ClockSync()
     outbox = Outbox(data_dir / "outbox", device=cfg.device.id, key=key,
                     quota_bytes=int(cfg.outbox.quota_mb * 1024 * 1024), clock_synced=clock_sync)
@@ -148,9 +152,8 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     if connect:
         uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
                         client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",
-                        inbox_public=inbox_public, status=status.body,
-                        on_command=commands.on_payload, secrets_dir=data_dir,
-                        sign_status=lambda body: sign_status(key, body))
+                        sealing=Sealing(key, inbox_public), status=status.body,
+                        on_command=commands.on_payload, secrets_dir=data_dir)
         outbox.on_commit = uplink.notify
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
                    bell_events, night=night)

@@ -21,7 +21,7 @@ from typing import Any
 from doorstep.bench.child import ChildRun, doorstep_command, run_child
 from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
-from doorstep.bench.rig import Keys, write_config
+from doorstep.bench.rig import Keys, inbox_process, write_config
 from doorstep.broker import Mosquitto
 from doorstep.core.errors import DoorstepError
 
@@ -263,7 +263,8 @@ class Bench:
                    "over the same path (when uploading, its own naive fixed window of 4 x 64 "
                    "KiB QoS 1 chunks on the same connection)",
                    f"mock button press (gpiozero MockFactory) -> sealed ring event at a "
-                   f"subscriber of doorstep/<id>/event on a real Mosquitto; {n} presses, "
+                   f"subscriber of the ring head (doorstep/<id>/a/<seq>/m) on a real "
+                   f"Mosquitto; {n} presses, "
                    "each a first ring (repeat window 0), the next one after its event and "
                    "snapshot have left the outbox; the agent plays the 720p input in real "
                    "time with motion on, each press 0-0.5 s after a fresh motion start (clips "
@@ -350,7 +351,8 @@ class Bench:
     def run(self, rows: set[int]) -> Table:
         started = time.monotonic()
         table = Table(machine_info(), self.plan.quick)
-        with Mosquitto() as broker:
+        with Mosquitto() as broker, inbox_process(self.keys, self.work / "inbox",
+                                                  broker.port):
             self.port = broker.port
             steps: list[tuple[int, Callable[[], list[Row]]]] = []
             cache: dict[str, Any] = {}

@@ -20,7 +20,8 @@ from doorstep.agent.run import Observed
 from doorstep.bench.rig import Keys, config_text
 from doorstep.bench.ring import Subscriber
 from doorstep.protocol.manifest import open_envelope
-from doorstep.protocol.wire import unpack_single
+from doorstep.protocol.seal import identity_of
+from doorstep.protocol.wire import unpack_head
 
 
 @dataclass
@@ -67,11 +68,13 @@ def run_sequence(label_file: Path, broker_port: int, keys: Keys, workdir: Path) 
     cfg = parse_config(config_text(keys, workdir / label_file.stem, video, broker_port,
                                    button=False), source="bench onset config")
 
+    opener = identity_of(keys.inbox)
+
     def parse(payload: bytes) -> int:
-        envelope, _ = unpack_single(payload)
+        envelope, _, _ = unpack_head(payload, opener)
         return open_envelope(envelope, keys.device_public).seq
 
-    sub = Subscriber(broker_port, cfg.topic_prefix + "event", parse)
+    sub = Subscriber(broker_port, cfg.topic_prefix + "a/+/m", parse)
     source = _StampedSource(open_source(cfg.camera, privacy=cfg.privacy.masks))
     service = build(cfg, pin_factory=MockFactory(), source=source)
     # What the detector said on each frame, and the frame each motion event was decided on:

@@ -3,14 +3,24 @@ installer would write doorstep.toml, with the few knobs each row turns."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from doorstep.config.schema import MqttConfig
 from doorstep.owner.keys import make_owner, make_signing
+from doorstep.protocol.keys import SigningKey, public_text
 
 DEVICE = "bench"
+# Every agent the bench starts is a new doorbell with a fresh outbox (its seqs start at 1
+# again), so each gets its own id, all known to the one inbox the bench runs (one key for all).
+MAX_RUNS = 300
+_runs = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -20,16 +30,46 @@ class Keys:
     command: str
     device_key: Path
     device_public: Any  # Ed25519PublicKey
+    inbox_key: Path
+    inbox: SigningKey   # the inbox's key: heads and status are sealed to its X25519 form
 
     @classmethod
     def make(cls, folder: Path) -> Keys:
         folder.mkdir(parents=True, exist_ok=True)
         device_key = folder / "device.key"
-        for name in ("owner.key", "owner-command.key", "device.key"):
+        for name in ("owner.key", "owner-command.key", "device.key", "inbox.key"):
             (folder / name).unlink(missing_ok=True)  # throwaway keys: a fresh set per run
         recipient, command = make_owner(folder)
         key = make_signing(device_key)
-        return cls(folder, recipient, command, device_key, key.public_key)
+        inbox = make_signing(folder / "inbox.key")
+        return cls(folder, recipient, command, device_key, key.public_key,
+                   folder / "inbox.key", inbox)
+
+
+@contextlib.contextmanager
+def inbox_process(keys: Keys, store: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `doorstep inbox` for the bench's device, in its own process (its CPU is not the
+    agent's): it receipts what arrives, so outboxes drain as they do at a real door."""
+    store.mkdir(parents=True, exist_ok=True)
+    devices = store.parent / "inbox-devices.txt"
+    public = public_text(keys.device_public)
+    devices.write_text("".join(f"{DEVICE}-{n} {public}\n" for n in range(1, MAX_RUNS + 1)))
+    log = open(store.parent / "inbox.log", "ab")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doorstep.cli", "inbox", "--store", str(store),
+         "--key", str(keys.inbox_key), "--devices", str(devices),
+         "--host", "127.0.0.1", "--port", str(port), "--no-tls"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 def config_text(keys: Keys, data_dir: Path, source: Path, port: int, **knobs: Any) -> str:
@@ -50,15 +90,19 @@ def config_text(keys: Keys, data_dir: Path, source: Path, port: int, **knobs: An
     def b(v: bool) -> str:
         return "true" if v else "false"
 
+    run = next(_runs)
+    if run > MAX_RUNS:
+        raise ValueError(f"config_text: more than {MAX_RUNS} agents in one bench run")
     return f"""
 [device]
-id = "{DEVICE}"
+id = "{DEVICE}-{run}"
 data_dir = "{data_dir}"
 key_file = "{keys.device_key}"
 
 [owner]
 recipients = ["{keys.recipient}"]
 command_key = "{keys.command}"
+inbox_key = "{keys.inbox.public_text()}"
 
 [camera]
 source = "{source}"

@@ -1,7 +1,8 @@
 """Row 5, ring latency: from the mock button's press to the sealed ring event arriving at an
-MQTT subscriber of ``doorstep/<id>/event`` on a real Mosquitto, with the agent connected
-directly (idle, loopback) or through a 2 Mbit/s link while a clip uploads. The baseline is a
-bare paho client publishing a payload of the same size over the same path.
+MQTT subscriber of the ring event's head (``doorstep/<id>/a/<seq>/m``) on a real Mosquitto,
+with the agent connected directly (idle, loopback) or through a 2 Mbit/s link while a clip
+uploads. The baseline is a bare paho client publishing a payload of the same size
+over the same path.
 
 Motion detection is on, as at a real door, where a visitor sets off motion seconds before
 pressing the button: each press follows a fresh motion start (its event, full snapshot and
@@ -29,7 +30,8 @@ from doorstep.bench.link import Link
 from doorstep.bench.rig import Keys, config_text
 from doorstep.core.errors import DoorstepError, SealError
 from doorstep.protocol.manifest import open_envelope
-from doorstep.protocol.wire import unpack_single
+from doorstep.protocol.seal import identity_of
+from doorstep.protocol.wire import unpack_head
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +163,13 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                                        **{"postroll": POSTROLL, **knobs}),
                            source="bench ring config")
 
+        opener = identity_of(keys.inbox)
+
         def parse(payload: bytes) -> int:
-            envelope, _ = unpack_single(payload)
+            envelope, _, _ = unpack_head(payload, opener)
             return open_envelope(envelope, keys.device_public).seq
 
-        sub = Subscriber(broker_port, cfg.topic_prefix + "event", parse)
+        sub = Subscriber(broker_port, cfg.topic_prefix + "a/+/m", parse)
         factory = MockFactory()
         service = build(cfg, pin_factory=factory)
         pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))

@@ -211,6 +211,15 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append(f"mqtt.tls: {refusal}")
     if config.mqtt.password_file and not config.mqtt.username:
         problems.append("mqtt.password_file: set, but mqtt.username is empty")
+    if config.owner.inbox_key:
+        try:
+            parse_public_key(config.owner.inbox_key)
+        except KeyFileError as exc:
+            problems.append(f"owner.inbox_key: {exc}")
+    else:
+        problems.append("owner.inbox_key: required: every manifest and the status travel sealed "
+                        "to the inbox's key (wire version 2), and its receipts are checked "
+                        "with it (`doorstep home` or `doorstep keys inbox` prints it)")
     _check_camera(config, problems)
     _check_night(config, problems)
     for i, text in enumerate(config.update.keys):

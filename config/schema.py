@@ -39,7 +39,9 @@ class DeviceConfig:
 class OwnerConfig:
     recipients: tuple[str, ...] = _f((), doc="age X25519 recipients (age1...), at least one")
     command_key: str = _f("", doc="owner's Ed25519 public key for signed commands (base64)")
-    inbox_key: str = _f("", doc="the inbox's Ed25519 public key, for signed receipts (base64)")
+    inbox_key: str = _f("", doc="the inbox's Ed25519 public key (ed25519:base64): heads and "
+                             "status are sealed to it, its receipts are checked with it "
+                             "(required)")
 
 
 @dataclass(frozen=True)

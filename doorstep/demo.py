@@ -162,9 +162,9 @@ def _open_all(out: Path, result: DemoResult) -> None:
         elif manifest.kind == "clip":
             with av.open(str(target)) as container:
                 stream = container.streams.video[0]
+                rate = float(stream.average_rate or 10)     # read while the file is open
                 frames = [f.time for f in container.decode(stream) if f.time is not None]
-            duration = (max(frames) - min(frames) + 1 / float(stream.average_rate or 10)
-                        if frames else 0.0)
+            duration = max(frames) - min(frames) + 1 / rate if frames else 0.0
             result.clips.append({"seq": manifest.seq, "file": target.name, "frames": len(frames),
                                  "duration": duration})
     for clip in result.clips:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.core.errors import BrokerRefused, BrokerUnavailable, DoorstepError, SealError
 from doorstep.core.fsutil import write_atomic
+from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.connect import (
     DEVICE_MAX_PACKET,
     Broker,
@@ -28,7 +29,15 @@ from doorstep.protocol.connect import (
 )
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.kinds import OWNER_ONLY, Action
-from doorstep.protocol.wire import COMMAND_ACTIONS, Ack, Command, Topics, device_prefix
+from doorstep.protocol.wire import (
+    COMMAND_ACTIONS,
+    Ack,
+    Command,
+    Topics,
+    device_prefix,
+    open_sealed_answer,
+    seal_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +62,22 @@ def next_counter(counter_file: Path | None, now: float | None = None) -> int:
 
 def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
                  counter: int, prefix: str = "doorstep/{device}/", timeout: float = 10.0,
-                 device_public: Ed25519PublicKey | None = None,
+                 device_public: Ed25519PublicKey, wait: bool = True,
                  answer_timeout: float = 20.0,
                  params: dict[str, str] | None = None) -> tuple[Command, Ack | None]:
-    """Sign ``action`` for ``device`` and publish it (QoS 1, not retained). With
-    ``device_public``, wait up to ``answer_timeout`` s for the doorbell's signed answer and
-    return it (refusals included: ``ack.ok`` is False and ``ack.reason`` says why). Raises
-    BrokerRefused or BrokerUnavailable when the command could not be handed to the broker,
-    and NoAnswer when the doorbell did not answer in time."""
+    """Sign ``action`` for ``device``, seal it to the doorbell's key and publish it (QoS 1,
+    not retained). With ``wait``, wait up to ``answer_timeout`` s for the doorbell's signed
+    answer, sealed to a one-time key made here, and return it (refusals included: ``ack.ok``
+    is False and ``ack.reason`` says why). Raises BrokerRefused or BrokerUnavailable when the
+    command could not be handed to the broker, and NoAnswer when the doorbell did not answer
+    in time."""
     if action not in COMMAND_ACTIONS:
         raise DoorstepError(f"unknown action {action!r} (allowed: "
                             f"{', '.join(sorted(COMMAND_ACTIONS))})")
     cmd = Command(device=device, counter=counter, action=Action(action), issued=time.time(),
                   params=tuple(sorted((params or {}).items())))
     topics = Topics(device_prefix(prefix, device))
+    reply = X25519Identity.generate()      # only this run can read the answer
     client = make_client(mqtt_cfg, f"doorstep-owner-{device}-{counter}")
     state: dict[str, Any] = {}
     connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
@@ -81,10 +92,8 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
         subscribed.set()
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if device_public is None:
-            return
         try:      # anything else on the topic (forged, another command's) is ignored
-            ack = Ack.open(bytes(msg.payload), device_public)
+            ack = Ack.open(open_sealed_answer(bytes(msg.payload), reply), device_public)
         except SealError:
             return
         if ack.device == device and ack.counter == counter:
@@ -106,18 +115,19 @@ def send_command(key: SigningKey, device: str, action: str, *, mqtt_cfg: Broker,
         if state["reason"].is_failure:
             raise BrokerRefused(f"broker {mqtt_cfg.host}:{mqtt_cfg.port} refused us: "
                                 f"{state['reason']}")
-        if device_public is not None:      # listen before asking, so no answer is missed
+        if wait:                           # listen before asking, so no answer is missed
             client.subscribe(topics.ack, qos=1)
             if not subscribed.wait(timeout):
                 raise BrokerUnavailable(f"the broker did not confirm our subscription to "
                                         f"{topics.ack}")
-        info = client.publish(topics.cmd, cmd.sign(key), qos=1)
+        info = client.publish(topics.cmd, seal_command(cmd.sign(key), device_public,
+                                                       reply.recipient), qos=1)
         info.wait_for_publish(timeout)
         if not info.is_published():
             raise BrokerUnavailable(f"the broker did not acknowledge the command on "
                                     f"{topics.cmd}")
         log.info("sent %s to %s (counter %d) on %s", action, device, counter, topics.cmd)
-        if device_public is not None and not answered.wait(answer_timeout):
+        if wait and not answered.wait(answer_timeout):
             raise NoAnswer(f"{device} did not answer {action} (counter {counter}) within "
                            f"{answer_timeout:.0f} s: it may be offline, or not have the "
                            "owner's command key")
@@ -141,9 +151,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", default="owner-command.key", metavar="FILE",
                    help="the owner's Ed25519 command key (from `doorstep keys owner`)")
     p.add_argument("--device", required=True, metavar="ID", help="the device id")
-    p.add_argument("--device-key", metavar="ed25519:...",
+    p.add_argument("--device-key", required=True, metavar="ed25519:...",
                    help="the doorbell's public key (as given to `doorstep inbox --device`): "
-                   "its signed answer is awaited and checked against it")
+                   "the command is sealed to it, and its signed answer checked against it")
     p.add_argument("--no-wait", action="store_true",
                    help="do not wait for the doorbell's answer (exit 0 once the broker has "
                    "the command; nothing confirms it was carried out)")
@@ -159,18 +169,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.no_wait and not args.device_key:
-        print("doorstep cmd: --device-key ed25519:... is needed to check the doorbell's "
-              "answer (or --no-wait to send without confirmation)", file=sys.stderr)
-        return 2
     try:
         cfg = broker_from_args(args)
-        device_public = None if args.no_wait else parse_public_key(args.device_key)
+        device_public = parse_public_key(args.device_key)
         key = SigningKey.load(args.key)
         counter = next_counter(Path(args.counter_file) if args.counter_file else None)
         cmd, ack = send_command(key, args.device, args.action, mqtt_cfg=cfg, counter=counter,
                                 prefix=args.prefix, device_public=device_public,
-                                answer_timeout=args.wait)
+                                wait=not args.no_wait, answer_timeout=args.wait)
     except (DoorstepError, OSError) as exc:
         print(f"doorstep cmd: {exc}", file=sys.stderr)
         return 1

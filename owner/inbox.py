@@ -36,7 +36,8 @@ from doorstep.protocol.connect import (
     make_client,
 )
 from doorstep.protocol.keys import SigningKey, parse_public_key
-from doorstep.protocol.wire import InboxStatus, Receipt, inbox_topic
+from doorstep.protocol.seal import identity_of
+from doorstep.protocol.wire import InboxStatus, Receipt, inbox_topic, unpack_head
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Inbox:
         password); by default a plain one."""
         self.store = store
         self.key = key
+        self.identity = identity_of(key)   # opens heads; no artifact is ever sealed to it
         self.host, self.port = host, port
         self.base = base.rstrip("/")
         self.group = group
@@ -106,7 +108,7 @@ class Inbox:
         self._dropped = DropLog(log, "inbox: dropped a message", reserved=store.devices)
 
     def topics(self) -> list[str]:
-        filters = [f"{self.base}/+/event", f"{self.base}/+/clip/+/+"]
+        filters = [f"{self.base}/+/a/#"]
         if self._shared:
             return [f"$share/{self.group}/{f}" for f in filters]
         return filters
@@ -198,17 +200,20 @@ class Inbox:
             raise SealError(f"unexpected topic {topic!r}")
         device, rest = parts[len(base)], parts[len(base) + 1:]
         stored: Stored | None
-        if rest == ["event"]:
-            stored = self.store.accept_single(device, payload)
-        elif len(rest) == 3 and rest[0] == "clip":
-            seq = canonical_int(rest[1], f"clip sequence in topic {topic[:120]!r}", lo=1)
-            if rest[2] == "m":
-                stored = self.store.accept_manifest(device, seq, payload)
-            else:
-                index = canonical_int(rest[2], f"chunk index in topic {topic[:120]!r}", lo=0)
-                stored = self.store.accept_chunk(device, seq, index, payload)
+        if rest[:1] != ["a"] or len(rest) not in (3, 4):
+            raise SealError(f"unexpected topic {topic[:120]!r}")
+        if device not in self.store.devices:
+            raise SealError(f"message from unknown device {device[:40]!r}")
+        seq = canonical_int(rest[1], f"sequence in topic {topic[:120]!r}", lo=1)
+        if len(rest) == 3 and rest[2] == "m":
+            envelope, transfer, inline = unpack_head(payload, self.identity)
+            stored = self.store.accept_head(device, seq, envelope, transfer, inline)
+        elif len(rest) == 4:
+            chunk_bytes = canonical_int(rest[2], f"chunk size in topic {topic[:120]!r}", lo=1)
+            index = canonical_int(rest[3], f"chunk index in topic {topic[:120]!r}", lo=0)
+            stored = self.store.accept_chunk(device, seq, chunk_bytes, index, payload)
         else:
-            raise SealError(f"unexpected topic {topic!r}")
+            raise SealError(f"unexpected topic {topic[:120]!r}")
         if stored is not None:
             self._receipt(stored)
             if self.on_stored is not None and not stored.duplicate:

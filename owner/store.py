@@ -7,7 +7,8 @@ Layout under the store root:
     <device>/NNNNNNNNNN.<kind>.age       ciphertext, exactly as the device sealed it
     <device>/NNNNNNNNNN.<kind>.env       the device's signed manifest for it
     <device>/index.jsonl                 one line per stored artifact
-    .partial/<device>/<seq>/             chunks and manifest of an artifact still arriving
+    .partial/<device>/<seq>.<chunk_bytes>/  the opened head and the chunks of an artifact
+                                         still arriving, one folder per signed chunking
 
 Several inbox workers may share one store (MQTT shared subscriptions split the messages of one
 clip between them): every write is atomic, and assembly is idempotent.
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import re
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +38,14 @@ from doorstep.core.fsutil import write_atomic
 from doorstep.protocol.keys import public_text
 from doorstep.protocol.kinds import Kind
 from doorstep.protocol.manifest import Manifest, manifest_hash, open_envelope, verify_chain
-from doorstep.protocol.wire import unpack_chunked_manifest, unpack_single
+from doorstep.protocol.seal import pad_size
+from doorstep.protocol.wire import (
+    INLINE_KINDS,
+    MAX_CHUNK,
+    MAX_CHUNKS,
+    Transfer,
+    strip_padding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,7 @@ class InboxStore:
         self._swept: dict[str, float] = {}
         # Chunks that came before their seq's signed manifest: held in memory only, at most
         # EARLY_BYTES per device, oldest dropped first; nothing unauthenticated reaches disk.
-        self._early: dict[str, OrderedDict[tuple[int, int], bytes]] = {}
+        self._early: dict[str, OrderedDict[tuple[int, int, int], bytes]] = {}
         self._early_lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
         for device, public in self.devices.items():
@@ -78,72 +87,79 @@ class InboxStore:
                 write_atomic(pub, text.encode())
 
     # -- accepting messages -------------------------------------------------------------------
-    def accept_single(self, device: str, payload: bytes) -> Stored:
-        envelope, ciphertext = unpack_single(payload)
-        manifest = self._open(device, envelope)
-        if manifest.kind in ("clip", "clip_partial"):
-            raise SealError(f"{device} seq {manifest.seq}: a clip cannot come as one message")
-        return self._store(device, manifest, envelope, ciphertext)
-
-    def accept_manifest(self, device: str, seq: int, payload: bytes) -> Stored | None:
-        envelope, chunk_bytes, chunks = unpack_chunked_manifest(payload)
+    def accept_head(self, device: str, seq: int, envelope: bytes, transfer: bytes,
+                    inline: bytes) -> Stored | None:
+        """An artifact's opened head (wire version 2; the inbox unsealed it): the signed
+        manifest, the signed chunking, and for an artifact sent whole its padded ciphertext."""
         manifest = self._open(device, envelope)
         if manifest.seq != seq:
             raise SealError(f"{device}: manifest for seq {manifest.seq} arrived on the topic of "
                             f"seq {seq}")
-        if -(-manifest.size // chunk_bytes) not in (chunks, 0) and manifest.size:
-            raise SealError(f"{device} seq {seq}: {chunks} chunks of {chunk_bytes} bytes cannot "
-                            f"hold {manifest.size} bytes")
+        t = self._transfer(device, manifest, transfer)
+        if t.inline:
+            if manifest.kind not in INLINE_KINDS:
+                raise SealError(f"{device} seq {seq}: a {manifest.kind} cannot come whole in "
+                                "its head")
+            if len(inline) != t.padded:
+                raise SealError(f"{device} seq {seq}: {len(inline)} bytes in the head, the "
+                                f"signed chunking says {t.padded}")
+            return self._store(device, manifest, envelope,
+                               strip_padding(inline, manifest.size, f"{device} seq {seq}"))
+        if inline:
+            raise SealError(f"{device} seq {seq}: bytes after a head whose chunking says none")
         done = self._existing(device, manifest)
         if done is not None:
             return done
-        part = self._partial(device, seq)
-        mpath = part / "manifest"
-        if mpath.exists():
-            # The first signed manifest's chunking stands: a replay of it with another
-            # chunk_bytes/count (the chunking header is outside the signature in wire v1)
-            # cannot make the inbox throw away chunks it already holds.
-            try:
-                _, first_bytes, first_chunks = unpack_chunked_manifest(mpath.read_bytes())
-            except (OSError, SealError):
-                first_bytes, first_chunks = chunk_bytes, chunks
-            if (first_bytes, first_chunks) != (chunk_bytes, chunks):
-                raise SealError(f"{device} seq {seq}: a manifest with other chunking than the "
-                                "one being assembled (replayed?); ignored")
-        else:
-            write_atomic(mpath, payload, durable=False)
-        for index, data in self._take_early(device, seq):
-            self._write_chunk(device, seq, part, index, data, manifest.size, chunk_bytes,
-                              chunks)
-        return self._try_assemble(device, seq)
+        part = self._partial(device, seq, t.chunk_bytes)
+        hpath = part / "head"
+        if not hpath.exists():
+            write_atomic(hpath, _head_file(envelope, transfer), durable=False)
+        for index, data in self._take_early(device, seq, t.chunk_bytes):
+            self._write_chunk(device, seq, part, index, data, t)
+        return self._try_assemble(device, seq, t.chunk_bytes)
 
-    def accept_chunk(self, device: str, seq: int, index: int, payload: bytes) -> Stored | None:
-        """A chunk is written only for a seq whose signed manifest is here, at its exact
-        size and place; one that comes first waits in a small bounded buffer in memory."""
+    def accept_chunk(self, device: str, seq: int, chunk_bytes: int, index: int,
+                     payload: bytes) -> Stored | None:
+        """A chunk is written only for a seq and chunking whose signed head is here, at its
+        exact size and place; one that comes first waits in a small bounded buffer in memory.
+        Each signed chunking assembles in its own place, so no head can make the inbox throw
+        away another's chunks."""
         if device not in self.devices:
             raise SealError(f"chunk from unknown device {device!r}")
-        if index < 0 or index > 1 << 20 or len(payload) > 16 * 1024 * 1024:
+        if not 0 < chunk_bytes <= MAX_CHUNK or index >= MAX_CHUNKS or \
+                len(payload) > chunk_bytes:
             raise SealError(f"{device} seq {seq}: impossible chunk {index} "
-                            f"({len(payload)} bytes)")
+                            f"({len(payload)} bytes of {chunk_bytes})")
         if self.find(device, seq) is not None:
             return None  # already stored: a late duplicate
-        part = self.root / ".partial" / device / str(seq)
+        part = self.root / ".partial" / device / f"{seq}.{chunk_bytes}"
         try:
-            envelope, chunk_bytes, chunks = unpack_chunked_manifest(
-                (part / "manifest").read_bytes())
+            envelope, transfer = _read_head_file((part / "head").read_bytes())
         except FileNotFoundError:
-            self._hold_early(device, seq, index, payload)
+            self._hold_early(device, seq, chunk_bytes, index, payload)
             return None
         manifest = self._open(device, envelope)
-        self._write_chunk(device, seq, part, index, payload, manifest.size, chunk_bytes, chunks)
-        return self._try_assemble(device, seq)
+        t = self._transfer(device, manifest, transfer)
+        self._write_chunk(device, seq, part, index, payload, t)
+        return self._try_assemble(device, seq, chunk_bytes)
+
+    def _transfer(self, device: str, manifest: Manifest, payload: bytes) -> Transfer:
+        """The signed chunking, checked against the manifest it names."""
+        t = Transfer.open(payload, self.devices[device])
+        if (t.device, t.seq, t.manifest) != (device, manifest.seq, manifest.hash()):
+            raise SealError(f"{device} seq {manifest.seq}: the chunking is signed for "
+                            f"{t.device} seq {t.seq}, another manifest")
+        if t.padded != pad_size(manifest.size):
+            raise SealError(f"{device} seq {manifest.seq}: padded to {t.padded} bytes, not "
+                            f"{pad_size(manifest.size)}")
+        return t
 
     def _write_chunk(self, device: str, seq: int, part: Path, index: int, data: bytes,
-                     size: int, chunk_bytes: int, chunks: int) -> None:
-        expected = chunk_bytes if index < chunks - 1 else size - chunk_bytes * (chunks - 1)
-        if not 0 <= index < chunks or len(data) != expected:
+                     t: Transfer) -> None:
+        expected = min(t.chunk_bytes, t.padded - index * t.chunk_bytes)
+        if not 0 <= index < t.count or len(data) != expected:
             raise SealError(f"{device} seq {seq}: chunk {index} of {len(data)} bytes does not "
-                            f"fit the signed manifest ({chunks} chunks, {size} bytes)")
+                            f"fit the signed chunking ({t.count} chunks, {t.padded} bytes)")
         path = part / f"{index}"
         if not path.exists():
             if self._partial_bytes(device) + len(data) > MAX_PARTIAL_BYTES:
@@ -151,22 +167,23 @@ class InboxStore:
             self._partial_total[device] = self._partial_total.get(device, 0) + len(data)
         write_atomic(path, data, durable=False)
 
-    def _hold_early(self, device: str, seq: int, index: int, data: bytes) -> None:
+    def _hold_early(self, device: str, seq: int, chunk_bytes: int, index: int,
+                    data: bytes) -> None:
         with self._early_lock:
             held = self._early.setdefault(device, OrderedDict())
-            held[(seq, index)] = data
+            held[(seq, chunk_bytes, index)] = data
             while sum(len(d) for d in held.values()) > EARLY_BYTES:
                 held.popitem(last=False)
 
-    def _take_early(self, device: str, seq: int) -> list[tuple[int, bytes]]:
+    def _take_early(self, device: str, seq: int, chunk_bytes: int) -> list[tuple[int, bytes]]:
         with self._early_lock:
             held = self._early.get(device)
             if not held:
                 return []
-            mine = [(key, data) for key, data in held.items() if key[0] == seq]
+            mine = [(key, data) for key, data in held.items() if key[:2] == (seq, chunk_bytes)]
             for key, _ in mine:
                 del held[key]
-        return [(index, data) for (_, index), data in mine]
+        return [(index, data) for (_, _, index), data in mine]
 
     # -- internals ----------------------------------------------------------------------------
     def _open(self, device: str, envelope: bytes) -> Manifest:
@@ -179,8 +196,8 @@ class InboxStore:
                             f"of {device!r}")
         return manifest
 
-    def _partial(self, device: str, seq: int) -> Path:
-        p = self.root / ".partial" / device / str(seq)
+    def _partial(self, device: str, seq: int, chunk_bytes: int) -> Path:
+        p = self.root / ".partial" / device / f"{seq}.{chunk_bytes}"
         p.mkdir(parents=True, exist_ok=True)
         return p
 
@@ -223,25 +240,27 @@ class InboxStore:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
-    def _try_assemble(self, device: str, seq: int) -> Stored | None:
-        part = self.root / ".partial" / device / str(seq)
+    def _try_assemble(self, device: str, seq: int, chunk_bytes: int) -> Stored | None:
+        part = self.root / ".partial" / device / f"{seq}.{chunk_bytes}"
         with self._locked(device):
-            mpath = part / "manifest"
-            if not mpath.exists():
+            hpath = part / "head"
+            if not hpath.exists():
                 if self.find(device, seq) is not None:
                     _clear(part)  # a late chunk of an artifact another worker stored
                 return None
-            envelope, _, chunks = unpack_chunked_manifest(mpath.read_bytes())
+            envelope, transfer = _read_head_file(hpath.read_bytes())
             manifest = self._open(device, envelope)
+            t = self._transfer(device, manifest, transfer)
             done = self._existing(device, manifest)
             if done is not None:
                 _clear(part)
                 return done
-            paths = [part / str(i) for i in range(chunks)]
+            paths = [part / str(i) for i in range(t.count)]
             if not all(p.exists() for p in paths):
                 return None
-            data = b"".join(p.read_bytes() for p in paths)
-            if len(data) != manifest.size or \
+            body = b"".join(p.read_bytes() for p in paths)
+            data = body[:manifest.size]
+            if len(body) != t.padded or any(body[manifest.size:]) or \
                     hashlib.sha256(data).hexdigest() != manifest.sha256:
                 log.warning("inbox: %s seq %d reassembled to the wrong bytes; discarding its "
                             "chunks and waiting for the device to send them again", device, seq)
@@ -322,6 +341,17 @@ class InboxStore:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _head_file(envelope: bytes, transfer: bytes) -> bytes:
+    """What the inbox keeps of an opened head while its chunks arrive (it may read it: the
+    inbox is the owner's own service)."""
+    return struct.pack(">I", len(envelope)) + envelope + transfer
+
+
+def _read_head_file(data: bytes) -> tuple[bytes, bytes]:
+    (n,) = struct.unpack(">I", data[:4])
+    return data[4:4 + n], data[4 + n:]
 
 
 def _clear(part: Path) -> None:

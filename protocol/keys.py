@@ -58,6 +58,11 @@ class SigningKey:
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
 
+    def private_seed(self) -> bytes:
+        """The 32-byte Ed25519 seed: only for deriving this key's X25519 form
+        (``protocol/seal.py``), never to be written anywhere."""
+        return self._key.private_bytes_raw()
+
     def public_text(self) -> str:
         return public_text(self.public_key)
 

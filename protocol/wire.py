@@ -1,5 +1,11 @@
-"""The MQTT wire contract, version 1: topic names and the byte layout of every payload.
+"""The MQTT wire contract, version 2: topic names and the byte layout of every payload.
 docs/wire.md is the prose version of this module; keep the two in step.
+
+Version 2 (issue 13) hides from the broker what version 1 showed it: an artifact's manifest and
+its chunking travel sealed to the inbox key (``pack_head``), the topics no longer name the kind,
+the ciphertext is padded to a Padmé bucket, and the device's status travels sealed
+(``seal_status``). The signed bodies inside are version 1 as before (manifests, receipts,
+commands, answers, status bodies); the chunking is a new signed body (``Transfer``, v 2).
 
 Pure functions only: no sockets. Every parser rejects oversized or malformed input with a
 SealError that says what was wrong.
@@ -16,18 +22,28 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from doorstep.core.errors import SealError
+from doorstep.core.errors import DoorstepError, SealError, SignatureError
+from doorstep.protocol.age import X25519Identity, X25519Recipient
 from doorstep.protocol.keys import SigningKey, verify
 from doorstep.protocol.kinds import Action, Kind
+from doorstep.protocol.seal import open_box, pad_size, recipient_of, seal, seal_box, unseal
 
-WIRE_VERSION = 1
-ARTIFACT_MAGIC = b"DS1A"          # single-message artifact on the event topic
-CHUNKED_MAGIC = b"DS1M"           # manifest of a chunked artifact on clip/<seq>/m
+WIRE_VERSION = 1                  # of the signed bodies: receipts, commands, answers, status
+TRANSFER_VERSION = 2              # of the signed chunking (new in wire version 2)
+HEAD_MAGIC = b"DS2H"              # an artifact's sealed head on a/<seq>/m
+STATUS_MAGIC = b"DS2S"            # the device's sealed status
+COMMAND_MAGIC = b"DS2C"           # an owner command, sealed to the device key
+ANSWER_MAGIC = b"DS2K"            # the device's answer, sealed to the command's reply recipient
+CONTROL_BUCKET = 1024
 MAX_ENVELOPE = 16 * 1024
-MAX_SINGLE = 4 * 1024 * 1024      # largest artifact sent as one message (snapshots)
+MAX_SINGLE = 4 * 1024 * 1024      # largest artifact sent inside its head (events)
+MAX_SEALED_HEAD = 64 * 1024       # the sealed part of a head: envelope and chunking, padded
+HEAD_BUCKET = 2048                # a head's sealed content is padded to a multiple of this
+MAX_CHUNK = 16 * 1024 * 1024
+MAX_CHUNKS = 1 << 20
 MAX_CONTROL = 4096                # receipts and commands
-# what the inbox accepts as one message
-SINGLE_MESSAGE_KINDS = frozenset({Kind.EVENT, Kind.SNAPSHOT, Kind.THUMBNAIL})
+# what the inbox accepts inside a head (the rest comes in chunks)
+INLINE_KINDS = frozenset({Kind.EVENT, Kind.SNAPSHOT, Kind.THUMBNAIL})
 COMMAND_ACTIONS = frozenset(Action)
 
 
@@ -40,10 +56,6 @@ class Topics:
     @property
     def status(self) -> str:
         return self.prefix + "status"
-
-    @property
-    def event(self) -> str:
-        return self.prefix + "event"
 
     @property
     def receipt(self) -> str:
@@ -63,51 +75,111 @@ class Topics:
         base (the prefix without its device level), ``doorstep/_inbox`` by default."""
         return inbox_topic(self.prefix.rstrip("/").rpartition("/")[0])
 
-    def clip_manifest(self, seq: int) -> str:
-        return f"{self.prefix}clip/{seq}/m"
+    def head(self, seq: int) -> str:
+        """Every artifact's first message, whatever its kind: ``a/<seq>/m``."""
+        return f"{self.prefix}a/{seq}/m"
 
-    def clip_chunk(self, seq: int, index: int) -> str:
-        return f"{self.prefix}clip/{seq}/{index}"
+    def chunk(self, seq: int, chunk_bytes: int, index: int) -> str:
+        """Chunk ``index`` of an artifact sent in chunks of ``chunk_bytes``:
+        ``a/<seq>/<chunk_bytes>/<index>``. The chunk size in the name keeps each signed
+        chunking apart at the inbox, so no head can make it discard another's chunks."""
+        return f"{self.prefix}a/{seq}/{chunk_bytes}/{index}"
 
 
 # -- artifacts ---------------------------------------------------------------------------------
-def pack_single(envelope: bytes, ciphertext: bytes) -> bytes:
-    """An artifact in one message: magic, envelope length (u32 BE), envelope, ciphertext."""
-    return ARTIFACT_MAGIC + struct.pack(">I", len(envelope)) + envelope + ciphertext
+@dataclass(frozen=True)
+class Transfer:
+    """How one artifact travels, signed by the device: its manifest (by chain hash), the padded
+    length of what is sent, and the chunking (``chunk_bytes`` and ``count``; both 0 when the
+    padded ciphertext travels inside the head). A replay can only repeat a chunking the device
+    signed for this very manifest."""
+
+    device: str
+    seq: int
+    manifest: str
+    padded: int
+    chunk_bytes: int
+    count: int
+
+    @property
+    def inline(self) -> bool:
+        return self.count == 0
+
+    def sign(self, key: SigningKey) -> bytes:
+        return sign_json(key, {"v": TRANSFER_VERSION, "type": "transfer", **asdict(self)})
+
+    @classmethod
+    def open(cls, payload: bytes, device_public: Ed25519PublicKey) -> Transfer:
+        body = open_signed_json(payload, device_public, "chunking", version=TRANSFER_VERSION)
+        if body.get("type") != "transfer":
+            raise SealError("chunking: not a transfer record")
+        try:
+            t = cls(device=str(body["device"]), seq=int(body["seq"]),
+                    manifest=str(body["manifest"]), padded=int(body["padded"]),
+                    chunk_bytes=int(body["chunk_bytes"]), count=int(body["count"]))
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise SealError(f"chunking: missing or bad field ({exc})") from exc
+        if t.inline:
+            if t.chunk_bytes != 0:
+                raise SealError("chunking: inline, yet a chunk size is given")
+        elif not 0 < t.chunk_bytes <= MAX_CHUNK or not 0 < t.count <= MAX_CHUNKS or \
+                t.count != chunk_count(t.padded, t.chunk_bytes):
+            raise SealError(f"chunking: impossible ({t.count} x {t.chunk_bytes} bytes for "
+                            f"{t.padded})")
+        return t
 
 
-def unpack_single(payload: bytes) -> tuple[bytes, bytes]:
-    if len(payload) < 8 or payload[:4] != ARTIFACT_MAGIC:
-        raise SealError("event payload: not a Doorstep v1 artifact (bad magic)")
+def plan_transfer(device: str, seq: int, manifest_hash: str, size: int, *, inline: bool,
+                  chunk_bytes: int) -> Transfer:
+    padded = pad_size(size)
+    if inline:
+        return Transfer(device, seq, manifest_hash, padded, 0, 0)
+    return Transfer(device, seq, manifest_hash, padded, chunk_bytes,
+                    chunk_count(padded, chunk_bytes))
+
+
+def pack_head(envelope: bytes, transfer: bytes, inbox: X25519Recipient,
+              inline: bytes = b"") -> bytes:
+    """An artifact's first message: magic, u32 length of the sealed part, the sealed part (the
+    signed manifest envelope and the signed chunking, to the inbox key), then, for an artifact
+    sent whole, its padded ciphertext."""
+    content = struct.pack(">I", len(envelope)) + envelope + transfer
+    sealed = seal(content, inbox, HEAD_BUCKET)
+    return HEAD_MAGIC + struct.pack(">I", len(sealed)) + sealed + inline
+
+
+def unpack_head(payload: bytes, inbox: X25519Identity) -> tuple[bytes, bytes, bytes]:
+    """(manifest envelope, signed chunking, inline bytes) of a head; signatures not checked."""
+    if len(payload) < 8 or payload[:4] != HEAD_MAGIC:
+        raise SealError("head: not a Doorstep v2 artifact head (bad magic)")
     (n,) = struct.unpack(">I", payload[4:8])
-    if n > MAX_ENVELOPE or 8 + n > len(payload):
-        raise SealError(f"event payload: envelope length {n} is impossible for a "
-                        f"{len(payload)}-byte message")
-    if len(payload) > MAX_SINGLE + MAX_ENVELOPE + 8:
-        raise SealError(f"event payload: {len(payload)} bytes is over the limit")
-    return payload[8:8 + n], payload[8 + n:]
-
-
-def pack_chunked_manifest(envelope: bytes, chunk_bytes: int, chunks: int) -> bytes:
-    """Manifest of a chunked artifact: magic, chunk size (u32 BE), chunk count (u32 BE),
-    envelope."""
-    return CHUNKED_MAGIC + struct.pack(">II", chunk_bytes, chunks) + envelope
-
-
-def unpack_chunked_manifest(payload: bytes) -> tuple[bytes, int, int]:
-    if len(payload) < 12 or payload[:4] != CHUNKED_MAGIC:
-        raise SealError("clip manifest: not a Doorstep v1 chunked manifest (bad magic)")
-    chunk_bytes, chunks = struct.unpack(">II", payload[4:12])
-    envelope = payload[12:]
-    if not 0 < chunk_bytes <= 16 * 1024 * 1024 or chunks > 1 << 20:
-        raise SealError(f"clip manifest: impossible chunking ({chunks} x {chunk_bytes} bytes)")
-    if len(envelope) > MAX_ENVELOPE:
-        raise SealError(f"clip manifest: envelope of {len(envelope)} bytes is over the limit")
-    return envelope, chunk_bytes, chunks
+    if n > MAX_SEALED_HEAD or 8 + n > len(payload):
+        raise SealError(f"head: sealed length {n} is impossible for a {len(payload)}-byte "
+                        "message")
+    if len(payload) - 8 - n > pad_size(MAX_SINGLE):
+        raise SealError(f"head: {len(payload)} bytes is over the limit")
+    content = unseal(payload[8:8 + n], inbox, "head")
+    if len(content) < 4:
+        raise SealError("head: sealed content too short")
+    (m,) = struct.unpack(">I", content[:4])
+    if m > MAX_ENVELOPE or 4 + m > len(content) or len(content) - 4 - m > MAX_CONTROL:
+        raise SealError(f"head: envelope length {m} is impossible")
+    return content[4:4 + m], content[4 + m:], payload[8 + n:]
 
 
 def chunk_count(size: int, chunk_bytes: int) -> int:
     return max(1, -(-size // chunk_bytes))
+
+
+def padded_body(ciphertext: bytes, padded: int) -> bytes:
+    return ciphertext + bytes(padded - len(ciphertext))
+
+
+def strip_padding(body: bytes, size: int, what: str) -> bytes:
+    """The ciphertext in a padded body; the padding must be zeros (nothing else may ride)."""
+    if len(body) < size or any(body[size:]):
+        raise SealError(f"{what}: padding is not zeros or the body is short")
+    return body[:size]
 
 
 # -- signed control messages (receipts, commands) ----------------------------------------------
@@ -122,7 +194,7 @@ MAX_STATUS = 64 * 1024            # a device's status: health, outbox and camera
 
 
 def open_signed_json(payload: bytes, public: Ed25519PublicKey, what: str,
-                     limit: int = MAX_CONTROL) -> dict[str, Any]:
+                     limit: int = MAX_CONTROL, version: int = WIRE_VERSION) -> dict[str, Any]:
     if len(payload) > limit:
         raise SealError(f"{what}: {len(payload)} bytes is over the {limit}-byte limit")
     try:
@@ -133,8 +205,11 @@ def open_signed_json(payload: bytes, public: Ed25519PublicKey, what: str,
         raise SealError(f"{what}: malformed ({exc.__class__.__name__})") from exc
     if not isinstance(body, dict):
         raise SealError(f"{what}: body is not an object")
-    verify(public, sig, canonical_json(body))
-    if body.get("v") != WIRE_VERSION:
+    try:
+        verify(public, sig, canonical_json(body))
+    except SignatureError as exc:
+        raise SignatureError(f"{what}: {exc}") from None
+    if body.get("v") != version:
         raise SealError(f"{what}: unsupported version {body.get('v')!r}")
     return body
 
@@ -276,11 +351,69 @@ def sign_status(key: SigningKey, body: dict[str, Any]) -> bytes:
 
 
 def open_status(payload: bytes, device_public: Ed25519PublicKey) -> dict[str, Any]:
-    """A device's status, checked; raises SealError for an unsigned or badly signed one."""
+    """A device's signed status, checked; raises SealError for an unsigned or badly signed
+    one."""
     body = open_signed_json(payload, device_public, "status", MAX_STATUS)
     if body.get("type") != "status":
         raise SealError("status: not a status")
     return body
+
+
+STATUS_BUCKET = 1024
+
+
+def seal_status(key: SigningKey, body: dict[str, Any], inbox: X25519Recipient) -> bytes:
+    """The status as it travels (wire version 2): signed by the device, then sealed to the
+    inbox key, padded to a multiple of STATUS_BUCKET, so the broker reads nothing of it."""
+    return seal_box(STATUS_MAGIC, sign_status(key, body), inbox, STATUS_BUCKET)
+
+
+def open_sealed_status(payload: bytes, inbox: X25519Identity,
+                       device_public: Ed25519PublicKey) -> dict[str, Any]:
+    """Open a sealed status with the inbox's identity and check the device's signature."""
+    return open_status(open_box(STATUS_MAGIC, payload, inbox, "status", MAX_STATUS + 1024),
+                       device_public)
+
+
+def seal_command(signed: bytes, device_public: Ed25519PublicKey,
+                 reply_to: X25519Recipient) -> bytes:
+    """A signed command as it travels: sealed to the device key, with the recipient its
+    answer is to be sealed to, so the broker learns neither the action nor the answer."""
+    content = str(reply_to).encode("ascii") + b"\n" + signed
+    return seal_box(COMMAND_MAGIC, content, recipient_of(device_public), CONTROL_BUCKET)
+
+
+def open_sealed_command(payload: bytes,
+                        device: X25519Identity) -> tuple[bytes, X25519Recipient]:
+    """(the signed command, the recipient to seal the answer to); signature not checked."""
+    content = open_box(COMMAND_MAGIC, payload, device, "command", MAX_CONTROL + 2048)
+    line, sep, signed = content.partition(b"\n")
+    try:
+        if not sep:
+            raise ValueError("no reply recipient")
+        return signed, X25519Recipient.parse(line.decode("ascii"))
+    except (ValueError, DoorstepError) as exc:
+        raise SealError(f"command: bad reply recipient ({exc})") from None
+
+
+def seal_answer(signed: bytes, reply_to: X25519Recipient) -> bytes:
+    return seal_box(ANSWER_MAGIC, signed, reply_to, CONTROL_BUCKET)
+
+
+def open_sealed_answer(payload: bytes, identity: X25519Identity) -> bytes:
+    """The device's signed answer inside; check it with ``Ack.open``."""
+    return open_box(ANSWER_MAGIC, payload, identity, "answer", MAX_CONTROL + 2048)
+
+
+def counter_of(signed: bytes) -> int | None:
+    """The ``counter`` of a signed command or answer, unchecked, or None: only to pair an
+    answer with its command's reply recipient."""
+    try:
+        body = json.loads(signed[:MAX_CONTROL])["body"]
+        counter = body["counter"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return counter if type(counter) is int else None
 
 
 def device_prefix(template: str, device: str) -> str:

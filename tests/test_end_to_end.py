@@ -81,9 +81,10 @@ def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
     data = tmp_path / "device"
     data.mkdir()
     keys.device.save(data / "device.key")
-    text = demo_config(tmp_path, BUNDLED_CLIP, 1, str(keys.owner.recipient), "", "", False)
+    text = demo_config(tmp_path, BUNDLED_CLIP, 1, str(keys.owner.recipient), "",
+                       keys.inbox.public_text(), False)
     text = text.replace(str(tmp_path / "device" / "device.key"), str(data / "device.key"))
-    cfg = parse_config(text.replace('inbox_key = ""\n', "").replace('command_key = ""\n', ""))
+    cfg = parse_config(text.replace('command_key = ""\n', ""))
     factory = MockFactory()
     service = build(cfg, pin_factory=factory, connect=False)
     pin = factory.pin(17)

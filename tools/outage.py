@@ -33,6 +33,7 @@ from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.wire import Topics
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Outbox
+from doorstep.uplink.sender import Sealing
 
 DEVICE = "porch"
 
@@ -51,7 +52,7 @@ class Rig:
                          receipt_timeout_seconds=receipt_timeout)
         self.uplink = Uplink(cfg, Topics(f"doorstep/{DEVICE}/"), self.box,
                              client_id=f"doorstep-{DEVICE}",
-                             inbox_public=self.inbox_key.public_key,
+                             sealing=Sealing(self.device, self.inbox_key.public_key),
                              status=lambda: {"outbox": self.box.stats()})
         self.box.on_commit = self.uplink.notify
         self.stored: dict[int, float] = {}

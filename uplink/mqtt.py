@@ -8,13 +8,13 @@ caller of ``publish``. Nothing else touches the client.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,20 @@ from doorstep.config import resolve_secret
 from doorstep.config.schema import MqttConfig
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import BrokerRefused, SealError
+from doorstep.protocol.age import X25519Recipient
 from doorstep.protocol.connect import DEVICE_MAX_PACKET, Broker, connect_properties, make_client
-from doorstep.protocol.wire import InboxStatus, Receipt, Topics
+from doorstep.protocol.seal import identity_of
+from doorstep.protocol.wire import (
+    InboxStatus,
+    Receipt,
+    Topics,
+    counter_of,
+    open_sealed_command,
+    seal_answer,
+    seal_status,
+)
 from doorstep.uplink.outbox import Item, Outbox
-from doorstep.uplink.sender import Publish, Sender, is_ring
+from doorstep.uplink.sender import Publish, Sealing, Sender, is_ring
 
 log = logging.getLogger(__name__)
 
@@ -83,27 +93,31 @@ class Uplink:
     """Uploads the outbox over MQTT and hands owner commands to ``on_command``."""
 
     def __init__(self, cfg: MqttConfig, topics: Topics, outbox: Outbox, *, client_id: str,
-                 inbox_public: Any | None, status: Callable[[], dict[str, Any]],
+                 sealing: Sealing, status: Callable[[], dict[str, Any]],
+                 require_receipt: bool = True,
                  on_command: Callable[[bytes], None] | None = None,
-                 sign_status: Callable[[dict[str, Any]], bytes] | None = None,
                  secrets_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.topics = topics
         self.outbox = outbox
-        self._inbox_public = inbox_public
+        self.sealing = sealing
+        self._inbox_public = sealing.inbox_public
+        self._identity = identity_of(sealing.key)    # opens the owner's sealed commands
+        # each command's answer goes sealed to the recipient it named, by counter
+        self._reply_to: OrderedDict[int, X25519Recipient] = OrderedDict()
         self._status = status
         self._on_command = on_command
-        self._sign_status = sign_status
         self.client = device_client(cfg, client_id, secrets_dir=secrets_dir)
         self.client.will_set(topics.status, self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect
         self.client.on_publish = self._cb_publish
         self.client.on_message = self._cb_message
-        self.sender = Sender(topics, chunk_bytes=cfg.chunk_bytes, in_flight=cfg.chunks_in_flight,
+        self.sender = Sender(topics, sealing, chunk_bytes=cfg.chunk_bytes,
+                             in_flight=cfg.chunks_in_flight,
                              queue_delay=cfg.queue_delay_ms / 1000,
                              receipt_timeout=cfg.receipt_timeout_seconds,
-                             require_receipt=inbox_public is not None)
+                             require_receipt=require_receipt)
         self._events: queue.Queue[_Event] = queue.Queue()
         # "message" events may wait at most MAX_WAITING_MESSAGES at once (see _cb_message)
         self._inflow = threading.Semaphore(MAX_WAITING_MESSAGES)
@@ -166,18 +180,22 @@ class Uplink:
                                 retain=True)
 
     def publish_reply(self, payload: bytes) -> None:
-        """A signed answer to an owner command (QoS 1, not retained). While offline it is
-        not kept: the owner's `doorstep cmd` times out and says it got no answer."""
+        """A signed answer to an owner command (QoS 1, not retained), sealed to the recipient
+        its command named. While offline it is not kept: the owner's `doorstep cmd` times out
+        and says it got no answer."""
+        reply_to = self._reply_to.get(counter_of(payload) or -1)
+        if reply_to is None:
+            log.warning("uplink: an answer to no command we hold a reply recipient for; "
+                        "not sent")
+            return
         if self._connected.is_set():
-            self.client.publish(self.topics.ack, payload, qos=1)
+            self.client.publish(self.topics.ack, seal_answer(payload, reply_to), qos=1)
 
     def _status_payload(self, state: str) -> bytes:
         body = {"v": 1, "state": state, "time": time.time()}
         if state == "online":
             body.update(self._status())
-        if self._sign_status is not None:
-            return self._sign_status(body)
-        return json.dumps(body, sort_keys=True).encode()
+        return seal_status(self.sealing.key, body, self.sealing.inbox)
 
     # -- paho callbacks: network thread; hand off and never raise ----------------------------
     def _cb_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -291,8 +309,7 @@ class Uplink:
             if again:
                 log.info("uplink: resending %d unreceipted artifact(s) after connecting", again)
             topics = [(self.topics.receipt, 1), (self.topics.cmd, 1)]
-            if self._inbox_public is not None:
-                topics.append((self.topics.inbox, 1))
+            topics.append((self.topics.inbox, 1))
             self.client.subscribe(topics)
             self.publish_status()
         elif ev.kind == "refused":
@@ -322,8 +339,6 @@ class Uplink:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.receipt:
-            if self._inbox_public is None:
-                return
             try:
                 receipt = Receipt.open(payload, self._inbox_public)
             except SealError as exc:
@@ -335,15 +350,24 @@ class Uplink:
             if self.sender.on_receipt(receipt.seq, receipt.sha256):
                 self.outbox.remove(receipt.seq)
                 log.info("uplink: inbox confirmed seq %d; removed from the outbox", receipt.seq)
-        elif topic == self.topics.inbox and self._inbox_public is not None:
+        elif topic == self.topics.inbox:
             self._on_inbox_status(payload)
         elif topic == self.topics.cmd and self._on_command is not None:
-            self._on_command(payload)
+            try:
+                signed, reply_to = open_sealed_command(payload, self._identity)
+            except SealError as exc:
+                self._dropped(f"command: {exc}")
+                return
+            counter = counter_of(signed)
+            if counter is not None:       # where the answer goes; a forgery gets none
+                self._reply_to[counter] = reply_to
+                while len(self._reply_to) > 64:
+                    self._reply_to.popitem(last=False)
+            self._on_command(signed)
 
     def _on_inbox_status(self, payload: bytes) -> None:
         """The inbox announces itself when it (re)subscribes: what was published while it was
         away is gone, so everything unreceipted goes again now, whole, rings first."""
-        assert self._inbox_public is not None     # subscribed only with the key
         try:
             status = InboxStatus.open(payload, self._inbox_public)
         except SealError as exc:

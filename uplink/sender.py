@@ -11,6 +11,11 @@ published at that moment would wait behind it. Above ``queue_delay`` the window 
 most once per round trip); well below it, it grows by one, up to ``in_flight``. So a slow
 home uplink carries about one chunk ahead of a ring, and a fast one fills the pipe.
 
+Every artifact starts with its head (wire version 2, ``a/<seq>/m``): the signed manifest and
+the signed chunking, sealed to the inbox key; an event's padded ciphertext rides inside it, and
+anything else follows in chunks of the padded ciphertext. So the broker sees neither the kind
+nor the priority, only a sequence number and a Padmé-bucketed size.
+
 An artifact is finished when every message has a PUBACK and, if the device knows the inbox's
 key, the inbox's signed receipt has arrived; with no receipt after ``receipt_timeout`` it is
 sent again, with backoff. ``resend`` starts over at once, backoff reset: on every reconnect to
@@ -23,11 +28,31 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from doorstep.protocol.wire import Topics, chunk_count, pack_chunked_manifest, pack_single
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.seal import recipient_of
+from doorstep.protocol.wire import (
+    Topics,
+    Transfer,
+    pack_head,
+    padded_body,
+    plan_transfer,
+)
 from doorstep.uplink.outbox import Item
 
-MANIFEST = -1  # the chunk index used for a chunked artifact's manifest message
+MANIFEST = -1  # the part number of a chunked artifact's head
 RING_PRIORITY = 0
+
+
+class Sealing:
+    """What the wire needs to send anything: the device key signs each artifact's chunking
+    and the status, and heads and status are sealed to the inbox's key."""
+
+    def __init__(self, key: SigningKey, inbox_public: Ed25519PublicKey) -> None:
+        self.key = key
+        self.inbox_public = inbox_public
+        self.inbox = recipient_of(inbox_public)
 
 
 class Lane(enum.Enum):
@@ -69,8 +94,10 @@ class _Upload:
     chunks: int
     single: bool
     lane: Lane
+    transfer: Transfer
     acked: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
+    head: bytes = b""                 # sealed once, sent again as it is
     done_at: float | None = None      # when the last PUBACK arrived
     attempts: int = 0
     round: int = 0
@@ -101,10 +128,11 @@ class _Upload:
 class Sender:
     """Feed it events; ask it what to publish. All times are from an injected clock."""
 
-    def __init__(self, topics: Topics, *, chunk_bytes: int, in_flight: int,
+    def __init__(self, topics: Topics, sealing: Sealing, *, chunk_bytes: int, in_flight: int,
                  receipt_timeout: float, require_receipt: bool, queue_delay: float = 0.1,
                  priority_in_flight: int = 16, max_backoff: float = 600.0) -> None:
         self.topics = topics
+        self.sealing = sealing
         self.chunk_bytes = chunk_bytes
         self.in_flight = in_flight
         self.queue_delay = queue_delay
@@ -125,8 +153,10 @@ class Sender:
             return
         single = is_single(item)
         lane = Lane.RING if is_ring(item) else Lane.PACED
-        up = _Upload(item, chunks=1 if single else chunk_count(item.size, self.chunk_bytes),
-                     single=single, lane=lane)
+        transfer = plan_transfer(item.manifest.device, item.seq, item.manifest.hash(),
+                                 item.size, inline=single, chunk_bytes=self.chunk_bytes)
+        up = _Upload(item, chunks=1 if single else transfer.count, single=single, lane=lane,
+                     transfer=transfer)
         if not single:
             up.acked.update(range(min(acked_chunks, up.chunks)))
         self._uploads[item.seq] = up
@@ -224,7 +254,8 @@ class Sender:
             if 0 not in up.acked and 0 not in up.in_flight:
                 up.in_flight.add(0)
                 busy += 1
-                out.append(Publish(self.topics.event, up.item.seq, 0, Lane.RING, up.round))
+                out.append(Publish(self.topics.head(up.item.seq), up.item.seq, 0, Lane.RING,
+                                   up.round))
         paced = [u for u in uploads if u.lane is Lane.PACED]
         busy = sum(len(u.in_flight) for u in paced)
         for up in paced:             # events, snapshots, clips; highest priority, oldest first
@@ -241,26 +272,29 @@ class Sender:
         return out
 
     def _topic(self, up: _Upload, part: int) -> str:
-        if up.single:
-            return self.topics.event
-        if part == MANIFEST:
-            return self.topics.clip_manifest(up.item.seq)
-        return self.topics.clip_chunk(up.item.seq, part)
+        if up.single or part == MANIFEST:
+            return self.topics.head(up.item.seq)
+        return self.topics.chunk(up.item.seq, up.transfer.chunk_bytes, part)
 
     def payload(self, pub: Publish) -> bytes:
-        """The bytes of one message, read from the outbox file when it is sent."""
+        """The bytes of one message, read from the outbox file when it is sent: the head
+        (sealed once per upload), or one chunk of the zero-padded ciphertext."""
         up = self._uploads.get(pub.seq)
         if up is None:
             raise KeyError(pub.seq)
         item = up.item
-        if up.single:
-            return pack_single(item.envelope, item.path.read_bytes())
-        if pub.part == MANIFEST:
-            return pack_chunked_manifest(item.envelope, self.chunk_bytes,
-                                         chunk_count(item.size, self.chunk_bytes))
+        t = up.transfer
+        if up.single or pub.part == MANIFEST:
+            if not up.head:
+                inline = padded_body(item.path.read_bytes(), t.padded) if up.single else b""
+                up.head = pack_head(item.envelope, t.sign(self.sealing.key),
+                                    self.sealing.inbox, inline)
+            return up.head
+        start = pub.part * t.chunk_bytes
         with open(item.path, "rb") as f:
-            f.seek(pub.part * self.chunk_bytes)
-            return f.read(self.chunk_bytes)
+            f.seek(start)
+            data = f.read(t.chunk_bytes)
+        return padded_body(data, min(t.chunk_bytes, t.padded - start))
 
     def forget_in_flight(self, pub: Publish) -> None:
         """A publish call failed before reaching the socket: it may be tried again."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +16,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import SealError
+from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.connect import Broker, make_client
-from doorstep.protocol.wire import MAX_CONTROL, Topics, device_prefix, open_status
+from doorstep.protocol.wire import (
+    Topics,
+    counter_of,
+    device_prefix,
+    open_sealed_answer,
+    open_sealed_status,
+    seal_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +61,14 @@ class Relay:
     ``prefix``: the devices' mqtt.prefix template."""
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, *,
-                 devices: dict[str, Ed25519PublicKey],
+                 devices: dict[str, Ed25519PublicKey], identity: X25519Identity,
                  base: str = "doorstep", prefix: str = "doorstep/{device}/",
                  on_status: Callable[[str, dict[str, Any]], None] = lambda d, b: None,
                  client_id: str = "") -> None:
         self.broker = broker
         self.loop = loop
         self.devices = devices       # whose signed status is believed
+        self.identity = identity     # the inbox key's X25519 form: statuses are sealed to it
         self.base = base.rstrip("/")
         self.prefix = prefix
         self.on_status = on_status
@@ -101,20 +109,13 @@ class Relay:
         if parts[:len(base)] != base or len(parts) != len(base) + 2:
             return
         device, what = parts[len(base)], parts[-1]
-        try:
-            doc = json.loads(payload[:MAX_CONTROL * 16])
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-        except (ValueError, RecursionError) as exc:
-            self._dropped(f"{what} from {device[:40]}: {exc.__class__.__name__}")
-            return
         if what == "status":
             public = self.devices.get(device)
             try:
                 if public is None:
                     raise SealError("from a device this hub does not know")
-                doc = open_status(payload, public)
-            except SealError as exc:        # unsigned, forged or unknown: never shown
+                doc = open_sealed_status(payload, self.identity, public)
+            except SealError as exc:        # unsealed, unsigned, forged or unknown: never shown
                 self._dropped(f"status from {device[:40]}: {exc}")
                 return
             # an offline status (the last will) says only that: keep the last health known
@@ -122,20 +123,29 @@ class Relay:
                                    "received": time.time()}
             self.on_status(device, self.status[device])
         elif what == "ack":
-            body = doc.get("body")
-            counter = body.get("counter") if isinstance(body, dict) else None
-            waiter = self._waiting.pop((device, counter), None) if isinstance(counter,
-                                                                                int) else None
+            try:
+                signed = open_sealed_answer(payload, self.identity)
+            except SealError as exc:
+                self._dropped(f"answer from {device[:40]}: {exc}")
+                return
+            counter = counter_of(signed)
+            waiter = self._waiting.pop((device, counter), None) if counter is not None \
+                else None
             if waiter is not None and not waiter.done():
-                waiter.set_result(payload)     # the browser checks the device's signature
+                waiter.set_result(signed)      # the browser checks the device's signature
 
     async def command(self, device: str, payload: bytes, counter: int,
                       timeout: float = ANSWER_SECONDS) -> bytes | None:
         """Publish a browser's signed command; the doorbell's signed answer, or None."""
+        public = self.devices.get(device)
+        if public is None:
+            return None
         waiter: asyncio.Future[bytes] = self.loop.create_future()
         self._waiting[(device, counter)] = waiter
         topics = Topics(device_prefix(self.prefix, device))
-        self.client.publish(topics.cmd, payload, qos=1)
+        # sealed to the doorbell, the answer to come sealed to this hub's key
+        self.client.publish(topics.cmd, seal_command(payload, public, self.identity.recipient),
+                            qos=1)
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:

@@ -31,6 +31,7 @@ from doorstep.owner.inbox import Inbox
 from doorstep.owner.store import InboxStore, Stored
 from doorstep.protocol.connect import Broker, make_client
 from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.seal import identity_of
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class HubServer:
             raise TimeoutError("the hub did not start")
         if self.cfg.broker is not None:
             b = self.cfg.broker
-            self.hub.relay = Relay(b, self.loop, devices=self.cfg.devices, base=self.cfg.base,
+            self.hub.relay = Relay(b, self.loop, devices=self.cfg.devices,
+                                   identity=identity_of(self.cfg.inbox_key), base=self.cfg.base,
                                    prefix=self.cfg.prefix,
                                    on_status=self._status)
             self.hub.relay.start()

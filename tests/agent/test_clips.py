@@ -57,6 +57,7 @@ data_dir = "{tmp_path / 'data'}"
 key_file = "{keys.device_file}"
 [owner]
 recipients = ["{keys.owner.recipient}"]
+inbox_key = "{keys.inbox.public_text()}"
 [camera]
 source = "{video}"
 realtime = false

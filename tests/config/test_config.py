@@ -9,9 +9,12 @@ import pytest
 from doorstep.cli import main
 from doorstep.config import load_config, parse_config
 from doorstep.core.errors import ConfigError
+from doorstep.protocol.keys import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+INBOX = SigningKey.generate().public_text()
+OWNER = f'[owner]\nrecipients = ["{RECIPIENT}"]\ninbox_key = "{INBOX}"\n'
 
 
 def test_example_config_is_valid() -> None:
@@ -24,6 +27,7 @@ def test_every_problem_is_reported_at_once_with_its_dotted_key() -> None:
     text = f"""
 [owner]
 recipients = ["{RECIPIENT}"]
+inbox_key = "{INBOX}"
 [device]
 id = "Front Door"
 colour = "red"
@@ -46,7 +50,7 @@ protocol = "4"
 
 def test_unknown_section_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"camra: unknown key"):
-        parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[camra]\nfps = 3\n')
+        parse_config(f'{OWNER}[camra]\nfps = 3\n')
 
 
 @pytest.mark.parametrize(("polygon", "message"), [
@@ -56,14 +60,14 @@ def test_unknown_section_is_refused() -> None:
     ('"everywhere"', "motion.zones[0]: expected a list"),
 ])
 def test_invalid_polygons_are_named(polygon: str, message: str) -> None:
-    text = f'[owner]\nrecipients = ["{RECIPIENT}"]\n[motion]\nzones = [{polygon}]\n'
+    text = f'{OWNER}[motion]\nzones = [{polygon}]\n'
     with pytest.raises(ConfigError) as info:
         parse_config(text)
     assert message in str(info.value)
 
 
 def test_valid_polygons_are_kept_as_tuples() -> None:
-    cfg = parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[privacy]\n'
+    cfg = parse_config(f'{OWNER}[privacy]\n'
                        'masks = [[[0, 0], [0.5, 0], [0.5, 0.5]]]\n')
     assert cfg.privacy.masks == (((0.0, 0.0), (0.5, 0.0), (0.5, 0.5)),)
 
@@ -87,13 +91,13 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["-q", "check-config", str(good)]) == 0
     assert "OK" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'[owner]\nrecipients = ["{RECIPIENT}"]\n[clip]\npreroll_seconds = -1\n')
+    bad.write_text(f'{OWNER}[clip]\npreroll_seconds = -1\n')
     assert main(["-q", "check-config", str(bad)]) == 1
     assert "clip.preroll_seconds: -1.0 is out of range" in capsys.readouterr().err
 
 
 def test_tls_is_on_by_default_and_plaintext_off_this_machine_needs_a_named_risk() -> None:
-    base = f'[device]\nid = "d"\n[owner]\nrecipients = ["{RECIPIENT}"]\n'
+    base = f'[device]\nid = "d"\n{OWNER}'
     cfg = parse_config(base)
     assert cfg.mqtt.tls is True and cfg.mqtt.port == 8883
     assert parse_config(base + '[mqtt]\nhost = "127.0.0.1"\nport = 1883\ntls = false\n')
@@ -134,12 +138,12 @@ def test_check_config_warns_when_this_machine_has_no_gpio_for_the_button(
 # -- capture defaults and night mode (issue 16) --------------------------------------------------
 def problems_of(extra: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n{extra}')
+        parse_config(f'{OWNER}{extra}')
     return info.value.problems
 
 
 def test_capture_defaults_are_continuous_focus_and_mjpeg_when_needed() -> None:
-    cfg = parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n')
+    cfg = parse_config(f'{OWNER}')
     assert cfg.camera.focus == "continuous" and cfg.camera.v4l2_format == "auto"
     assert cfg.camera.hdr == "off" and cfg.night.enabled is False
 
@@ -172,6 +176,7 @@ def test_a_full_night_and_camera_section_is_accepted() -> None:
     cfg = parse_config(f"""
 [owner]
 recipients = ["{RECIPIENT}"]
+inbox_key = "{INBOX}"
 [camera]
 focus = "fixed"
 lens_position = 1.5
@@ -189,3 +194,12 @@ dark_below = 3
 light_above = 15
 """)
     assert cfg.camera.lens_position == 1.5 and cfg.night.ir_led_pin == "GPIO24"
+
+
+def test_a_config_without_the_inbox_key_names_it() -> None:
+    """Wire version 2 seals every head and the status to the inbox key: a device without it
+    could only send them in clear, so the config is refused, naming the key."""
+    with pytest.raises(ConfigError, match=r"owner\.inbox_key: required"):
+        parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\n')
+    with pytest.raises(ConfigError, match=r"owner\.inbox_key: public key 'nope'"):
+        parse_config(f'[owner]\nrecipients = ["{RECIPIENT}"]\ninbox_key = "nope"\n')

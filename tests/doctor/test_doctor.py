@@ -23,6 +23,7 @@ from doorstep.protocol.keys import SigningKey, fingerprint
 from tests.capture.conftest import write_video
 
 RECIPIENT = "age1dgwc9pqa0ddhff2h5yfhw5xe0fjl7hrd8xuwhrfwusupcenfzdfq0fdu2d"
+INBOX_KEY = "ed25519:YyvnjXu9mwNtPkWlgQHNWam5QSBQPzVG07z6wwpHZ0E="
 
 
 def config(tmp_path: Path, extra: str = "", *, source: str = "picamera2", size: str = "320x240",
@@ -35,6 +36,7 @@ id = "porch"
 data_dir = "{tmp_path / 'data'}"
 [owner]
 recipients = ["{RECIPIENT}"]
+inbox_key = "{INBOX_KEY}"
 [camera]
 source = "{source}"
 width = {w}
@@ -293,8 +295,7 @@ def test_disk_space_and_card_wear(tmp_path: Path) -> None:
 
 def test_keys_show_their_fingerprints(tmp_path: Path) -> None:
     inbox = SigningKey.generate()
-    cfg = parse_config(config(tmp_path).read_text().replace(
-        "[owner]\n", f'[owner]\ninbox_key = "{inbox.public_text()}"\n'))
+    cfg = parse_config(config(tmp_path).read_text().replace(INBOX_KEY, inbox.public_text()))
     missing = system.check_keys(cfg, credentials=tmp_path / "credstore")
     assert missing.status is Status.FAIL and "first boot" in missing.fix
     device = SigningKey.generate()

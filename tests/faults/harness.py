@@ -24,6 +24,7 @@ from doorstep.protocol.manifest import open_envelope
 from doorstep.protocol.wire import Topics
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Item, Outbox
+from doorstep.uplink.sender import Sealing, Sender
 
 REPO = Path(__file__).resolve().parents[2]
 VTEST = REPO / "doorstep" / "data" / "vtest.mp4"
@@ -199,9 +200,25 @@ def decode_frames(mp4: bytes, scratch: Path, *, cut_short: bool = False) -> int:
 
 
 def partial_chunks(store_dir: Path, seq: int, device: str = DEVICE) -> int:
-    """Chunks of artifact ``seq`` the inbox holds while it is still arriving."""
-    part = store_dir / ".partial" / device / str(seq)
-    return sum(1 for p in part.iterdir() if p.name.isdigit()) if part.is_dir() else 0
+    """Chunks of artifact ``seq`` the inbox holds while it is still arriving (any chunking)."""
+    base = store_dir / ".partial" / device
+    parts = base.glob(f"{seq}.*") if base.is_dir() else []
+    return sum(1 for part in parts for p in part.iterdir() if p.name.isdigit())
+
+
+def wire_messages(item: Item, party: Party, chunk_bytes: int = 16384) -> list[tuple[str, bytes]]:
+    """What the device publishes for ``item``, head first, made by the device's own Sender."""
+    sender = Sender(Topics(f"doorstep/{DEVICE}/"), Sealing(party.device, party.inbox.public_key),
+                    chunk_bytes=chunk_bytes, in_flight=64, receipt_timeout=30.0,
+                    require_receipt=True)
+    sender.on_connect()
+    sender.add(item)
+    out: list[tuple[str, bytes]] = []
+    while pubs := sender.next_publishes(0.0):
+        for pub in pubs:
+            out.append((pub.topic, sender.payload(pub)))
+            sender.on_puback(pub, 0.0)
+    return out
 
 
 def device_outbox(root: Path, party: Party, quota_bytes: int = 64 * 1024 * 1024) -> Outbox:
@@ -219,7 +236,8 @@ def device_uplink(box: Outbox, party: Party, port: int, *, receipts: bool = True
                                 "keepalive": 5, **mqtt}
     uplink = Uplink(MqttConfig(**settings), Topics(f"doorstep/{DEVICE}/"), box,
                     client_id=f"doorstep-{DEVICE}",
-                    inbox_public=party.inbox.public_key if receipts else None,
+                    sealing=Sealing(party.device, party.inbox.public_key),
+                    require_receipt=receipts,
                     status=status or (lambda: {"outbox": box.stats()}),
                     on_command=on_command)
     box.on_commit = uplink.notify

@@ -23,7 +23,8 @@ from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.protocol.age import decrypt
-from doorstep.protocol.wire import open_status
+from doorstep.protocol.seal import identity_of
+from doorstep.protocol.wire import open_sealed_status
 from doorstep.uplink.outbox import Outbox, PendingArtifact
 from tests.conftest import press_bell
 from tests.faults.harness import (
@@ -65,7 +66,8 @@ def test_quota_reached_while_recording(tmp_path: Path, broker: Mosquitto,
     got_status = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        statuses.append(open_status(bytes(msg.payload), party.device.public_key))
+        statuses.append(open_sealed_status(bytes(msg.payload), identity_of(party.inbox),
+                                           party.device.public_key))
         got_status.set()
 
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

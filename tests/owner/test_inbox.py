@@ -7,6 +7,7 @@ import json
 import os
 import random
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -20,7 +21,8 @@ from doorstep.owner.inbox import Inbox
 from doorstep.owner.store import InboxStore
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.manifest import Chain, sign_manifest
-from doorstep.protocol.wire import Receipt, chunk_count, pack_chunked_manifest, pack_single
+from doorstep.protocol.seal import recipient_of
+from doorstep.protocol.wire import Receipt, Transfer, pack_head, padded_body, plan_transfer
 from doorstep.uplink.outbox import Item
 from tests.faults.harness import (
     DEVICE,
@@ -29,26 +31,32 @@ from tests.faults.harness import (
     device_outbox,
     device_uplink,
     make_party,
+    partial_chunks,
     put_clip,
     put_event,
     running_inbox,
     stored_seqs,
     wait_for,
+    wire_messages,
 )
 
 CHUNK = 4096
 
 
-def clip_messages(item: Item) -> tuple[bytes, list[bytes]]:
-    """The manifest message and chunk messages the device sends for a clip."""
-    data = item.path.read_bytes()
-    n = chunk_count(len(data), CHUNK)
-    return (pack_chunked_manifest(item.envelope, CHUNK, n),
-            [data[i * CHUNK:(i + 1) * CHUNK] for i in range(n)])
+def clip_messages(item: Item, party: Party,
+                  chunk_bytes: int = CHUNK) -> tuple[tuple[str, bytes], list[tuple[str, bytes]]]:
+    """The head and the chunk messages (topic, payload) the device sends for a clip."""
+    head, *chunks = wire_messages(item, party, chunk_bytes)
+    return head, chunks
 
 
 def store_for(tmp_path: Path, party: Party) -> InboxStore:
     return InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+
+
+def inbox_for(tmp_path: Path, party: Party) -> Inbox:
+    """An inbox worker that is never started: ``handle`` is what it does with each message."""
+    return Inbox(store_for(tmp_path, party), party.inbox, host="127.0.0.1", port=1)
 
 
 @pytest.mark.slow
@@ -88,39 +96,39 @@ def test_duplicates_are_harmless_and_a_half_received_clip_resumes(tmp_path: Path
     party = make_party(tmp_path / "home")
     box = device_outbox(tmp_path / "outbox", party)
     clip = put_clip(box, party, 30_000)
-    manifest, chunks = clip_messages(clip)
-    store = store_for(tmp_path, party)
-    assert store.accept_manifest(DEVICE, clip.seq, manifest) is None
+    head, chunks = clip_messages(clip, party)
+    inbox = inbox_for(tmp_path, party)
+    assert inbox.handle(*head) is None
     for i in (0, 1, 1, 0, 2):                   # duplicates, out of order
-        assert store.accept_chunk(DEVICE, clip.seq, i, chunks[i]) is None
+        assert inbox.handle(*chunks[i]) is None
     # the inbox restarts; the device resumes from where its PUBACKs say it was
-    store = store_for(tmp_path, party)
-    assert store.accept_manifest(DEVICE, clip.seq, manifest) is None
-    results = [store.accept_chunk(DEVICE, clip.seq, i, chunks[i]) for i in range(3, len(chunks))]
+    inbox = inbox_for(tmp_path, party)
+    assert inbox.handle(*head) is None
+    results = [inbox.handle(*chunks[i]) for i in range(3, len(chunks))]
     stored = results[-1]
     assert stored is not None and not stored.duplicate
     assert stored.path.read_bytes() == clip.path.read_bytes()
     # everything again, as after a lost receipt: harmless, and answered as a duplicate
-    again = store.accept_manifest(DEVICE, clip.seq, manifest)
+    again = inbox.handle(*head)
     assert again is not None and again.duplicate
-    assert store.accept_chunk(DEVICE, clip.seq, 0, chunks[0]) is None
+    assert inbox.handle(*chunks[0]) is None
     assert stored_seqs(tmp_path / "store") == [clip.seq]
-    assert not (tmp_path / "store" / ".partial" / DEVICE / str(clip.seq)).exists()
+    assert not any((tmp_path / "store" / ".partial" / DEVICE).glob(f"{clip.seq}.*"))
 
 
 def test_a_corrupted_chunk_is_discarded_and_the_resent_clip_stored(tmp_path: Path) -> None:
     party = make_party(tmp_path / "home")
     box = device_outbox(tmp_path / "outbox", party)
     clip = put_clip(box, party, 10_000)
-    manifest, chunks = clip_messages(clip)
-    store = store_for(tmp_path, party)
-    store.accept_manifest(DEVICE, clip.seq, manifest)
-    store.accept_chunk(DEVICE, clip.seq, 0, chunks[0])
-    store.accept_chunk(DEVICE, clip.seq, 1, b"\x00" * len(chunks[1]))      # altered in transit
-    assert store.accept_chunk(DEVICE, clip.seq, 2, chunks[2]) is None      # hash fails: waits
+    head, chunks = clip_messages(clip, party)
+    inbox = inbox_for(tmp_path, party)
+    inbox.handle(*head)
+    inbox.handle(*chunks[0])
+    inbox.handle(chunks[1][0], b"\x00" * len(chunks[1][1]))               # altered in transit
+    assert inbox.handle(*chunks[2]) is None                                # hash fails: waits
     assert stored_seqs(tmp_path / "store") == []
-    for i, chunk in enumerate(chunks):                                      # the device resends
-        result = store.accept_chunk(DEVICE, clip.seq, i, chunk)
+    for chunk in chunks:                                                   # the device resends
+        result = inbox.handle(*chunk)
     assert result is not None and result.path.read_bytes() == clip.path.read_bytes()
 
 
@@ -128,10 +136,10 @@ def test_store_holds_ciphertext_named_by_device_and_seq_with_an_index(tmp_path: 
     party = make_party(tmp_path / "home")
     box = device_outbox(tmp_path / "outbox", party)
     ring = put_event(box, party)
-    store = store_for(tmp_path, party)
-    inbox = Inbox(store, party.inbox, host="127.0.0.1", port=1)
-    stored = inbox.handle(f"doorstep/{DEVICE}/event", pack_single(ring.envelope,
-                                                                  ring.path.read_bytes()))
+    inbox = inbox_for(tmp_path, party)
+    [(topic, head)] = wire_messages(ring, party)
+    assert topic == f"doorstep/{DEVICE}/a/1/m"
+    stored = inbox.handle(topic, head)
     assert stored is not None
     root = tmp_path / "store" / DEVICE
     assert stored.path == root / "0000000001.event.age"
@@ -151,9 +159,9 @@ def test_verify_reports_gaps_and_broken_links(tmp_path: Path,
     party = make_party(tmp_path / "home")
     box = device_outbox(tmp_path / "outbox", party)
     items = [put_event(box, party) for _ in range(4)]
-    store = store_for(tmp_path, party)
+    inbox = inbox_for(tmp_path, party)
     for item in items:
-        store.accept_single(DEVICE, pack_single(item.envelope, item.path.read_bytes()))
+        inbox.handle(*wire_messages(item, party)[0])
     root = tmp_path / "store"
     assert doorstep_main(["inbox", "verify", str(root)]) == 0
     assert f"{DEVICE}: 4 artifacts, last seq 4: OK" in capsys.readouterr().out
@@ -171,30 +179,57 @@ def test_verify_reports_gaps_and_broken_links(tmp_path: Path,
     assert "seq 4: prev does not match seq 3 (broken link)" in out
 
 
+def head_of(item: Item, party: Party, *, envelope: bytes | None = None,
+            transfer: Transfer | None = None, signer: SigningKey | None = None,
+            inline: bytes | None = None, to: SigningKey | None = None) -> bytes:
+    """A head for ``item`` as the device would make it, with any one part replaced."""
+    t = transfer or plan_transfer(DEVICE, item.seq, item.manifest.hash(), item.size,
+                                  inline=True, chunk_bytes=CHUNK)
+    body = inline if inline is not None else padded_body(item.path.read_bytes(), t.padded)
+    return pack_head(envelope or item.envelope, t.sign(signer or party.device),
+                     recipient_of((to or party.inbox).public_key), body if t.inline else b"")
+
+
 def test_forged_or_altered_artifacts_are_refused(tmp_path: Path) -> None:
     party = make_party(tmp_path / "home")
     box = device_outbox(tmp_path / "outbox", party)
     ring = put_event(box, party)
-    store = store_for(tmp_path, party)
-    inbox = Inbox(store, party.inbox, host="127.0.0.1", port=1)
-    topic = f"doorstep/{DEVICE}/event"
-    ciphertext = ring.path.read_bytes()
-    altered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
-    with pytest.raises(SealError, match="altered"):
-        inbox.handle(topic, pack_single(ring.envelope, altered))
+    inbox = inbox_for(tmp_path, party)
+    topic = f"doorstep/{DEVICE}/a/{ring.seq}/m"
+    t = plan_transfer(DEVICE, ring.seq, ring.manifest.hash(), ring.size, inline=True,
+                      chunk_bytes=CHUNK)
+    body = padded_body(ring.path.read_bytes(), t.padded)
+    altered = bytearray(body)
+    altered[ring.size - 1] ^= 1
     impostor = SigningKey.generate()
-    forged = sign_manifest(impostor, ring.manifest)
-    with pytest.raises(SealError, match="signature"):
-        inbox.handle(topic, pack_single(forged, ciphertext))
+    refused = {
+        "altered": head_of(ring, party, inline=bytes(altered)),
+        "padding is not zeros": head_of(ring, party, inline=body[:-1] + b"x"),
+        "bytes in the head": head_of(ring, party, inline=body + bytes(1024)),
+        "manifest .*signature": head_of(ring, party,
+                                        envelope=sign_manifest(impostor, ring.manifest)),
+        "chunking: .*signature": head_of(ring, party, signer=impostor),
+        "another manifest": head_of(ring, party, transfer=replace(t, manifest="0" * 64)),
+        "padded to": head_of(ring, party, transfer=replace(t, padded=t.padded + 512)),
+        "cannot be opened": head_of(ring, party, to=impostor),      # sealed to another key
+    }
+    for reason, payload in refused.items():
+        with pytest.raises(SealError, match=reason):
+            inbox.handle(topic, payload)
+    good = head_of(ring, party)
+    with pytest.raises(SealError, match="arrived on the topic of seq"):
+        inbox.handle(f"doorstep/{DEVICE}/a/{ring.seq + 1}/m", good)
     with pytest.raises(SealError, match="unknown device"):
-        inbox.handle("doorstep/stranger/event", pack_single(ring.envelope, ciphertext))
+        inbox.handle(f"doorstep/stranger/a/{ring.seq}/m", good)
+    other = Inbox(InboxStore(tmp_path / "s2", {"other": party.device.public_key}), party.inbox,
+                  host="127.0.0.1", port=1)
     with pytest.raises(SealError, match="names device"):
-        InboxStore(tmp_path / "s2", {"other": party.device.public_key}).accept_single(
-            "other", pack_single(ring.envelope, ciphertext))
-    with pytest.raises(SealError, match="a clip cannot come as one message"):
-        clip = put_clip(box, party, 100)
-        inbox.handle(topic, pack_single(clip.envelope, clip.path.read_bytes()))
+        other.handle(f"doorstep/other/a/{ring.seq}/m", good)
+    clip = put_clip(box, party, 100)
+    with pytest.raises(SealError, match="cannot come whole"):
+        inbox.handle(f"doorstep/{DEVICE}/a/{clip.seq}/m", head_of(clip, party))
     assert stored_seqs(tmp_path / "store") == []
+    assert inbox.handle(topic, good) is not None                  # the genuine one still goes
 
 
 @pytest.mark.slow
@@ -206,10 +241,10 @@ def test_fuzz_on_every_topic_leaves_the_inbox_working(tmp_path: Path, broker: Mo
     party = make_party(tmp_path / "home")
     box = device_outbox(tmp_path / "outbox", party)
     sample = put_event(box, party)
-    good = pack_single(sample.envelope, sample.path.read_bytes())
-    topics = ["event", "clip/1/m", "clip/1/0", "clip/7/3", "clip/x/m", "clip/1/y", "clip/-1/0",
-              "clip/99999999999999999999/0", "receipt", "cmd", "status", "clip", "clip/1",
-              "clip/1/m/extra", "", "é/🦀"]
+    [(_, good)] = wire_messages(sample, party)
+    topics = ["a/1/m", "a/1/16384/0", "a/7/16384/3", "a/x/m", "a/1/y", "a/-1/16384/0",
+              "a/99999999999999999999/1/0", "receipt", "cmd", "status", "a", "a/1",
+              "a/1/m/extra", "a/1/0/0", "event", "clip/1/m", "", "é/🦀"]
     store_dir = tmp_path / "store"
     with running_inbox(store_dir, party, broker.port) as inbox:
         fuzzer = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -268,23 +303,24 @@ def test_unassembled_chunks_nobody_completes_expire(tmp_path: Path) -> None:
     import doorstep.owner.store as store_mod
 
     party = make_party(tmp_path / "home")
-    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    inbox = inbox_for(tmp_path, party)
+    store = inbox.store
     box = device_outbox(tmp_path / "outbox", party)
     first, second = put_clip(box, party, 3 * CHUNK), put_clip(box, party, 3 * CHUNK)
-    held = 0
     for item in (first, second):
-        manifest, chunks = clip_messages(item)
-        store.accept_manifest(DEVICE, item.seq, manifest)
-        store.accept_chunk(DEVICE, item.seq, 0, chunks[0])
-        held = len(manifest) + CHUNK             # the second's: what is left after the sweep
-    part1 = tmp_path / "store" / ".partial" / DEVICE / str(first.seq)
+        head, chunks = clip_messages(item, party)
+        inbox.handle(*head)
+        inbox.handle(*chunks[0])
+    part1 = tmp_path / "store" / ".partial" / DEVICE / f"{first.seq}.{CHUNK}"
+    part2 = tmp_path / "store" / ".partial" / DEVICE / f"{second.seq}.{CHUNK}"
+    held = sum(f.stat().st_size for f in part2.iterdir())   # what is left after the sweep
     old = time.time() - store_mod.PARTIAL_TTL - 60
     for f in part1.iterdir():
         os.utime(f, (old, old))
     store._swept.clear()                      # as if a sweep interval had passed
     assert store._partial_bytes(DEVICE) == held
     assert not part1.exists()
-    assert (tmp_path / "store" / ".partial" / DEVICE / str(second.seq) / "0").exists()
+    assert (part2 / "0").exists()
 
 
 def test_nothing_unsigned_reaches_the_disk_and_a_flood_cannot_shut_the_device_out(
@@ -295,10 +331,11 @@ def test_nothing_unsigned_reaches_the_disk_and_a_flood_cannot_shut_the_device_ou
     import doorstep.owner.store as store_mod
 
     party = make_party(tmp_path / "home")
-    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    inbox = inbox_for(tmp_path, party)
+    store = inbox.store
     for seq in range(1, 3000):                # 3000 made-up seqs, 16 KiB and 0 bytes each
-        store.accept_chunk(DEVICE, seq, 0, b"z" * 16384)
-        store.accept_chunk(DEVICE, seq, 1, b"")
+        inbox.handle(f"doorstep/{DEVICE}/a/{seq}/16384/0", b"z" * 16384)
+        inbox.handle(f"doorstep/{DEVICE}/a/{seq}/16384/1", b"")
     assert not (tmp_path / "store" / ".partial").exists() or not any(
         p.is_file() for p in (tmp_path / "store" / ".partial").rglob("*"))
     held = store._early[DEVICE]
@@ -306,23 +343,47 @@ def test_nothing_unsigned_reaches_the_disk_and_a_flood_cannot_shut_the_device_ou
     # the genuine clip still goes through, its chunks early or late
     box = device_outbox(tmp_path / "outbox", party)
     item = put_clip(box, party, 5 * CHUNK + 100)
-    manifest, chunks = clip_messages(item)
-    store.accept_chunk(DEVICE, item.seq, 4, chunks[4])          # before its manifest
-    assert store.accept_manifest(DEVICE, item.seq, manifest) is None
-    with pytest.raises(SealError, match="does not fit the signed manifest"):
-        store.accept_chunk(DEVICE, item.seq, 1, b"x")            # wrong size: refused
-    with pytest.raises(SealError, match="does not fit the signed manifest"):
-        store.accept_chunk(DEVICE, item.seq, 9, chunks[0])       # past the end: refused
-    # a replay of the signed manifest with other chunking changes nothing
-    data = item.path.read_bytes()
-    with pytest.raises(SealError, match="other chunking"):
-        store.accept_manifest(DEVICE, item.seq,
-                              pack_chunked_manifest(item.envelope, 2 * CHUNK, 3))
+    head, chunks = clip_messages(item, party)
+    assert len(chunks) == 6
+    inbox.handle(*chunks[4])                                     # before its head
+    assert inbox.handle(*head) is None
+    prefix = f"doorstep/{DEVICE}/a/{item.seq}/{CHUNK}"
+    with pytest.raises(SealError, match="does not fit the signed chunking"):
+        inbox.handle(f"{prefix}/1", b"x")                        # wrong size: refused
+    with pytest.raises(SealError, match="does not fit the signed chunking"):
+        inbox.handle(f"{prefix}/9", chunks[0][1])                # past the end: refused
     stored = None
     for i, chunk in enumerate(chunks):
         if i != 4:
-            stored = store.accept_chunk(DEVICE, item.seq, i, chunk) or stored
-    assert stored is not None and stored.path.read_bytes() == data
+            stored = inbox.handle(*chunk) or stored
+    assert stored is not None and stored.path.read_bytes() == item.path.read_bytes()
+
+
+def test_a_replayed_head_with_other_chunking_costs_no_genuine_chunk(tmp_path: Path) -> None:
+    """Issue 13 item 4: the chunking was outside the signature, and a replayed manifest with
+    other chunk_bytes/count made the inbox delete genuine chunks. Now the chunking is signed,
+    only chunkings the device signed can be replayed, and each assembles in its own place."""
+    party = make_party(tmp_path / "home")
+    inbox = inbox_for(tmp_path, party)
+    box = device_outbox(tmp_path / "outbox", party)
+    item = put_clip(box, party, 9 * CHUNK)
+    head, chunks = clip_messages(item, party)
+    other_head, other_chunks = clip_messages(item, party, chunk_bytes=2 * CHUNK)
+    for message in (head, *chunks[:-1]):            # all but the last chunk arrive
+        inbox.handle(*message)
+    inbox.handle(*other_head)                       # a genuine head of another chunking
+    inbox.handle(*other_chunks[0])
+    inbox.handle(*head)                             # and the first one again
+    # a chunking nobody signed is refused, and nothing is deleted
+    t = plan_transfer(DEVICE, item.seq, item.manifest.hash(), item.size, inline=False,
+                      chunk_bytes=3 * CHUNK)
+    forged = replace(t, chunk_bytes=CHUNK // 2, count=t.count)
+    with pytest.raises(SealError, match=r"impossible|signature"):
+        inbox.handle(head[0], pack_head(item.envelope, forged.sign(SigningKey.generate()),
+                                        recipient_of(party.inbox.public_key)))
+    assert partial_chunks(tmp_path / "store", item.seq) == len(chunks) - 1 + 1
+    stored = inbox.handle(*chunks[-1])
+    assert stored is not None and stored.path.read_bytes() == item.path.read_bytes()
 
 
 def test_finding_a_stored_seq_never_lists_the_device_folder(
@@ -330,11 +391,11 @@ def test_finding_a_stored_seq_never_lists_the_device_folder(
     """Issue 13 item 8: the inbox listed the whole device folder for every chunk (195 ms a
     lookup at 100,000 artifacts). A lookup is now a few direct looks, whatever the size."""
     party = make_party(tmp_path / "home")
-    store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    inbox = inbox_for(tmp_path, party)
+    store = inbox.store
     box = device_outbox(tmp_path / "outbox", party)
     item = put_event(box, party)
-    from doorstep.protocol.wire import pack_single
-    store.accept_single(DEVICE, pack_single(item.envelope, item.path.read_bytes()))
+    inbox.handle(*wire_messages(item, party)[0])
 
     def no_listing(*args: object, **kwargs: object) -> None:
         raise AssertionError("the device folder was listed")
@@ -342,7 +403,7 @@ def test_finding_a_stored_seq_never_lists_the_device_folder(
     monkeypatch.setattr(Path, "iterdir", no_listing)
     assert store.find(DEVICE, item.seq) is not None
     assert store.find(DEVICE, item.seq + 1) is None
-    assert store.accept_chunk(DEVICE, item.seq, 0, b"late duplicate") is None
+    assert store.accept_chunk(DEVICE, item.seq, CHUNK, 0, b"late duplicate") is None
 
 
 @pytest.mark.parametrize("level", ["-1", "1_000", "\uff11", "01", "+1", " 1", "1e3",
@@ -353,8 +414,9 @@ def test_chunk_topics_take_only_canonical_numbers(level: str) -> None:
         canonical_int(level, "chunk index", lo=0)
 
 
-@pytest.mark.parametrize("topic", ["clip/-1/0", "clip/1_000/m", "clip/\uff11/0",
-                                   "clip/01/0", "clip/1/-0", "clip/1/00"])
+@pytest.mark.parametrize("topic", ["a/-1/16384/0", "a/1_000/m", "a/\uff11/16384/0",
+                                   "a/01/16384/0", "a/1/16384/-0", "a/1/16384/00",
+                                   "a/1/016384/0", "a/1/+16384/0"])
 def test_the_inbox_refuses_a_chunk_topic_with_a_non_canonical_number(
         tmp_path: Path, topic: str) -> None:
     party = make_party(tmp_path / "home")

@@ -19,6 +19,7 @@ from doorstep.protocol.keys import SigningKey, fingerprint
 from doorstep.provision import firstboot as fb
 
 RECIPIENT = "age1dgwc9pqa0ddhff2h5yfhw5xe0fjl7hrd8xuwhrfwusupcenfzdfq0fdu2d"
+INBOX_KEY = "ed25519:YyvnjXu9mwNtPkWlgQHNWam5QSBQPzVG07z6wwpHZ0E="
 PASSWORD = "correct horse battery staple"
 
 GOOD = f"""
@@ -27,6 +28,7 @@ id = "front-door"
 
 [owner]
 recipients = ["{RECIPIENT}"]
+inbox_key = "{INBOX_KEY}"
 
 [mqtt]
 host = "broker.example.net"
@@ -128,7 +130,7 @@ def test_the_secret_never_reaches_the_logs(places: Places,
 
 
 def test_without_a_password_the_credential_file_is_empty(places: Places) -> None:
-    places.drop(f'[owner]\nrecipients = ["{RECIPIENT}"]\n')
+    places.drop(f'[owner]\nrecipients = ["{RECIPIENT}"]\ninbox_key = "{INBOX_KEY}"\n')
     places.run()
     assert (places.cred_dir / "mqtt-password").read_bytes() == b""
     assert load_config(places.etc / "doorstep.toml").mqtt.password_file == ""

@@ -21,17 +21,29 @@ from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.owner.command import next_counter, send_command
 from doorstep.owner.open import open_artifact
+from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.connect import Broker
 from doorstep.protocol.keys import SigningKey
+from doorstep.protocol.seal import identity_of
 from doorstep.protocol.wire import (
     MAX_CONTROL,
     WIRE_VERSION,
     Ack,
     Command,
     canonical_json,
+    open_sealed_answer,
+    open_sealed_command,
+    seal_command,
     sign_json,
 )
-from tests.faults.harness import DEVICE, agent_toml, make_party, running_inbox, wait_for
+from tests.faults.harness import (
+    DEVICE,
+    Party,
+    agent_toml,
+    make_party,
+    running_inbox,
+    wait_for,
+)
 
 DROPPED = "dropped an owner command"
 
@@ -45,6 +57,11 @@ def gate_at(owner: SigningKey, state: Path, *, synced: bool = False, now: float 
             fresh: bool = True) -> CommandGate:
     return CommandGate(owner.public_key, DEVICE, state, clock_synced=lambda: synced,
                        fresh=fresh, now=lambda: now)
+
+
+def sealed(payload: bytes, party: Party, reply: X25519Identity) -> bytes:
+    """A signed command as the owner's tools send it: sealed to the doorbell's key."""
+    return seal_command(payload, party.device.public_key, reply.recipient)
 
 
 def accepted(gate: CommandGate, payload: bytes) -> Command | None:
@@ -188,8 +205,11 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
             raw.loop_start()
             topic = f"doorstep/{DEVICE}/cmd"
             caplog.clear()
-            for payload in (snap.sign(party.command),                       # replayed
-                            signed(SigningKey.generate(), snap.counter + 50, "privacy_on"),
+            reply = X25519Identity.generate()
+            for payload in (sealed(snap.sign(party.command), party, reply),     # replayed
+                            sealed(signed(SigningKey.generate(), snap.counter + 50,
+                                          "privacy_on"), party, reply),        # forged
+                            snap.sign(party.command),                     # genuine, unsealed
                             b"[" * 4000, b"\x00garbage"):
                 raw.publish(topic, payload, qos=1).wait_for_publish(5)
             raw.loop_stop()
@@ -200,7 +220,11 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
             lines = drop_lines(caplog)
             assert len([x for x in lines if "replayed" in x]) == 1, lines
             assert len([x for x in lines if "bad signature" in x]) == 1, lines
-            assert len(lines) == 4, lines
+            assert len(lines) == 2, lines
+            # the three unsealed ones never reach the gate: the uplink drops them, one line
+            unsealed = [r.getMessage() for r in caplog.records
+                        if "not a Doorstep v2 command" in r.getMessage()]
+            assert len(unsealed) == 1, unsealed
             assert not service.agent.privacy                 # the forged privacy_on did nothing
             assert owner_snapshot_count(store, party) == 1   # the replayed snapshot did nothing
             frames_pass(2)
@@ -230,16 +254,16 @@ def test_commands_through_the_broker_to_a_running_agent(tmp_path: Path, broker: 
             # a genuine command replayed: answered with a signed refusal naming the replay
             replay = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
             answers: list[Ack] = []
-            replay.on_message = lambda c, u, m: answers.append(
-                Ack.open(bytes(m.payload), party.device.public_key))
+            replay.on_message = lambda c, u, m: answers.append(Ack.open(
+                open_sealed_answer(bytes(m.payload), reply), party.device.public_key))
             listening = threading.Event()
             replay.on_subscribe = lambda *a: listening.set()
             replay.connect("127.0.0.1", broker.port)
             replay.subscribe(f"doorstep/{DEVICE}/ack", qos=1)
             replay.loop_start()
             assert listening.wait(10)
-            replay.publish(f"doorstep/{DEVICE}/cmd", snap.sign(party.command),
-                           qos=1).wait_for_publish(5)
+            replay.publish(f"doorstep/{DEVICE}/cmd", sealed(snap.sign(party.command), party,
+                                                            reply), qos=1).wait_for_publish(5)
             wait_for(lambda: any(a.counter == snap.counter for a in answers), 10,
                      "the refusal of the replay")
             replay.loop_stop()
@@ -306,6 +330,7 @@ def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> 
         for action in ("disarm", "privacy_on"):
             args = parser.parse_args(["cmd", action, "--key", str(party.command_key_file),
                                       "--device", DEVICE, "--host", "127.0.0.1", "--no-tls",
+                                      "--device-key", party.device.public_text(),
                                       "--port", str(broker.port),
                                       "--counter-file", str(counter_file),
                                       "--no-wait"])
@@ -315,7 +340,9 @@ def test_doorstep_cmd_signs_and_publishes(tmp_path: Path, broker: Mosquitto) -> 
         watcher.loop_stop()
         watcher.disconnect()
     gate = gate_at(party.command, tmp_path / "device-counter.json")
-    taken = [accepted(gate, payload) for payload in got]
+    # sealed: the broker saw neither action; the doorbell opens them with its own key
+    assert not any(b"disarm" in p or b"privacy" in p for p in got)
+    taken = [accepted(gate, open_sealed_command(p, identity_of(party.device))[0]) for p in got]
     assert [c.action for c in taken if c is not None] == ["disarm", "privacy_on"]
     assert json.loads(counter_file.read_text())["counter"] == gate.counter
 
@@ -392,7 +419,8 @@ def test_doorstep_cmd_will_not_send_a_password_in_clear_over_the_network(
     key = tmp_path / "owner-command.key"
     SigningKey.generate().save(key)
     base = ["cmd", "arm", "--key", str(key), "--device", DEVICE, "--no-wait", "--port", "1",
-            "--host", "broker.example.net", "--no-tls"]
+            "--host", "broker.example.net", "--no-tls",
+            "--device-key", SigningKey.generate().public_text()]
     assert cmd_parser().parse_args(base).func(cmd_parser().parse_args(base)) == 1
     err = capsys.readouterr().err
     assert "TLS is off for broker.example.net" in err and "--insecure-no-tls" in err

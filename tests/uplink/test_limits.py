@@ -12,7 +12,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.broker import MAX_PACKET_SIZE, Mosquitto
+from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.connect import DEVICE_MAX_PACKET
+from doorstep.protocol.wire import seal_command
 from tests.faults.harness import DEVICE, device_outbox, device_uplink, make_party, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +51,9 @@ def test_oversized_messages_never_reach_the_device(tmp_path: Path, broker: Mosqu
         small = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         small.connect("127.0.0.1", broker.port)
         small.loop_start()
-        small.publish(topic, b"z" * 100, qos=1).wait_for_publish(10)
+        sealed = seal_command(b"z" * 100, party.device.public_key,
+                              X25519Identity.generate().recipient)
+        small.publish(topic, sealed, qos=1).wait_for_publish(10)
         wait_for(lambda: 100 in got, 10, "the small command")
         small.loop_stop()
         small.disconnect()

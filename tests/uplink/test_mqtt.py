@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import logging
 import random
 import socket
@@ -24,10 +23,12 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.broker import BrokerTls, Mosquitto
-from doorstep.protocol.wire import unpack_single
+from doorstep.protocol.seal import identity_of, pad_size
+from doorstep.protocol.wire import open_sealed_status, unpack_head
 from doorstep.uplink.mqtt import Backoff
 from tests.faults.harness import (
     DEVICE,
+    Party,
     check_store,
     device_outbox,
     device_uplink,
@@ -144,7 +145,7 @@ def test_tls_with_client_certificate_and_password_file(tmp_path: Path, tls_broke
     watcher.username_pw_set("porch", "open sesame")
     watcher.on_message = lambda c, u, msg: received.append(bytes(msg.payload))
     watcher.connect("127.0.0.1", broker.port)
-    watcher.subscribe(f"doorstep/{DEVICE}/event", qos=1)
+    watcher.subscribe(f"doorstep/{DEVICE}/a/+/m", qos=1)
     watcher.loop_start()
     uplink = device_uplink(box, party, broker.port, receipts=False, tls=True,
                            ca_file=str(pki / "ca.pem"), cert_file=str(pki / "client.pem"),
@@ -158,8 +159,9 @@ def test_tls_with_client_certificate_and_password_file(tmp_path: Path, tls_broke
         uplink.stop()
         watcher.loop_stop()
         watcher.disconnect()
-    envelope, ciphertext = unpack_single(received[0])
-    assert envelope == ring.envelope and ciphertext == sealed
+    envelope, _, inline = unpack_head(received[0], identity_of(party.inbox))
+    assert envelope == ring.envelope and inline == sealed + bytes(pad_size(len(sealed)) -
+                                                                  len(sealed))
 
 
 @pytest.mark.slow
@@ -216,7 +218,7 @@ def test_status_is_retained_and_an_unclean_loss_publishes_offline(tmp_path: Path
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with got:
-            statuses.append(json.loads(msg.payload))
+            statuses.append(_opened(party, msg.payload))
             retained.append(bool(msg.retain))
             got.notify_all()
 
@@ -224,7 +226,8 @@ def test_status_is_retained_and_an_unclean_loss_publishes_offline(tmp_path: Path
     watcher.on_message = on_message
     try:
         # subscribe only now: the broker hands over the retained status
-        wait_for(lambda: _retained_status(broker.port) is not None, 10, "a retained status")
+        wait_for(lambda: _retained_status(broker.port, party) is not None, 10,
+                 "a retained status")
         watcher.connect("127.0.0.1", broker.port)
         watcher.subscribe(f"doorstep/{DEVICE}/status", qos=1)
         watcher.loop_start()
@@ -247,11 +250,17 @@ def test_status_is_retained_and_an_unclean_loss_publishes_offline(tmp_path: Path
         watcher.loop_stop()
         watcher.disconnect()
     # a clean stop leaves "offline" retained too
-    wait_for(lambda: (_retained_status(broker.port) or {}).get("state") == "offline", 10,
-             "the retained offline status")
+    wait_for(lambda: (_retained_status(broker.port, party) or {}).get("state") == "offline",
+             10, "the retained offline status")
 
 
-def _retained_status(port: int) -> dict[str, Any] | None:
+def _opened(party: Party, payload: bytes) -> dict[str, Any]:
+    """A status as the owner's hub reads it: unsealed with the inbox key, the device's
+    signature checked."""
+    return open_sealed_status(bytes(payload), identity_of(party.inbox), party.device.public_key)
+
+
+def _retained_status(port: int, party: Party) -> dict[str, Any] | None:
     msgs: list[mqtt.MQTTMessage] = []
     done = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -267,7 +276,7 @@ def _retained_status(port: int) -> dict[str, Any] | None:
     done.wait(1.0)
     client.loop_stop()
     client.disconnect()
-    return json.loads(msgs[-1].payload) if msgs and msgs[-1].retain else None
+    return _opened(party, msgs[-1].payload) if msgs and msgs[-1].retain else None
 
 
 # -- the priority lane ---------------------------------------------------------------------------
@@ -308,19 +317,21 @@ def test_a_ring_event_overtakes_a_clip_upload(tmp_path: Path, broker: Mosquitto)
             notify(item)
 
         box.on_commit = committed
-        put_event(box, party)
+        ring = put_event(box, party)
         (mark,) = marks
-        wait_for(lambda: f"doorstep/{DEVICE}/event" in order, 20, "the ring event")
-        ring_at = published.index(f"doorstep/{DEVICE}/event")
+        ring_topic = f"doorstep/{DEVICE}/a/{ring.seq}/m"
+        wait_for(lambda: ring_topic in order, 20, "the ring event")
+        ring_at = published.index(ring_topic)
         before = [t for t in published[:ring_at] if not t.endswith("/status")]
-        assert len(before) >= 20 and all("/clip/" in t for t in before)
+        assert len(before) >= 20 and all(t.startswith(f"doorstep/{DEVICE}/a/{clip.seq}/")
+                                         for t in before)
         # after the commit, at most the chunks of the send round under way go out first
         assert ring_at - mark <= in_flight
-        assert f"doorstep/{DEVICE}/clip/{clip.seq}/m" in order
+        assert f"doorstep/{DEVICE}/a/{clip.seq}/m" in order
         # and the subscriber has the ring long before the clip's last chunk
-        last = f"doorstep/{DEVICE}/clip/{clip.seq}/{(clip.size - 1) // 8192}"
+        last = f"doorstep/{DEVICE}/a/{clip.seq}/8192/{(pad_size(clip.size) - 1) // 8192}"
         wait_for(lambda: last in order, 30, "the clip's last chunk")
-        assert order.index(f"doorstep/{DEVICE}/event") < order.index(last)
+        assert order.index(ring_topic) < order.index(last)
     finally:
         uplink.stop()
         watcher.loop_stop()

@@ -266,20 +266,20 @@ def test_outbox_files_are_the_owners_only_whatever_the_umask(tmp_path: Path) -> 
 def test_a_lost_chain_json_never_numbers_from_one_again(tmp_path: Path) -> None:
     """Issue 13 item 12: chain.json deleted while the outbox was empty restarted the chain at
     seq 1 under the same key, and the inbox then refused everything after as forks."""
+    from doorstep.owner.inbox import Inbox
     from doorstep.owner.store import InboxStore
     from doorstep.protocol.manifest import RESTART_PREV
-    from doorstep.protocol.wire import pack_single
-    from tests.faults.harness import DEVICE, device_outbox, make_party, put_event
+    from tests.faults.harness import DEVICE, device_outbox, make_party, put_event, wire_messages
 
     party = make_party(tmp_path / "home")
     store = InboxStore(tmp_path / "store", {DEVICE: party.device.public_key})
+    inbox = Inbox(store, party.inbox, host="127.0.0.1", port=1)
     root = tmp_path / "outbox"
 
     def deliver_all(box: Outbox) -> list[int]:
         seqs = []
         for item in box.items():
-            stored = store.accept_single(DEVICE, pack_single(item.envelope,
-                                                             item.path.read_bytes()))
+            stored = inbox.handle(*wire_messages(item, party)[0])
             assert stored is not None and not stored.duplicate
             seqs.append(item.seq)
             box.remove(item.seq)               # the receipt came: the outbox is empty again

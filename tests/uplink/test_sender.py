@@ -6,15 +6,26 @@ import itertools
 from pathlib import Path
 
 from doorstep.protocol.keys import SigningKey
-from doorstep.protocol.wire import Topics, unpack_chunked_manifest, unpack_single
+from doorstep.protocol.seal import identity_of, pad_size
+from doorstep.protocol.wire import Topics, Transfer, unpack_head
 from doorstep.uplink.outbox import Item, Outbox
-from doorstep.uplink.sender import MANIFEST, Lane, Sender
+from doorstep.uplink.sender import MANIFEST, Lane, Sealing, Sender
+
+DEVICE_KEY = SigningKey.generate()
+INBOX_KEY = SigningKey.generate()
+SEALING = Sealing(DEVICE_KEY, INBOX_KEY.public_key)
+
+
+def opened_head(payload: bytes) -> tuple[bytes, Transfer, bytes]:
+    """What the inbox reads in a head: the envelope, the checked chunking, the inline bytes."""
+    envelope, transfer, inline = unpack_head(payload, identity_of(INBOX_KEY))
+    return envelope, Transfer.open(transfer, DEVICE_KEY.public_key), inline
 
 
 def setup(tmp_path: Path, require_receipt: bool = True) -> tuple[Outbox, Sender]:
-    box = Outbox(tmp_path, device="d", key=SigningKey.generate(), quota_bytes=10**8)
-    sender = Sender(Topics("doorstep/d/"), chunk_bytes=1000, in_flight=2, receipt_timeout=10,
-                    require_receipt=require_receipt)
+    box = Outbox(tmp_path, device="d", key=DEVICE_KEY, quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), SEALING, chunk_bytes=1000, in_flight=2,
+                    receipt_timeout=10, require_receipt=require_receipt)
     sender.on_connect()
     return box, sender
 
@@ -33,9 +44,10 @@ def test_event_jumps_ahead_of_a_clip_in_progress(tmp_path: Path) -> None:
     sender.add(ev)
     nxt = sender.next_publishes(0)
     # the clip is at its in-flight limit; the event goes out at once all the same
-    assert [(p.seq, p.topic) for p in nxt] == [(ev.seq, "doorstep/d/event")]
-    envelope, ciphertext = unpack_single(sender.payload(nxt[0]))
-    assert ciphertext == b"ring!" and envelope == ev.envelope
+    assert [(p.seq, p.topic) for p in nxt] == [(ev.seq, f"doorstep/d/a/{ev.seq}/m")]
+    envelope, transfer, inline = opened_head(sender.payload(nxt[0]))
+    assert envelope == ev.envelope and transfer.inline
+    assert inline == b"ring!" + bytes(pad_size(5) - 5)     # padded to its bucket
 
 
 def test_chunks_are_bounded_and_reassemble(tmp_path: Path) -> None:
@@ -51,13 +63,15 @@ def test_chunks_are_bounded_and_reassemble(tmp_path: Path) -> None:
         for p in pubs:
             data = sender.payload(p)
             if p.part == MANIFEST:
-                env, size, count = unpack_chunked_manifest(data)
-                assert (env, size, count) == (c.envelope, 1000, 5)
+                env, t, inline = opened_head(data)
+                assert (env, t.chunk_bytes, t.count, t.padded, inline) == \
+                    (c.envelope, 1000, 5, pad_size(4500), b"")
             else:
-                assert p.topic == f"doorstep/d/clip/{c.seq}/{p.part}"
+                assert p.topic == f"doorstep/d/a/{c.seq}/1000/{p.part}"
                 received[p.part] = data
             sender.on_puback(p, 0)
-    assert b"".join(received[i] for i in range(5)) == c.path.read_bytes()
+    body = b"".join(received[i] for i in range(5))
+    assert body[:4500] == c.path.read_bytes() and not any(body[4500:])
 
 
 def test_resume_skips_acknowledged_chunks(tmp_path: Path) -> None:
@@ -124,9 +138,9 @@ def drain_with_delay(sender: Sender, delay: float, start: float = 0.0,
 
 
 def test_window_grows_on_a_fast_link_and_shrinks_on_a_slow_one(tmp_path: Path) -> None:
-    box = Outbox(tmp_path, device="d", key=SigningKey.generate(), quota_bytes=10**8)
-    sender = Sender(Topics("doorstep/d/"), chunk_bytes=1000, in_flight=8, receipt_timeout=10,
-                    require_receipt=True, queue_delay=0.1)
+    box = Outbox(tmp_path, device="d", key=DEVICE_KEY, quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), SEALING, chunk_bytes=1000, in_flight=8,
+                    receipt_timeout=10, require_receipt=True, queue_delay=0.1)
     sender.on_connect()
     sender.add(box.put("clip", b"x" * 200_000, priority=3))
     fast = drain_with_delay(sender, 0.01)
@@ -141,9 +155,9 @@ def test_window_grows_on_a_fast_link_and_shrinks_on_a_slow_one(tmp_path: Path) -
 
 
 def test_one_burst_of_late_acks_halves_the_window_once(tmp_path: Path) -> None:
-    box = Outbox(tmp_path, device="d", key=SigningKey.generate(), quota_bytes=10**8)
-    sender = Sender(Topics("doorstep/d/"), chunk_bytes=1000, in_flight=8, receipt_timeout=10,
-                    require_receipt=True, queue_delay=0.1)
+    box = Outbox(tmp_path, device="d", key=DEVICE_KEY, quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), SEALING, chunk_bytes=1000, in_flight=8,
+                    receipt_timeout=10, require_receipt=True, queue_delay=0.1)
     sender.on_connect()
     sender.add(box.put("clip", b"x" * 200_000, priority=3))
     drain_with_delay(sender, 0.01)
@@ -170,7 +184,7 @@ def test_a_ring_overtakes_a_motion_snapshot_not_yet_on_the_wire(tmp_path: Path) 
     nxt = sender.next_publishes(0)
     assert [(p.seq, p.lane) for p in nxt] == [(ring.seq, Lane.RING)]
     ahead = sum(len(sender.payload(p)) for p in handed)
-    assert ahead <= sender.window * 1000 + 2000    # a window of chunks, not the snapshot
+    assert ahead <= sender.window * 3500    # a window of heads and chunks, not the snapshot
     # the snapshot still arrives whole, as a chunked artifact
     parts: dict[int, bytes] = {}
     pending = handed + nxt
@@ -180,9 +194,10 @@ def test_a_ring_overtakes_a_motion_snapshot_not_yet_on_the_wire(tmp_path: Path) 
                 parts[p.part] = sender.payload(p)
             sender.on_puback(p, 0)
         pending = sender.next_publishes(0)
-    env, chunk_bytes, count = unpack_chunked_manifest(parts.pop(MANIFEST))
-    assert env == snapshot.envelope and (chunk_bytes, count) == (1000, 111)
-    assert b"".join(parts[i] for i in range(count)) == snapshot.path.read_bytes()
+    env, t, _ = opened_head(parts.pop(MANIFEST))
+    assert env == snapshot.envelope and (t.chunk_bytes, t.count) == (1000, -(-t.padded // 1000))
+    body = b"".join(parts[i] for i in range(t.count))
+    assert body[:snapshot.size] == snapshot.path.read_bytes()
 
 
 def publish_all(sender: Sender, now: float) -> list[int]:
