@@ -215,7 +215,8 @@ class MotionDetector:
         # and the allowance at full size change slowly: they are made afresh every other
         # frame, and in between only follow the light.
         if self._frames % 2 or self._range is None:
-            limit = _double(self._allow)
+            limit = np.asarray(cv2.resize(self._allow, self.work,
+                                          interpolation=cv2.INTER_NEAREST), np.float32)
             limit *= np.float32(tu.spread_k)
             limit += np.float32(tu.noise_k * noise)
             self._range = (cv2.dilate(bg, self._kshift), cv2.erode(bg, self._kshift), limit)
@@ -236,7 +237,8 @@ class MotionDetector:
         lag = self._past[at] * pg
         lag += po
         flux = cv2.absdiff(xc, lag)
-        near = _double_mask(cv2.dilate(_above(flux, tu.diff_k * noise / 2.0), self._kernel3))
+        near = cv2.resize(cv2.dilate(_above(flux, tu.diff_k * noise / 2.0), self._kernel3),
+                          self.work, interpolation=cv2.INTER_NEAREST)
 
         # What moves: changed, differing now, in a zone, and dense enough to be an object.
         stirring = cv2.bitwise_and(changed, near)
@@ -434,20 +436,6 @@ def _quiet_around(busy: np.ndarray, tr: Track, margin: int = 2) -> bool:
     near = busy[max(0, tr.y0 // 2 - margin):min(h, tr.y1 // 2 + margin),
                 max(0, tr.x0 // 2 - margin):min(w, tr.x1 // 2 + margin)]
     return cv2.countNonZero(near) <= 0.05 * near.size
-
-
-def _double(a: np.ndarray) -> np.ndarray:
-    """A half-size float map at the work size: each value repeated 2x2 (as a nearest-neighbour
-    resize, and quicker in numpy for float32)."""
-    return a.repeat(2, axis=0).repeat(2, axis=1)
-
-
-def _double_mask(a: np.ndarray) -> np.ndarray:
-    """A half-size uint8 mask at the work size, each value repeated 2x2: along a row as one
-    16-bit value per pair of bytes (v * 257 is the bytes v, v), then each row twice. The same
-    as a nearest-neighbour resize, at a third of its cost."""
-    pairs = (a.astype(np.uint16) * np.uint16(257)).view(np.uint8)
-    return pairs.repeat(2, axis=0)
 
 
 def _above(a: np.ndarray, level: float) -> np.ndarray:

@@ -55,9 +55,9 @@ def fit_light(xs: np.ndarray, rs: np.ndarray) -> Light:
     d = xs - rs
     n = d.size
     half, tenth = n // 2, n // 10
-    offset = float(np.partition(d, half)[half])
+    offset = float(np.sort(d)[half])
     resid = np.abs(d - offset)
-    parts = np.partition(resid, (tenth, half))  # only these two ranks are read
+    parts = np.sort(resid)
     noise = float(parts[tenth]) / 0.1257  # the lowest decile of a half-normal
     keep = resid <= 3.0 * noise + 2.0
     explained = int(np.count_nonzero(keep)) / n
