@@ -1,9 +1,12 @@
 """A bounded hand-off between a network thread and a worker: at most ``max_items`` entries and
 ``max_bytes`` of payload wait at once. What does not fit is refused at once (counted, never
-blocking the network thread), so a flood cannot grow memory without bound. A leaf module."""
+blocking the network thread), so a flood cannot grow memory without bound. Entries offered as
+``urgent`` are taken before the others (first in, first out within each), so a ring is not
+handled after a clip's chunks that came before it. A leaf module."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from typing import Generic, TypeVar
@@ -13,7 +16,9 @@ T = TypeVar("T")
 
 class Handoff(Generic[T]):
     def __init__(self, max_items: int, max_bytes: int) -> None:
-        self._queue: queue.Queue[tuple[T, int]] = queue.Queue()
+        # (rank, arrival, entry, size): arrivals are unique, so entries are never compared
+        self._queue: queue.PriorityQueue[tuple[int, int, T, int]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._lock = threading.Lock()
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -21,7 +26,7 @@ class Handoff(Generic[T]):
         self.bytes = 0
         self.refused = 0
 
-    def offer(self, item: T, size: int) -> bool:
+    def offer(self, item: T, size: int, *, urgent: bool = False) -> bool:
         """Queue ``item`` (``size`` bytes) if it fits; False (and counted) if not."""
         with self._lock:
             if self.items + 1 > self.max_items or self.bytes + size > self.max_bytes:
@@ -29,28 +34,30 @@ class Handoff(Generic[T]):
                 return False
             self.items += 1
             self.bytes += size
-        self._queue.put((item, size))
+            n = next(self._order)
+        self._queue.put((0 if urgent else 1, n, item, size))
         return True
 
     def put_control(self, item: T) -> None:
         """Queue a control entry (a wake-up, a stop) whatever the bounds: never refused."""
         with self._lock:
             self.items += 1
-        self._queue.put((item, 0))
+            n = next(self._order)
+        self._queue.put((1, n, item, 0))
 
     def empty(self) -> bool:
         return self._queue.empty()
 
     def get(self, timeout: float | None = None) -> T:
         """The next entry; raises queue.Empty after ``timeout`` seconds."""
-        item, size = self._queue.get(timeout=timeout)
+        _, _, item, size = self._queue.get(timeout=timeout)
         with self._lock:
             self.items -= 1
             self.bytes -= size
         return item
 
     def get_nowait(self) -> T:
-        item, size = self._queue.get_nowait()
+        _, _, item, size = self._queue.get_nowait()
         with self._lock:
             self.items -= 1
             self.bytes -= size

@@ -175,7 +175,9 @@ class Inbox:
         self.connected.clear()
 
     def _cb_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if not self._work.offer(msg, len(msg.payload)):
+        # heads first: a ring's head (its event inside) is not stored after the chunks of a
+        # clip that were queued before it (on loopback a 2.5 MB clip is 150 chunks)
+        if not self._work.offer(msg, len(msg.payload), urgent=msg.topic.endswith("/m")):
             self._dropped(f"flooded: over {self._work.max_bytes} bytes or "
                           f"{self._work.max_items} messages waiting", source="flood")
 

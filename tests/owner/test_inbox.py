@@ -433,3 +433,26 @@ def test_canonical_numbers_are_read() -> None:
     assert canonical_int("1234567", "clip sequence", lo=1) == 1234567
     with pytest.raises(SealError):
         canonical_int("0", "clip sequence", lo=1)
+
+
+def test_a_ring_head_is_handled_before_clip_chunks_queued_ahead_of_it(tmp_path: Path) -> None:
+    """On loopback a doorbell hands the inbox a 2.5 MB clip's 150 chunks faster than it
+    stores them; a ring's head that arrives after them is taken first, not after the clip."""
+    party = make_party(tmp_path / "home")
+    inbox = inbox_for(tmp_path, party)
+    box = device_outbox(tmp_path / "outbox", party)
+    clip = put_clip(box, party, 40 * CHUNK)
+    ring = put_event(box, party)
+    messages = clip_messages(clip, party)[1] + wire_messages(ring, party)
+
+    def received(topic: str, payload: bytes) -> mqtt.MQTTMessage:
+        msg = mqtt.MQTTMessage(topic=topic.encode())
+        msg.payload = payload
+        return msg
+
+    for topic, payload in messages:                    # as paho's network thread hands them
+        inbox._cb_message(inbox.client, None, received(topic, payload))
+    first = inbox._work.get(timeout=1)
+    assert first is not None and first.topic == f"doorstep/{DEVICE}/a/{ring.seq}/m"
+    rest = [inbox._work.get(timeout=1) for _ in range(len(messages) - 1)]
+    assert [m.topic for m in rest if m is not None] == [t for t, _ in messages[:-1]]
