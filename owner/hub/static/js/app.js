@@ -236,7 +236,7 @@ function modes(d, s) {
 // The whole chain, checked here: every signed manifest from seq 1, 500 at a time, each link
 // to the one before. What was checked is remembered (the last seq and its hash, and the
 // problems found), so the next visit checks only what is new.
-const checking = new Map();
+const checking = new Map(), answers = new Map();
 async function checkWholeChain(d, show) {
   if (checking.has(d.id)) return checking.get(d.id);
   const run = (async () => {
@@ -289,7 +289,9 @@ async function devicesView() {
     show({ checked: 0, problems: [], done: false });
     checkWholeChain(d, show).then((r) => show({ ...r, done: true }))
       .catch((e) => { chainEl.textContent = `the chain could not be checked: ${e.message}`; chainEl.className = "bad"; });
-    const answer = h("p", { class: "answer", id: `answer-${d.id}` });
+    // kept across re-renders (each status re-draws the page), so an answer on its way lands
+    if (!answers.has(d.id)) answers.set(d.id, h("p", { class: "answer", id: `answer-${d.id}` }));
+    const answer = answers.get(d.id);
     const send = (action) => async () => {
       answer.textContent = `Sending ${action}…`;
       try {
