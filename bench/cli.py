@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from doorstep.bench.app import app_row
 from doorstep.bench.child import ChildRun, doorstep_command, run_child
 from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
@@ -367,7 +368,7 @@ class Bench:
             steps += [(3, lambda: [self.cpu_share()]), (4, lambda: [self.memory()]),
                       (5, lambda: [self.ring()]), (6, lambda: [self.onset()]),
                       (7, lambda: [self.wear(cache["runs"])]), (8, lambda: [self.startup()]),
-                      (9, lambda: [self.inbox()])]
+                      (9, lambda: [self.inbox()]), (10, lambda: [app_row(self)])]
             for number, step in steps:
                 if number not in rows and number != 1:
                     continue
@@ -391,7 +392,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="inputs, work files and results (default: bench-out)")
     p.add_argument("--json", metavar="FILE",
                    help="write the JSON here (default: DIR/bench-<time>.json and DIR/latest.json)")
-    p.add_argument("--rows", default="1-9", metavar="LIST",
+    p.add_argument("--rows", default="1-10", metavar="LIST",
                    help="rows to run, e.g. 1,5 or 3-4 (default: all)")
     p.add_argument("--presses", type=int, metavar="N", help="ring presses per case (row 5)")
     p.set_defaults(func=run)
@@ -405,8 +406,8 @@ def parse_rows(text: str) -> set[int]:
             rows.update(range(int(lo), int(hi or lo) + 1))
         except ValueError as exc:
             raise DoorstepError(f"--rows: {part!r} is not a row number or range") from exc
-    if not rows <= set(range(1, 10)):
-        raise DoorstepError(f"--rows: rows are 1 to 9, not {sorted(rows - set(range(1, 10)))}")
+    if not rows <= set(range(1, 11)):
+        raise DoorstepError(f"--rows: rows are 1 to 10, not {sorted(rows - set(range(1, 11)))}")
     return rows
 
 

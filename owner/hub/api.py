@@ -114,10 +114,10 @@ async def command(request: web.Request) -> web.Response:
     """Relay a command the browser signed; answer with the doorbell's signed answer."""
     hub = request.app[HUB]
     device = request.match_info["device"]
+    if request.content_length is None or request.content_length > MAX_CONTROL:
+        return refuse(413, f"upload too large: a command is at most {MAX_CONTROL} bytes")
     if hub.relay is None:
         return refuse(503, "the hub has no broker connection")
-    if request.content_length is None or request.content_length > MAX_CONTROL:
-        return refuse(413, f"a command is at most {MAX_CONTROL} bytes")
     payload = await request.read()
     try:
         body = json.loads(payload)["body"]

@@ -69,6 +69,10 @@ def send(subscription: dict[str, Any], data: bytes, vapid: Vapid, *,
         status = exc.response.status_code if exc.response is not None else 0
         log.warning("hub: push to %s failed: %s", _host(subscription), status or exc)
         return status
+    except OSError as exc:      # requests' errors are OSErrors: unreachable, refused, timeout
+        # the push service cannot be reached: the other browsers still get theirs
+        log.warning("hub: push service %s unreachable: %s", _host(subscription), exc)
+        return 0
     return int(getattr(response, "status_code", 201))
 
 

@@ -9,6 +9,7 @@ import bisect
 import json
 import logging
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class Timeline:
         self._sorted: list[Entry] = []
         self._by_key: dict[tuple[str, int], Entry] = {}
         self._offsets: dict[str, int] = {}
+        self._chains: dict[str, dict[str, Any]] = {}     # per device, until it changes
         self.refresh()
 
     def devices(self) -> list[str]:
@@ -63,20 +65,26 @@ class Timeline:
         for d in [device] if device else self.devices():
             path = self.store / d / "index.jsonl"
             try:
-                with path.open("rb") as f:
-                    f.seek(self._offsets.get(d, 0))
-                    data = f.read()
+                f = path.open("rb")
             except FileNotFoundError:
                 continue
-            end = data.rfind(b"\n") + 1         # a line still being written waits
-            with self._lock:
-                self._offsets[d] = self._offsets.get(d, 0) + end
-                for line in data[:end].splitlines():
+            # line by line, not the whole index at once: at 100,000 artifacts a whole read
+            # (and its list of lines) doubled the hub's peak memory as it started
+            with f, self._lock:
+                f.seek(self._offsets.get(d, 0))
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break                    # a line still being written waits
+                    self._offsets[d] = self._offsets.get(d, 0) + len(line)
                     entry = _entry(d, line)
                     if entry is not None and (d, entry.seq) not in self._by_key:
                         self._by_key[(d, entry.seq)] = entry
-                        bisect.insort(self._sorted, entry)
+                        if not self._sorted or self._sorted[-1] < entry:
+                            self._sorted.append(entry)      # the usual case: newest last
+                        else:
+                            bisect.insort(self._sorted, entry)
                         new.append(entry)
+                        self._chains.pop(d, None)
         return new
 
     def __len__(self) -> int:
@@ -102,24 +110,31 @@ class Timeline:
         """Gaps (missing seqs) and forks (signed manifests that contradict a stored one), as
         the store shows them; the app checks signatures and links itself."""
         with self._lock:
-            seqs = sorted(s for d, s in self._by_key if d == device)
-        gaps: list[str] = []
-        expected = 1
-        for s in seqs:
-            if s > expected and len(gaps) < MAX_GAPS:
-                gaps.append(str(expected) if s - 1 == expected else f"{expected}-{s - 1}")
-            expected = s + 1
+            cached = self._chains.get(device)
+            if cached is None:
+                cached = self._chains[device] = _gaps(
+                    sorted(s for d, s in self._by_key if d == device))
         conflicts = self.store / device / CONFLICTS
         forks = sorted({int(p.name.split(".")[0]) for p in conflicts.glob("*.json")}
                        ) if conflicts.is_dir() else []
-        return {"artifacts": len(seqs), "last_seq": seqs[-1] if seqs else 0, "gaps": gaps,
-                "forks": forks[:MAX_GAPS]}
+        return {**cached, "forks": forks[:MAX_GAPS]}
+
+
+def _gaps(seqs: list[int]) -> dict[str, Any]:
+    """How many, the last, and the missing spans (the first MAX_GAPS) of sorted seqs."""
+    gaps: list[str] = []
+    expected = 1
+    for s in seqs:
+        if s > expected and len(gaps) < MAX_GAPS:
+            gaps.append(str(expected) if s - 1 == expected else f"{expected}-{s - 1}")
+        expected = s + 1
+    return {"artifacts": len(seqs), "last_seq": seqs[-1] if seqs else 0, "gaps": gaps}
 
 
 def _entry(device: str, line: bytes) -> Entry | None:
     try:
         d = json.loads(line)
-        return Entry(float(d["created"]), device, int(d["seq"]), str(d["kind"]),
+        return Entry(float(d["created"]), device, int(d["seq"]), sys.intern(str(d["kind"])),
                      int(d["size"]), str(d.get("parent", "")), int(d.get("priority", 0)))
     except (ValueError, KeyError, TypeError):
         log.warning("hub: %s: skipping an unreadable index line", device)

@@ -1,4 +1,4 @@
-"""The quick benchmark still measures every row: each of the eight rows yields a finite figure
+"""The quick benchmark still measures every row: each of the ten rows yields a finite figure
 and a finite baseline, in the printed table and in the JSON. Row 6 needs the labelled motion set
 of the shared data; where that is absent it says "no labelled set" and the run still passes.
 Speed is never asserted here."""
@@ -34,7 +34,7 @@ def quick_bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None
 def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
     labelled = labelled_set()  # what the bench will find: the same rule, the same environment
     done, doc = quick_bench(tmp_path)
-    assert [r["number"] for r in doc["rows"]] == list(range(1, 10))
+    assert [r["number"] for r in doc["rows"]] == list(range(1, 11))
     for row in doc["rows"]:
         if row["number"] == 6 and labelled.path is None:
             assert (row["absent"], row["lines"], row["complete"]) == ("no labelled set", [],
@@ -48,7 +48,7 @@ def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
         assert head["baseline"] is not None and head["baseline"]["median"] is not None, \
             row["title"]
         assert row["complete"], row["title"]
-    for number in range(1, 10):
+    for number in range(1, 11):
         assert any(line.startswith(f"{number} ") for line in done.stdout.splitlines()), number
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from doorstep.agent.service import Service
+from doorstep.bench.browser import chromium as chromium
+from doorstep.bench.browser import grant_notifications
+from doorstep.bench.browser import have_chromium as have_chromium
 from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
@@ -26,30 +28,6 @@ from doorstep.owner.hub.server import HubConfig, HubServer
 from doorstep.owner.keys import make_owner, make_signing
 from doorstep.protocol.connect import Broker
 from doorstep.protocol.keys import SigningKey
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-def have_chromium() -> bool:
-    return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
-
-
-def chromium(profile: Path, width: int = 1100, height: int = 1000) -> Any:
-    """Headless Chromium as CI runs it: root, no display, no network but loopback."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-quic",
-                "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
-                f"--window-size={width},{height}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
 
 
 def wait_for(what: Callable[[], Any], timeout: float = 60.0, message: str = "") -> Any:
@@ -157,12 +135,6 @@ def household(root: Path, *, clip: Path = BUNDLED_CLIP) -> Household:
                        realtime=False)
     return Household(root, broker, hub, device_key, root / "owner-command.key",
                      root / "owner.key", text)
-
-
-def grant_notifications(driver: Any, url: str) -> None:
-    origin = url.rstrip("/")
-    driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": origin,
-                                                        "permissions": ["notifications"]})
 
 
 def notifications(driver: Any) -> list[dict[str, Any]]:

@@ -46,8 +46,8 @@ def main(out: Path) -> int:
         """)
         driver.save_screenshot(str(out / "app-player.png"))
         driver.get(house.url + "#devices")
-        wait_for(lambda: driver.find_elements("css selector", ".device dd.good, .device dd.bad"),
-                 60, "the device page")
+        wait_for(lambda: driver.find_elements("css selector", ".device dd[data-done='1']"),
+                 60, "the device page, its whole chain checked")
         driver.save_screenshot(str(out / "app-device.png"))
         driver.set_window_size(460, 420)
         driver.get("about:blank")

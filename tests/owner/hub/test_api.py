@@ -119,6 +119,32 @@ def test_no_session_no_api(hub: HubServer) -> None:
     assert status == 401
 
 
+def test_changes_without_a_valid_session_are_refused_and_change_nothing(hub: HubServer
+                                                                      ) -> None:
+    code, _ = new_code(hub.cfg.home / "hub" / "enrol")
+    enrol(hub, code)
+    before = snapshot(hub)
+    for path, body in (("/api/notifications", b'{"quiet": "22:00-07:00"}'),
+                       ("/api/devices/porch/command", b'{"body": {}}'),
+                       ("/api/shares?device=porch&seq=1&to=age1x", b"x" * 100),
+                       ("/api/session", b'{"browser": "x", "nonce": "y", "sig": "z"}')):
+        for cookie in ("", "ds_session=forged"):
+            status, doc, headers = call(hub, "POST", path, body, cookie=cookie)
+            assert status in (401, 403), (path, cookie, status)
+            assert "error" in doc and "Set-Cookie" not in headers, (path, doc)
+    assert snapshot(hub) == before
+
+
+def test_an_oversized_command_is_refused(hub: HubServer) -> None:
+    code, _ = new_code(hub.cfg.home / "hub" / "enrol")
+    _, _, cookie = enrol(hub, code)
+    before = snapshot(hub)
+    status, doc, _ = call(hub, "POST", "/api/devices/porch/command", b"{" + b" " * 8000 + b"}",
+                          cookie=cookie)
+    assert status == 413 and "upload too large" in doc["error"], doc
+    assert snapshot(hub) == before
+
+
 def test_cross_site_requests_are_refused_and_change_nothing(hub: HubServer) -> None:
     code, _ = new_code(hub.cfg.home / "hub" / "enrol")
     _, _, cookie = enrol(hub, code)

@@ -3,7 +3,7 @@
 // (seal.js); the hub only ever hands over ciphertext and signed manifests.
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
-import { notify, describe } from "/static/js/notify.js";
+import { notify, describe, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
 const main = () => $("#main");
@@ -78,9 +78,9 @@ async function openItem(it) {
   const key = `${it.device}/${it.seq}`;
   if (!opened.has(key)) {
     try {
-      const { manifest, plain } = await seal.fetchOpen(it.device, it.seq);
-      opened.set(key, it.kind === "event" ? { manifest, body: JSON.parse(new TextDecoder().decode(plain)) }
-        : { manifest, blob: new Blob([plain], { type: it.kind === "snapshot" ? "image/jpeg" : "video/mp4" }) });
+      const { manifest, plain, cutShort } = await seal.fetchOpen(it.device, it.seq);
+      opened.set(key, manifest.kind === "event" ? { manifest, body: JSON.parse(new TextDecoder().decode(plain)) }
+        : { manifest, cutShort, blob: new Blob([plain], { type: manifest.kind === "snapshot" ? "image/jpeg" : "video/mp4" }) });
     } catch (err) { opened.set(key, { error: err, tampered: err instanceof seal.Tampered }); }
   }
   return opened.get(key);
@@ -104,25 +104,31 @@ function cards() {
       out.push({ it, type: body.type, body });
     } else if (it.kind === "clip" || it.kind === "clip_partial") {
       if (!items.some((e) => e.device === it.device && opened.get(`${e.device}/${e.seq}`)?.body?.clip_seq === it.seq)) {
-        out.push({ it, type: "clip", body: null });
+        out.push({ it, type: "clip", body: null, cutShort: it.kind === "clip_partial" });
       }
     }
   }
   return out;
 }
 
+// A clip's picture: the thumbnail of the ring or motion event that started it (its trigger
+// time), else of an event during it, else of the latest event before it (a clip split from a
+// long recording); a clip whose event has not arrived yet is placed by its artifact's time.
 function thumbFor(card) {
   if (card.body?.thumbnail) return "data:image/jpeg;base64," + card.body.thumbnail;
-  if (card.type === "clip" && card.body) {       // the ring or motion event that started it
-    const start = card.body.start_wall, end = start + card.body.duration;
-    for (const e of items) {
-      const b = opened.get(`${e.device}/${e.seq}`)?.body;
-      if (e.device === card.it.device && b?.thumbnail && b.time >= start - 1 && b.time <= end) {
-        return "data:image/jpeg;base64," + b.thumbnail;
-      }
-    }
+  if (card.type !== "clip") return null;
+  const b = card.body;
+  const end = b ? b.start_wall + b.duration : card.it.created;
+  const start = b ? b.start_wall : end - 130;
+  let best = null, score = Infinity;
+  for (const e of items) {
+    const ev = opened.get(`${e.device}/${e.seq}`)?.body;
+    if (e.device !== card.it.device || !ev?.thumbnail || ev.time > end + 1) continue;
+    const s = b && Math.abs(ev.time - b.trigger_wall) <= 1 ? 0
+      : ev.time >= start - 1 ? 1 + (ev.time - start) / 1e6 : 2 + (start - ev.time);
+    if (s < score && s < 2 + 600) { best = ev.thumbnail; score = s; }
   }
-  return null;
+  return best ? "data:image/jpeg;base64," + best : null;
 }
 
 const day = (t) => new Date(t * 1000).toLocaleDateString(undefined, { weekday: "long", day: "numeric", month: "long" });
@@ -132,7 +138,7 @@ function cardView(card) {
   const { it, type, body } = card;
   const thumb = thumbFor(card);
   const target = type === "clip" ? `#clip/${it.device}/${body ? body.clip_seq : it.seq}` : `#event/${it.device}/${it.seq}`;
-  const title = type === "clip" ? `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}` :
+  const title = type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
     describe(body || { type }).title;
   return h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
     thumb ? h("img", { src: thumb, alt: "" }) : h("div", { class: "noimg" }, type === "tampered" ? "⚠" : "▶"),
@@ -209,6 +215,8 @@ async function clipView(device, seq) {
     } catch (err) { result.textContent = "Share refused: " + err.message; }
   };
   main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
+    got.cutShort ? h("p", { id: "cut-short", class: "bad" }, "Cut short: the doorbell stopped while recording " +
+      "(a crash or power loss). This is what it had sealed; the end is missing.") : null,
     h("p", {}, `verified: signed by ${device}, ${got.manifest.size} bytes, chain hash ${got.manifest.hash.slice(0, 12)}…`),
     video, h("h3", {}, "Share this clip with one person"),
     h("p", {}, "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
@@ -216,14 +224,74 @@ async function clipView(device, seq) {
 }
 
 // -- the doorbells ----------------------------------------------------------------------------
+// What the page knows of a doorbell's modes: its last status says (armed, privacy), or nothing.
+function modes(d, s) {
+  if (typeof s.armed !== "boolean") {
+    return d.last_seen ? "not in its last status" : "unknown: not seen online since the hub started";
+  }
+  const now = `${s.armed ? "armed" : "disarmed"}${s.privacy ? ", privacy on" : ""}`;
+  return d.online ? now : `${now} when last seen`;
+}
+
+// The whole chain, checked here: every signed manifest from seq 1, 500 at a time, each link
+// to the one before. What was checked is remembered (the last seq and its hash, and the
+// problems found), so the next visit checks only what is new.
+const checking = new Map(), answers = new Map();
+async function checkWholeChain(d, show) {
+  if (checking.has(d.id)) return checking.get(d.id);
+  const run = (async () => {
+    const saved = (await db.get(`chain/${d.id}`)) || { seq: 0, hash: "", checked: 0, problems: [] };
+    let { seq: last, hash: lastHash, checked } = saved;
+    const problems = [...saved.problems];
+    const gap = (a, b) => problems.push(a === b ? `missing seq ${a}` : `missing seq ${a}-${b}`);
+    for (let from = last + 1; from <= d.chain.last_seq; from += 500) {
+      const to = Math.min(from + 499, d.chain.last_seq);
+      const page = await api(`/api/devices/${d.id}/manifests?from=${from}&to=${to}`);
+      for (const { seq, env } of page.manifests) {
+        let m;
+        try { m = await seal.verifyEnvelope(d.id, new TextEncoder().encode(env)); }
+        catch (e) { problems.push(`seq ${seq}: ${e.message}`); last = seq; lastHash = ""; continue; }
+        if (seq > last + 1) gap(last + 1, seq - 1);
+        else if (lastHash && m.prev !== lastHash) problems.push(`seq ${seq}: does not link to seq ${seq - 1} (fork or forgery)`);
+        else if (seq === 1 && m.prev !== "") problems.push("seq 1: links to something before it");
+        last = seq; lastHash = m.hash; checked += 1;
+      }
+      if (page.manifests.length === 0 || last < to) { gap(last + 1, to); last = to; lastHash = ""; }
+      show({ checked, last, problems, done: false });
+    }
+    const result = { seq: last, hash: lastHash, checked, problems: problems.slice(0, 50) };
+    await db.put(`chain/${d.id}`, result);
+    return result;
+  })().finally(() => checking.delete(d.id));
+  checking.set(d.id, run);
+  return run;
+}
+
+function chainText(d, c) {
+  const forks = d.chain.forks.length ? `forks at seq ${d.chain.forks.join(", ")} (conflicting signed manifests)` : "no forks";
+  const where = `${d.chain.artifacts} artifacts to seq ${d.chain.last_seq}`;
+  if (!c.done) return `${where}; ${forks}; checking the whole chain here: ${c.checked} signatures and links so far…`;
+  return `${where}; ${forks}; this browser checked all ${c.checked} signatures and links from seq 1: ` +
+    (c.problems.length ? c.problems.join("; ") : "no gaps, all good");
+}
+
 async function devicesView() {
   const doc = await api("/api/devices");
   devices = doc.devices;
   const rows = await Promise.all(devices.map(async (d) => {
     const s = d.status || {}, health = s.health || {};
-    const env = await api(`/api/devices/${d.id}/manifests?from=${Math.max(1, d.chain.last_seq - 199)}&to=${d.chain.last_seq}`);
-    const chain = await seal.checkChain(d.id, env.manifests);
-    const answer = h("p", { class: "answer", id: `answer-${d.id}` });
+    const chainEl = h("dd", { id: `chain-${d.id}`, class: d.chain.forks.length ? "bad" : "" });
+    const show = (c) => {
+      chainEl.textContent = chainText(d, c);
+      chainEl.className = d.chain.forks.length || c.problems.length ? "bad" : c.done ? "good" : "";
+      chainEl.dataset.done = c.done ? "1" : "";
+    };
+    show({ checked: 0, problems: [], done: false });
+    checkWholeChain(d, show).then((r) => show({ ...r, done: true }))
+      .catch((e) => { chainEl.textContent = `the chain could not be checked: ${e.message}`; chainEl.className = "bad"; });
+    // kept across re-renders (each status re-draws the page), so an answer on its way lands
+    if (!answers.has(d.id)) answers.set(d.id, h("p", { class: "answer", id: `answer-${d.id}` }));
+    const answer = answers.get(d.id);
     const send = (action) => async () => {
       answer.textContent = `Sending ${action}…`;
       try {
@@ -237,8 +305,6 @@ async function devicesView() {
         answer.className = ack.ok ? "answer good" : "answer bad";
       } catch (err) { answer.textContent = `${action}: ${err.message}`; answer.className = "answer bad"; }
     };
-    const gaps = d.chain.gaps.length ? `missing seq ${d.chain.gaps.join(", ")}` : "no gaps";
-    const forks = d.chain.forks.length ? `forks at seq ${d.chain.forks.join(", ")}` : "no forks";
     return h("article", { class: "device", id: `device-${d.id}` },
       h("h2", {}, d.id, " ", h("span", { class: d.online ? "good" : "bad" }, d.online ? "online" : "offline")),
       h("dl", {},
@@ -246,10 +312,8 @@ async function devicesView() {
         h("dt", {}, "temperature"), h("dd", {}, health.cpu_temp_c != null ? `${health.cpu_temp_c} °C` : "not reported"),
         h("dt", {}, "disk"), h("dd", {}, health.disk_used_percent != null ? `${health.disk_used_percent}% used` : "not reported"),
         h("dt", {}, "outbox"), h("dd", {}, s.outbox ? `${s.outbox.depth} waiting (${s.outbox.bytes} bytes)` : "not reported"),
-        h("dt", {}, "modes"), h("dd", {}, s.state === "online" ? `${s.armed ? "armed" : "disarmed"}${s.privacy ? ", privacy on" : ""}` : "?"),
-        h("dt", {}, "chain"), h("dd", { class: d.chain.gaps.length || d.chain.forks.length || chain.problems.length ? "bad" : "good", id: `chain-${d.id}` },
-          `${d.chain.artifacts} artifacts to seq ${d.chain.last_seq}: ${gaps}, ${forks}; ` +
-          `this browser checked ${chain.checked} signatures and links: ${chain.problems.length ? chain.problems.join("; ") : "all good"}`)),
+        h("dt", {}, "modes"), h("dd", { id: `modes-${d.id}` }, modes(d, s)),
+        h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer);
   }));
@@ -271,8 +335,9 @@ async function settingsView() {
       h("button", { onclick: async () => { status.textContent = await subscribePush(me.vapid); } }, "Turn on push")),
     motion, h("label", {}, " Quiet hours ", quiet),
     h("button", { id: "save-notifications", onclick: async () => {
-      await post("/api/notifications", { motion: [...document.querySelectorAll(".motion:checked")].map((c) => c.value),
+      const doc = await post("/api/notifications", { motion: [...document.querySelectorAll(".motion:checked")].map((c) => c.value),
         quiet: quiet.value, tz_offset: -new Date().getTimezoneOffset() });
+      await db.put("me", { ...(await db.get("me")), motion: doc.browser.motion, quiet: doc.browser.quiet });
       status.textContent = "Saved.";
     } }, "Save"), status,
     h("h2", {}, "Import the owner's key"), h("p", {}, "Opens everything sealed to owner.key, including what was recorded before this browser was enrolled. It is kept non-extractable."),
@@ -308,13 +373,15 @@ function listen() {
   const live = new EventSource("/api/live");
   live.addEventListener("stored", async (e) => {
     const it = JSON.parse(e.data);
+    (window.__news ||= {})[`${it.device}/${it.seq}`] = Date.now();   // for the bench (row 10)
     if (items.some((i) => i.device === it.device && i.seq === it.seq)) return;
     items.unshift(it);
     items.sort((a, b) => b.created - a.created || b.seq - a.seq);
     if (it.kind === "event") {
       const got = await openItem(it);
       const me = await db.get("me");
-      if (got.body) await notify(got.body, it, { motion: (me.motion || []).includes(it.device) });
+      const motion = (me.motion || []).includes(it.device) && !quietNow(me.quiet);
+      if (got.body) await notify(got.body, it, { motion });
     }
     if (["", "#timeline"].includes(location.hash)) timelineView();
   });
@@ -330,7 +397,8 @@ async function start() {
     try { await signIn(me); } catch { return enrolView(); }
   }
   const now = await api("/api/me");
-  await db.put("me", { ...me, devices: { ...now.devices, ...me.devices }, motion: now.browser.motion });
+  await db.put("me", { ...me, devices: { ...now.devices, ...me.devices }, motion: now.browser.motion,
+    quiet: now.browser.quiet });
   $("nav").hidden = false;
   listen();
   window.addEventListener("hashchange", route);

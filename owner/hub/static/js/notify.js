@@ -9,6 +9,16 @@ export function describe(body) {
   return { title: t === "unreadable" ? "Cannot open" : t, kind: t };
 }
 
+// Is this moment inside quiet hours "HH:MM-HH:MM" (the browser's local time)? The hub applies
+// the same rule to Web Push (owner/hub/push.py quiet_now).
+export function quietNow(quiet, date = new Date()) {
+  const m = /^(\d\d):(\d\d)-(\d\d):(\d\d)$/.exec(quiet || "");
+  if (!m) return false;
+  const start = +m[1] * 60 + +m[2], end = +m[3] * 60 + +m[4];
+  const local = date.getHours() * 60 + date.getMinutes();
+  return start <= end ? start <= local && local < end : local >= start || local < end;
+}
+
 export async function notify(body, it, { motion = false } = {}) {
   const d = describe(body);
   if (d.kind !== "ring" && !(d.kind === "motion" && motion)) return false;
@@ -20,5 +30,7 @@ export async function notify(body, it, { motion = false } = {}) {
     requireInteraction: d.kind === "ring", renotify: false,
     data: { open: `#event/${it.device}/${it.seq}`, pressed: body.pressed || body.time, shown: Date.now() / 1000 },
   });
+  // when each notification was up, for the bench (row 10) and the tests; never sent anywhere
+  (globalThis.__shown ||= []).push({ tag: `${it.device}/${it.seq}`, at: Date.now() });
   return true;
 }
