@@ -58,7 +58,8 @@ def inbox_process(keys: Keys, store: Path, port: int) -> Iterator[subprocess.Pop
     proc = subprocess.Popen(
         [sys.executable, "-m", "doorstep.cli", "inbox", "--store", str(store),
          "--key", str(keys.inbox_key), "--devices", str(devices),
-         "--host", "127.0.0.1", "--port", str(port), "--no-tls"],
+         # its own group: a hub the bench runs (row 10) gets its own copy of everything
+         "--group", "doorstep-bench", "--host", "127.0.0.1", "--port", str(port), "--no-tls"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc
@@ -72,7 +73,8 @@ def inbox_process(keys: Keys, store: Path, port: int) -> Iterator[subprocess.Pop
         log.close()
 
 
-def config_text(keys: Keys, data_dir: Path, source: Path, port: int, **knobs: Any) -> str:
+def config_text(keys: Keys, data_dir: Path, source: Path, port: int, *, device: str = "",
+                **knobs: Any) -> str:
     """doorstep.toml for one bench run. Knobs (defaults are the shipped defaults, except where
     the bench needs a fixed encoder): realtime, loop, motion, preroll, postroll, clip_max,
     repeat_window, button, chunk_bytes, in_flight, lores (w, h), preset."""
@@ -90,12 +92,14 @@ def config_text(keys: Keys, data_dir: Path, source: Path, port: int, **knobs: An
     def b(v: bool) -> str:
         return "true" if v else "false"
 
-    run = next(_runs)
-    if run > MAX_RUNS:
-        raise ValueError(f"config_text: more than {MAX_RUNS} agents in one bench run")
+    if not device:                  # a new doorbell, known to the bench's inbox
+        run = next(_runs)
+        if run > MAX_RUNS:
+            raise ValueError(f"config_text: more than {MAX_RUNS} agents in one bench run")
+        device = f"{DEVICE}-{run}"
     return f"""
 [device]
-id = "{DEVICE}-{run}"
+id = "{device}"
 data_dir = "{data_dir}"
 key_file = "{keys.device_key}"
 
