@@ -26,7 +26,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from doorstep.broker import Mosquitto
 from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
@@ -44,11 +47,14 @@ class NetnsUnavailable(DoorstepError):
 class Shape:
     """The device's uplink: ``rate`` bits/s through a tbf qdisc with ``burst`` bytes of bucket
     and a queue that holds at most ``latency`` seconds of data at that rate (tc-tbf(8));
-    ``down``: the same for the other direction, or None for an unshaped downlink. The defaults
-    are a DSL/cable uplink's: 2 Mbit/s, a 16 KB bucket and up to 200 ms of queue."""
+    ``down``: the same for the other direction, or None for an unshaped downlink (a home's
+    downlink is many times faster than its uplink). The defaults are a DSL uplink's: 2 Mbit/s,
+    a bucket of two full frames (a modem's line rate has no burst to speak of; a bigger bucket
+    would let a lone 19 KB ring event through faster than the line could carry it) and up to
+    200 ms of queue in front of it, as in a home router."""
 
     rate: int = 2_000_000
-    burst: int = 16_000
+    burst: int = 3028
     latency: float = 0.2
     down: int | None = None
 
@@ -203,5 +209,26 @@ class ShapedLink:
         return _run("tc", "-n", self.netns, "-s", "qdisc", "show", "dev", self.device_if)
 
     def drops(self) -> int:
+        """Packets the device's qdisc dropped (its queue was full): TCP sends them again."""
         m = re.search(r"dropped (\d+)", self.qdisc_stats())
         return int(m.group(1)) if m else 0
+
+    def bytes_sent(self) -> int:
+        """Bytes the device's qdisc has passed on (headers included)."""
+        m = re.search(r"Sent (\d+) bytes", self.qdisc_stats())
+        return int(m.group(1)) if m else 0
+
+
+class LinkBroker(Mosquitto):
+    """The bench's Mosquitto listening on loopback, as usual, and on ``host`` too (the
+    shaped link's root end) at the same port, where the device reaches it."""
+
+    def __init__(self, host: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link_host = host
+
+    def _conf(self) -> Path:
+        conf = super()._conf()
+        with conf.open("a") as f:
+            f.write(f"listener {self.port} {self.link_host}\n")
+        return conf
