@@ -101,3 +101,35 @@ def test_parallel_links_do_not_collide() -> None:
         assert a.netns in _netns_names() and b.netns in _netns_names()
     names = _netns_names()
     assert a.netns not in names and b.netns not in names
+
+
+def test_a_device_client_reaches_the_bench_broker_over_the_link() -> None:
+    """Row 5's wiring: the broker listens on loopback and on the link's root end; a client made
+    in the device's namespace goes over the veth pair, the subscriber on loopback does not."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from doorstep.bench.netns import LinkBroker
+    from doorstep.bench.ring import LINK_BPS, Subscriber, via
+
+    with ShapedLink() as link, LinkBroker(link.host) as broker:
+        sub = Subscriber(broker.port, "bench/t")
+        try:
+            with via(broker.port, LINK_BPS, link) as path:
+                assert (path.name, path.host, path.port) == ("tc tbf", link.host, broker.port)
+                sent = path.bytes_up()
+                with path.device():
+                    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="netns-test")
+                    client.connect(path.host, path.port)
+                    client.loop_start()
+                sock = client.socket()
+                assert sock is not None and sock.getsockname()[0] == link.device_addr
+                client.publish("bench/t", b"0123456789abcdef-over-the-link", qos=1)
+                assert sub.wait_for(b"0123456789abcdef", 10) is not None
+                client.loop_stop()
+                client.disconnect()
+                assert path.bytes_up() > sent
+        finally:
+            sub.close()
+    with via(1883, LINK_BPS, None) as path:
+        assert path.name == "token bucket" and path.host == "127.0.0.1" and path.port != 1883
