@@ -5,6 +5,7 @@ bytes pushed as fast as a socket can, from inside the device's namespace, arrive
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -133,3 +134,21 @@ def test_a_device_client_reaches_the_bench_broker_over_the_link() -> None:
             sub.close()
     with via(1883, LINK_BPS, None) as path:
         assert path.name == "token bucket" and path.host == "127.0.0.1" and path.port != 1883
+
+
+def test_what_a_killed_run_left_behind_is_deleted_by_the_next() -> None:
+    from doorstep.bench.netns import PREFIX, sweep_stale
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                      # its process id is free now
+    left = f"{PREFIX}-{gone.pid}-abc123"
+    mine = f"{PREFIX}-{os.getpid()}-abc123"
+    for name in (left, mine):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        assert left in sweep_stale()
+        names = _netns_names()
+        assert left not in names and mine in names      # a live run's namespace is kept
+    finally:
+        for name in (left, mine):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
