@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -232,48 +231,9 @@ class Bench:
 
     # -- row 5 --------------------------------------------------------------------------------
     def ring(self) -> Row:
-        import numpy as np
-
-        from doorstep.bench.ring import LINK_BPS, ring_agent, ring_bare
-
-        n = self.plan.presses
-        source = self.inputs.video["720p"]
-        lines: list[Line] = []
-        for label, link, upload, target in (("idle, loopback", None, False, "< 100 ms p99"),
-                                            ("2 Mbit/s link, clip uploading", LINK_BPS, True,
-                                             "< 300 ms p99")):
-            self._n += 1
-            agent = ring_agent(self.port, self.keys, self.work / f"ring-{self._n}", source, n,
-                               link_bps=link, upload=upload)
-            size = int(statistics.median(agent.sizes)) if agent.sizes else 20000
-            bare = ring_bare(self.port, n, size, link_bps=link, upload=upload)
-            a, b = np.array(agent.latencies_ms), np.array(bare.latencies_ms)
-
-            def pct(x: Any, q: float) -> Stat:
-                return Stat.of([float(np.percentile(x, q))] if len(x) else [])
-
-            missed = f"; missed {agent.missed}/{n}" if agent.missed else ""
-            lines.append(Line(f"{label}: p50", "ms", Stat(float(np.median(a)), float(a.min()),
-                                                          float(a.max()), len(a)) if len(a)
-                              else Stat.of([]),
-                              Stat(float(np.median(b)), float(b.min()), float(b.max()), len(b))
-                              if len(b) else Stat.of([]),
-                              note=f"{len(a)} presses, ring event {size} bytes{missed}"))
-            lines.append(Line(f"{label}: p99", "ms", pct(a, 99), pct(b, 99), target=target))
-        return Row(5, "Ring latency", "a bare paho client publishing a same-size QoS 1 payload "
-                   "over the same path (when uploading, its own naive fixed window of 4 x 64 "
-                   "KiB QoS 1 chunks on the same connection)",
-                   f"mock button press (gpiozero MockFactory) -> sealed ring event at a "
-                   f"subscriber of the ring head (doorstep/<id>/a/<seq>/m) on a real "
-                   f"Mosquitto; {n} presses, "
-                   "each a first ring (repeat window 0), the next one after its event and "
-                   "snapshot have left the outbox; the agent plays the 720p input in real "
-                   "time with motion on, each press 0-0.5 s after a fresh motion start (clips "
-                   "end after 1 s of quiet); the upload case goes through bench/link.py (asyncio "
-                   "token bucket, 2 Mbit/s each way) with 2 MiB clips kept queued in the "
-                   "outbox; the agent's shipped defaults: 16 KiB chunks, a window that adapts "
-                   "to keep queueing under mqtt.queue_delay_ms = 100 (at most 16 chunks)",
-                   tuple(lines))
+        from doorstep.bench.ringrow import ring_row
+        return ring_row(self.port, self.keys, self.work, self.inputs.video["720p"],
+                        self.plan.presses)
 
     # -- row 6 --------------------------------------------------------------------------------
     def onset(self) -> Row:

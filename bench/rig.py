@@ -77,13 +77,14 @@ def config_text(keys: Keys, data_dir: Path, source: Path, port: int, *, device: 
                 **knobs: Any) -> str:
     """doorstep.toml for one bench run. Knobs (defaults are the shipped defaults, except where
     the bench needs a fixed encoder): realtime, loop, motion, preroll, postroll, clip_max,
-    repeat_window, button, chunk_bytes, in_flight, lores (w, h), preset."""
+    repeat_window, button, chunk_bytes, in_flight, lores (w, h), preset, host (the broker's
+    address; the shaped link's root end for row 5)."""
     k: dict[str, Any] = {"realtime": False, "loop": False, "motion": True, "preroll": 5.0,
                          "postroll": 5.0, "clip_max": 120.0, "repeat_window": 3.0,
                          "button": True, "chunk_bytes": MqttConfig.chunk_bytes,
                          "in_flight": MqttConfig.chunks_in_flight,
                          "lores": (320, 240), "preset": "superfast", "gop": 1.0,
-                         "bitrate": 2500}
+                         "bitrate": 2500, "host": "127.0.0.1"}
     unknown = set(knobs) - set(k)
     if unknown:
         raise ValueError(f"config_text: unknown knobs {sorted(unknown)}")
@@ -130,9 +131,10 @@ max_seconds = {k['clip_max']}
 enabled = {b(k['motion'])}
 
 [mqtt]
-host = "127.0.0.1"
+host = "{k['host']}"
 port = {port}
 tls = false
+insecure_no_tls = {b(k['host'] != "127.0.0.1")}
 chunk_bytes = {k['chunk_bytes']}
 chunks_in_flight = {k['in_flight']}
 

@@ -17,7 +17,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.bench.link import Link
+from doorstep.bench.netns import ShapedLink
 from doorstep.bench.rig import Keys, config_text
 from doorstep.core.errors import DoorstepError, SealError
 from doorstep.protocol.manifest import open_envelope
@@ -46,7 +48,35 @@ class RingRun:
     sizes: list[int] = field(default_factory=list)
     missed: int = 0
     link_bytes_up: int = 0
+    link: str = "loopback"    # which link carried it: loopback, tc tbf or token bucket
     motion_starts: int = 0    # presses that followed a motion start, as they should all
+
+
+@dataclass
+class Via:
+    """Where the device (agent or bare client) connects to reach the broker, and how: ``device``
+    is entered while the device's client and threads are made (the shaped link's namespace).
+    ``name`` says which link a row used."""
+
+    host: str
+    port: int
+    name: str
+    device: Callable[[], AbstractContextManager[None]] = nullcontext
+    bytes_up: Callable[[], int] = lambda: 0
+
+
+@contextmanager
+def via(broker_port: int, link_bps: float | None, shaped: ShapedLink | None = None
+        ) -> Iterator[Via]:
+    """Loopback (``link_bps`` None), the kernel's shaped link ``shaped`` (its broker listens
+    on ``shaped.host`` at ``broker_port``), or else bench/link.py's token bucket."""
+    if link_bps is None:
+        yield Via("127.0.0.1", broker_port, "loopback")
+    elif shaped is not None:
+        yield Via(shaped.host, broker_port, "tc tbf", shaped.device, shaped.bytes_sent)
+    else:
+        with Link(broker_port, link_bps) as link:
+            yield Via("127.0.0.1", link.port, "token bucket", bytes_up=lambda: link.bytes_up)
 
 
 class Subscriber:
@@ -142,7 +172,8 @@ def _motion_start(service: Any) -> bool:
 
 
 def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presses: int, *,
-               link_bps: float | None, upload: bool, seed: int = 7, **knobs: Any) -> RingRun:
+               link_bps: float | None, upload: bool, seed: int = 7,
+               shaped: ShapedLink | None = None, **knobs: Any) -> RingRun:
     """Press the agent's doorbell ``presses`` times, each 0 to 0.5 s after a motion start;
     each latency is press -> ring event at the subscriber. The next press waits until the
     ring's event and snapshot have both left the outbox, plus a short random gap, so every
@@ -156,11 +187,11 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     result = RingRun()
-    with Link(broker_port, link_bps) as link:
-        port = link.port if link_bps else broker_port
-        cfg = parse_config(config_text(keys, workdir / "device", source, port, realtime=True,
-                                       loop=True, motion=True, repeat_window=0.0,
-                                       **{"postroll": POSTROLL, **knobs}),
+    with via(broker_port, link_bps, shaped) as path:
+        sent_before = path.bytes_up()
+        cfg = parse_config(config_text(keys, workdir / "device", source, path.port,
+                                       host=path.host, realtime=True, loop=True, motion=True,
+                                       repeat_window=0.0, **{"postroll": POSTROLL, **knobs}),
                            source="bench ring config")
 
         opener = identity_of(keys.inbox)
@@ -171,11 +202,12 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
 
         sub = Subscriber(broker_port, cfg.topic_prefix + "a/+/m", parse)
         factory = MockFactory()
-        service = build(cfg, pin_factory=factory)
-        pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))
-        runner = threading.Thread(target=service.run, name="bench-agent",
-                                  kwargs={"connect_timeout": 10.0})
-        runner.start()
+        with path.device():     # the agent's threads, and so its sockets, live on the device
+            service = build(cfg, pin_factory=factory)
+            pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))
+            runner = threading.Thread(target=service.run, name="bench-agent",
+                                      kwargs={"connect_timeout": 10.0})
+            runner.start()
         outbox = service.outbox
         try:
             _wait(lambda: service.uplink is not None and service.uplink.connected
@@ -224,7 +256,8 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
             service.stop_event.set()
             runner.join(30)
             sub.close()
-        result.link_bytes_up = link.bytes_up
+        result.link_bytes_up = path.bytes_up() - sent_before
+        result.link = path.name
     return result
 
 
@@ -232,7 +265,8 @@ class _BareUploader:
     """A bare paho client that keeps ``in_flight`` QoS 1 chunks outstanding, like a clip
     upload, and publishes an event payload on demand on the same connection."""
 
-    def __init__(self, port: int, chunk_bytes: int, in_flight: int, upload: bool) -> None:
+    def __init__(self, host: str, port: int, chunk_bytes: int, in_flight: int,
+                 upload: bool) -> None:
         self.chunk = os.urandom(chunk_bytes)
         self.in_flight = in_flight
         self.upload = upload
@@ -245,7 +279,7 @@ class _BareUploader:
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = lambda *a: self._connected.set()
         self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", port)
+        self.client.connect(host, port)
         self.client.loop_start()
         if not self._connected.wait(10):
             raise DoorstepError("bench bare publisher could not connect")
@@ -273,14 +307,15 @@ class _BareUploader:
 
 def ring_bare(broker_port: int, presses: int, size: int, *, link_bps: float | None,
               upload: bool, chunk_bytes: int = 65536, in_flight: int = 4,
-              seed: int = 7) -> RingRun:
+              seed: int = 7, shaped: ShapedLink | None = None) -> RingRun:
     """The floor: publish() of a ``size``-byte QoS 1 payload -> arrival at the subscriber."""
     rng = random.Random(seed)
     result = RingRun()
-    with Link(broker_port, link_bps) as link:
-        port = link.port if link_bps else broker_port
+    with via(broker_port, link_bps, shaped) as path:
+        sent_before = path.bytes_up()
         sub = Subscriber(broker_port, "bench/event")
-        bare = _BareUploader(port, chunk_bytes, in_flight, upload)
+        with path.device():
+            bare = _BareUploader(path.host, path.port, chunk_bytes, in_flight, upload)
         try:
             if upload:
                 time.sleep(1.0)
@@ -298,5 +333,6 @@ def ring_bare(broker_port: int, presses: int, size: int, *, link_bps: float | No
         finally:
             bare.close()
             sub.close()
-        result.link_bytes_up = link.bytes_up
+        result.link_bytes_up = path.bytes_up() - sent_before
+        result.link = path.name
     return result

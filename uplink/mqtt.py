@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import socket
 import ssl
 import threading
 import time
@@ -46,6 +47,32 @@ log = logging.getLogger(__name__)
 MAX_WAITING_MESSAGES = 256    # commands and receipts waiting for the send thread, at most
 RING_RETRY = 2.0   # seconds at most between connect attempts while a fresh ring waits
 RING_FRESH = 300.0  # a ring this recent (seconds) still has someone at the door
+# Data the kernel may hold unsent in the connection's send buffer (TCP_NOTSENT_LOWAT), in
+# bytes: about 65 ms at 2 Mbit/s. Without it the buffer autotunes to megabytes, and on a slow
+# uplink whatever was handed to it goes out before anything later, a ring included. Bytes
+# already on the wire (in flight) are not limited, so a fast link is not slowed down. See
+# docs/performance.md, issue 13 item 13.
+NOTSENT_LOWAT = 16384
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)   # 25: its number on Linux
+
+
+def tune_socket(sock: Any) -> list[str]:
+    """Set the device connection's TCP options: TCP_NODELAY (a ring's last segment does not
+    wait for the ACK of what went before: Nagle) and TCP_NOTSENT_LOWAT. Returns the options
+    that could not be set, with why (a Unix socket, a websocket wrapper, a kernel without
+    them); the connection works without them, only a ring may queue longer."""
+    failed = []
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is None:
+        return [f"socket options: {type(sock).__name__} has no setsockopt"]
+    for name, level, option, value in (
+            ("TCP_NODELAY", socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+            ("TCP_NOTSENT_LOWAT", socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)):
+        try:
+            setsockopt(level, option, value)
+        except OSError as exc:
+            failed.append(f"{name}: {exc.strerror or exc}")
+    return failed
 
 
 def device_client(cfg: MqttConfig, client_id: str, *,
@@ -113,6 +140,7 @@ class Uplink:
         self.client.on_disconnect = self._cb_disconnect
         self.client.on_publish = self._cb_publish
         self.client.on_message = self._cb_message
+        self.client.on_socket_open = self._cb_socket_open
         self.sender = Sender(topics, sealing, chunk_bytes=cfg.chunk_bytes,
                              in_flight=cfg.chunks_in_flight,
                              queue_delay=cfg.queue_delay_ms / 1000,
@@ -209,6 +237,15 @@ class Uplink:
                 self._events.put(_Event("connected"))
         except Exception:
             log.exception("uplink: on_connect handler failed")
+
+    def _cb_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        try:
+            failed = tune_socket(sock)
+            if failed:
+                log.warning("uplink: could not tune the connection (%s); rings may wait behind "
+                            "clip data on a slow uplink", "; ".join(failed))
+        except Exception:
+            log.exception("uplink: on_socket_open handler failed")
 
     def _cb_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any = None) -> None:

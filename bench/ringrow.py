@@ -1,0 +1,96 @@
+"""Row 5 of the table: ring latency idle on loopback, and on a 2 Mbit/s uplink, idle and while a
+clip uploads. The uplink is the kernel's (bench/netns.py: a namespace, a veth pair, tc tbf)
+where this machine allows it, else bench/link.py's token bucket; each line names the one it
+used (issue 13 item 13)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import statistics
+from pathlib import Path
+
+from doorstep.bench.netns import LinkBroker, NetnsUnavailable, Shape, ShapedLink, probe
+from doorstep.bench.report import Line, Row, Stat
+from doorstep.bench.rig import Keys, inbox_process
+from doorstep.bench.ring import LINK_BPS, RingRun, ring_agent, ring_bare
+
+log = logging.getLogger(__name__)
+
+LINK_ENV = "DOORSTEP_BENCH_LINK"   # "bucket": use bench/link.py even where tc is available
+
+
+def _p50(x: list[float]) -> Stat:
+    return Stat(statistics.median(x), min(x), max(x), len(x)) if x else Stat.of([])
+
+
+def _pct(x: list[float], q: float) -> Stat:
+    import numpy as np
+    return Stat.of([float(np.percentile(x, q))] if x else [])
+
+
+def ring_row(broker_port: int, keys: Keys, work: Path, source: Path, presses: int,
+             number: int = 5) -> Row:
+    lines: list[Line] = []
+    shape = Shape(rate=LINK_BPS)
+    with contextlib.ExitStack() as stack:
+        shaped: ShapedLink | None = None
+        link_port = broker_port
+        why = probe()
+        if os.environ.get(LINK_ENV) == "bucket":
+            why = f"{LINK_ENV}=bucket"
+        if why is None:
+            try:
+                shaped = stack.enter_context(ShapedLink(shape))
+                link_port = stack.enter_context(LinkBroker(shaped.host)).port
+                # an inbox on that broker too: the rings leave the outbox on its receipts
+                stack.enter_context(inbox_process(keys, work / "inbox-link", link_port))
+            except NetnsUnavailable as exc:
+                why = str(exc)
+                shaped = None
+        if why:
+            log.warning("bench: row 5's 2 Mbit/s link is bench/link.py's token bucket, not the "
+                        "kernel's: %s", why)
+        kind = "tc tbf" if shaped else "token bucket"
+        cases = (("idle, loopback", None, False, "< 100 ms p99"),
+                 (f"2 Mbit/s ({kind}), idle", LINK_BPS, False, "p50 near the floor"),
+                 (f"2 Mbit/s ({kind}), clip uploading", LINK_BPS, True, "< 300 ms p99"))
+        for n, (label, link, upload, target) in enumerate(cases):
+            port = broker_port if link is None else link_port
+            agent = ring_agent(port, keys, work / f"ring-{n}", source, presses,
+                               link_bps=link, upload=upload, shaped=shaped)
+            size = int(statistics.median(agent.sizes)) if agent.sizes else 20000
+            bare = ring_bare(port, presses, size, link_bps=link, upload=upload, shaped=shaped)
+            lines += _lines(label, agent, bare, presses, size, target, link)
+        drops = shaped.drops() if shaped else 0
+    where = (shape.describe() + f"; {drops} packets dropped by the qdisc in all" if shaped
+             else f"bench/link.py (asyncio token bucket, 2 Mbit/s each way; no kernel link: "
+             f"{why})")
+    return Row(number, "Ring latency", "a bare paho client publishing a same-size QoS 1 "
+               "payload over the same path (when uploading, its own naive fixed window of 4 x "
+               "64 KiB QoS 1 chunks on the same connection)",
+               "mock button press (gpiozero MockFactory) -> sealed ring event at a subscriber "
+               f"of the ring head (doorstep/<id>/a/<seq>/m) on a real Mosquitto; {presses} "
+               f"presses per case, each a "
+               "first ring (repeat window 0), the next one after its event and snapshot have "
+               "left the outbox; the agent plays the 720p input in real time with motion on, "
+               "each press 0-0.5 s after a fresh motion start (clips end after 1 s of quiet); "
+               f"the 2 Mbit/s link: {where}; the upload case keeps 2 MiB clips queued in the "
+               "outbox; the agent's shipped defaults: 16 KiB chunks, a window that adapts to "
+               "keep queueing under mqtt.queue_delay_ms = 100 (at most 16 chunks), "
+               "TCP_NODELAY and TCP_NOTSENT_LOWAT on its socket", tuple(lines))
+
+
+def _lines(label: str, agent: RingRun, bare: RingRun, presses: int, size: int, target: str,
+           link: float | None) -> list[Line]:
+    missed = f"; missed {agent.missed}/{presses}" if agent.missed else ""
+    note = f"{len(agent.latencies_ms)} presses, ring event {size} bytes{missed}"
+    if link:
+        note += (f"; the link's floor for {size} bytes: {size * 8 / link * 1000:.0f} ms "
+                 f"(for 1 KB: {1000 * 8 / link * 1000:.0f} ms)")
+    a, b = agent.latencies_ms, bare.latencies_ms
+    return [Line(f"{label}: p50", "ms", _p50(a), _p50(b),
+                target=target if target.startswith("p50") else "", note=note),
+           Line(f"{label}: p99", "ms", _pct(a, 99), _pct(b, 99),
+                target="" if target.startswith("p50") else target)]
