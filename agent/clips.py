@@ -17,6 +17,7 @@ from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.capture.segments import Mp4Segmenter, Segment
 from doorstep.core.errors import DiskFull, OutboxError, SealError
 from doorstep.protocol.kinds import Priority
+from doorstep.uplink.outbox import Item
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class SegmentedClip:
     """
 
     def __init__(self, info: StreamInfo, *, clip: int, priority: Priority, seconds: float,
-                 store: Callable[[bytes, Priority, str, frozenset[int]], int],
+                 store: Callable[[bytes, Priority, str, frozenset[int]], Item],
                  submit: Submit) -> None:
         self.clip = clip
         self.priority = priority
@@ -92,7 +93,7 @@ class SegmentedClip:
             parent = str(self.seqs[0]) if self.seqs else ""
             spare = frozenset(self.seqs)
         try:
-            seq = self._store(seg.data, priority, parent, spare)
+            seq = self._store(seg.data, priority, parent, spare).seq
         except (DiskFull, OutboxError, SealError, OSError) as exc:
             with self._lock:
                 self.lost.append(seg.index)
