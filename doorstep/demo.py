@@ -49,7 +49,9 @@ class DemoResult:
 
 
 def demo_config(out: Path, clip: Path, port: int, recipient: str, command: str,
-                inbox_key: str, realtime: bool) -> str:
+                inbox_key: str, realtime: bool, segment_seconds: float = 2.0) -> str:
+    """The demo doorbell's config. ``segment_seconds``: 0 stores each clip as one artifact
+    after it ends (for an owner app that plays only whole clips), else in segments."""
     return f"""
 [device]
 id = "demo"
@@ -73,6 +75,7 @@ gop_seconds = 1.0
 preroll_seconds = {PREROLL}
 postroll_seconds = 3.0
 max_seconds = 30.0
+segment_seconds = {segment_seconds}
 
 [mqtt]
 host = "127.0.0.1"
