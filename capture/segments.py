@@ -3,7 +3,7 @@ it is recorded, each a standalone MP4 (the clip's init segment, then its own fra
 each can be sealed and uploaded the moment it closes (issue 15; docs/capture.md).
 
 One muxer runs for the whole clip, so timestamps and fragment numbers run on across segments,
-and the joined segments are that muxer's stream byte for byte (protocol/fmp4.py joins them).
+and the joined segments are that muxer's stream byte for byte (core/fmp4.py joins them).
 No I/O and no threads: packets in, closed segments out.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.capture.mp4 import FragmentedMp4Writer
 from doorstep.core.errors import CaptureError
-from doorstep.protocol.fmp4 import FRAGMENT_BOXES, INIT_BOXES, boxes
+from doorstep.core.fmp4 import FRAGMENT_BOXES, INIT_BOXES, boxes
 
 log = logging.getLogger(__name__)
 

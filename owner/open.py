@@ -16,10 +16,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from doorstep.core.errors import DoorstepError, KeyFileError, SealError
+from doorstep.core.fmp4 import join
 from doorstep.core.fsutil import write_atomic
 from doorstep.owner.store import STORED_NAME
 from doorstep.protocol.age import AgeReader, X25519Identity, decrypt, load_identities
-from doorstep.protocol.fmp4 import join
 from doorstep.protocol.keys import parse_public_key
 from doorstep.protocol.manifest import Manifest, open_envelope
 

@@ -14,9 +14,9 @@ from gpiozero.pins.mock import MockFactory
 
 from doorstep.agent.wiring import build
 from doorstep.config import parse_config
+from doorstep.core.fmp4 import join
 from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
 from doorstep.protocol.age import decrypt
-from doorstep.protocol.fmp4 import join
 from doorstep.protocol.manifest import open_envelope, verify_chain
 from tests.conftest import Keys, press_bell
 

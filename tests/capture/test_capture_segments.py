@@ -16,7 +16,7 @@ from doorstep.capture.frames import EncodedPacket, Frame
 from doorstep.capture.mp4 import FragmentedMp4Writer
 from doorstep.capture.segments import Mp4Segmenter, Segment
 from doorstep.core.errors import SealError
-from doorstep.protocol.fmp4 import boxes, join, split_init
+from doorstep.core.fmp4 import boxes, join, split_init
 from tests.capture.conftest import synthetic_i420
 
 FPS = 15
