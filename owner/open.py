@@ -125,7 +125,9 @@ def open_artifact(path: Path, identities: list[X25519Identity],
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("open", help="verify and decrypt artifacts with the owner's key",
                        description="Verify each artifact's signed manifest and hash, then "
-                       "decrypt it. Writes NAME.mp4 / .jpg / .json into --out-dir.")
+                       "decrypt it. Writes NAME.mp4 / .jpg / .json into --out-dir, and joins "
+                       "each clip's segments into NNNNNNNNNN.clip.mp4 (named by its first "
+                       "segment), saying if one its clip event names is missing.")
     p.add_argument("artifacts", nargs="+", metavar="FILE.age",
                    help="artifacts from an inbox store (a directory opens every one in it)")
     p.add_argument("-i", "--identity", default="owner.key", metavar="FILE",
