@@ -77,6 +77,9 @@ class Tuning:
     linger_seconds: float = 20.0  # a visitor who arrived keeps counting this long while stirring
     thing_share: float = 0.35  # a large region is a thing (not light on the background, not a
     # blur in front of the lens) when this share of it hides the background's texture
+    young_seconds: float = 1.0  # a large thing counts at once only this long after it is first
+    # seen to be one, unless it travels: one that stirs in place longer (a tree's crown in a
+    # gust) is scene; someone arriving is new, or has travelled by then
     exit_hold_seconds: float = 0.3  # the hold after the last moving frame when what moved was
     # walking out of view (touching the frame's edge and shrinking); else hold_seconds
     relight_step: float = 0.15  # a sudden change of this share of the brightness, that a gain and
@@ -349,10 +352,12 @@ class MotionDetector:
         regions = regions_of(stats, centroids, real, self._small_px, keep)
         self._seen = seen = self._tracker.update(regions, t, learning)
         largest = 0
+        tu = self.tuning
         for tr in seen:
             if tr.real >= self._min_px and not tr.thing:
                 tr.thing = self._hides(x, labels, tr)
-            if tr.thing and _shifts(tr):
+                tr.since = t
+            if tr.thing and _shifts(tr) and (tr.stretches or t - tr.since <= tu.young_seconds):
                 largest = max(largest, tr.real)
         raw = largest >= self._min_px or any(
             self._tracker.counts(tr, t) and _quiet_around(busy, tr) for tr in seen)

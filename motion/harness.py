@@ -66,6 +66,7 @@ FITTED: tuple[Knob, ...] = (
     Knob("travel_least_seconds", (0.4, 0.6, 0.8)),
     Knob("thing_share", (0.25, 0.35, 0.5)),
     Knob("exit_hold_seconds", (0.15, 0.3, 0.6)),
+    Knob("young_seconds", (0.5, 1.0, 2.0)),
 )
 
 

@@ -53,6 +53,7 @@ class Track:
     thing: bool | None = None  # when it was large: did it hide the background (True), or was
     # it light on it or a blur in front of the lens (False)? None: never large
     regions: list[Region] = field(default_factory=list)  # matched this frame
+    since: float = 0.0  # media time it was first judged a thing (see thing)
 
     @property
     def arrived(self) -> bool:
