@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from doorstep.agent.clips import SegmentedClip
 from doorstep.agent.committer import Committer
 from doorstep.agent.modes import Modes, ModeStore
 from doorstep.agent.recorder import (
@@ -83,7 +84,7 @@ class ClipRecord:
     """What the agent knows about a clip it recorded, for the sealed clip event and the demo."""
 
     clip: int
-    seq: int
+    seq: int                   # the clip's artifact, or its first segment
     trigger: str
     start_wall: float
     trigger_wall: float
@@ -91,6 +92,8 @@ class ClipRecord:
     trigger_pts: float
     duration: float
     rings: list[float]
+    segments: list[int]        # seqs of its segments in order ([] for a whole-clip artifact)
+    segments_lost: list[int]   # indexes of segments that could not be stored
 
 
 class Agent:
@@ -118,7 +121,7 @@ class Agent:
         self._rings: queue.Queue[RingPress] = queue.Queue()
         self._owner: queue.Queue[tuple[Action, Done | None]] = queue.Queue()
         self._ring_lock = threading.Lock()
-        self._clip: ClipWriter | None = None
+        self._clip: ClipWriter | SegmentedClip | None = None
         self._clip_meta: dict[str, Any] = {}
         # The clip the recorder wants while none is open (its start or its writing failed on
         # a full disk): tried again once a second, resuming from ``_resume_at``.
@@ -269,6 +272,16 @@ class Agent:
         assert self._want is not None
         priority = (Priority.RING if self._want.trigger is Trigger.RING or
                     self._clip_meta.get("rings") else Priority.CLIP)
+        seconds = self.cfg.clip.segment_seconds
+        if seconds > 0:
+            # segments are sealed and committed on the commit thread: nothing here waits for
+            # the disk, and a full one costs the segments that do not fit, not the clip
+            self._clip = SegmentedClip(self.encoder.info, clip=self._want.clip,
+                                       priority=priority, seconds=seconds,
+                                       store=self.sealer.segment,
+                                       submit=self._committer.submit)
+            self._write_clip(self.preroll.since(self._resume_at))
+            return
         try:
             self._clip = self.sealer.clip(self.encoder.info, priority=priority, evict=first)
         except DiskFull as exc:
@@ -294,6 +307,8 @@ class Agent:
             self._clip.write(packets)
         except (DiskFull, OSError, SealError) as exc:
             clip, self._clip = self._clip, None
+            if isinstance(clip, SegmentedClip):   # its writes never touch the disk
+                raise
             outcome = clip.keep_cut_short()
             said = {"salvaged": "kept what it recorded as a partial clip",
                     "kept": "what it recorded waits in the outbox for the next start",
@@ -315,29 +330,47 @@ class Agent:
         meta = self._clip_meta  # this clip's, not whatever clip is recording when it runs
         self._committer.submit(lambda: self._store_clip(clip, meta))
 
-    def _store_clip(self, clip: ClipWriter, meta: dict[str, Any]) -> None:
-        """On the commit thread: close and commit the clip, then its sealed metadata event."""
+    def _store_clip(self, clip: ClipWriter | SegmentedClip, meta: dict[str, Any]) -> None:
+        """On the commit thread: close and commit the clip (or its last segment), then its
+        sealed metadata event, which names the segments that make it."""
         assert clip.first is not None
+        segments: list[int] = []
         try:
-            item = clip.close()
+            if isinstance(clip, SegmentedClip):
+                segments = clip.close()
+                if not segments:
+                    log.error("clip %s: none of its %d segments could be stored",
+                              meta.get("clip"), clip.segments)
+                    return
+                seq = segments[0]
+            else:
+                seq = clip.close().seq
         except (DiskFull, OSError, SealError) as exc:
             log.error("clip %s: could not be stored: %s", meta.get("clip"), exc)
             return
-        record = ClipRecord(clip=meta["clip"], seq=item.seq, trigger=meta["trigger"],
+        lost = clip.lost if isinstance(clip, SegmentedClip) else []
+        record = ClipRecord(clip=meta["clip"], seq=seq, trigger=meta["trigger"],
                             start_wall=clip.first.wall, trigger_wall=meta["trigger_wall"],
                             start_pts=clip.first.seconds, trigger_pts=meta["trigger_pts"],
-                            duration=clip.duration, rings=meta["rings"])
-        body = {"clip_seq": item.seq, "trigger": record.trigger,
+                            duration=clip.duration, rings=meta["rings"], segments=segments,
+                            segments_lost=lost)
+        body: dict[str, Any] = {"clip_seq": seq, "trigger": record.trigger,
                 "start_wall": record.start_wall, "trigger_wall": record.trigger_wall,
                 "preroll": record.trigger_pts - record.start_pts,
                 "trigger_pts": record.trigger_pts, "start_pts": record.start_pts,
                 "duration": record.duration, "rings": record.rings}
+        if isinstance(clip, SegmentedClip):
+            # the owner's check that it has the whole clip: every seq here, in this order,
+            # and no index lost (a lost segment leaves a gap in time, never a broken file)
+            body.update(segments=segments, segments_lost=lost,
+                        segment_count=clip.segments)
         try:
             self.sealer.event(EventType.CLIP, body, priority=clip.priority)
         except DiskFull as exc:
             log.error("clip %d: its metadata event could not be stored: %s", record.clip, exc)
-        log.info("clip %d: %.1f s with %.1f s of pre-roll, seq %d", record.clip,
-                 record.duration, record.trigger_pts - record.start_pts, item.seq)
+        log.info("clip %d: %.1f s with %.1f s of pre-roll, seq %d%s", record.clip,
+                 record.duration, record.trigger_pts - record.start_pts, seq,
+                 f" and {len(segments) - 1} more segment(s)" if segments else "")
 
     def _snapshot(self, frame: Frame, trigger: Trigger) -> None:
         # the frame keeps its picture (the decoder's buffer) until the job has run

@@ -47,6 +47,18 @@ class Sealer:
         return self.outbox.put(kind, encrypt(data, self.recipients), priority=priority,
                                parent=parent)
 
+    def segment(self, data: bytes, priority: Priority, parent: str,
+                spare: frozenset[int] = frozenset()) -> Item:
+        """Seal one clip segment (a standalone fMP4) and commit it.
+        ``parent``: the seq of its clip's first segment ("" for that one); ``spare``: the
+        clip's segments stored so far, which it may not evict to make room."""
+        with self.outbox.open(Kind.SEGMENT, priority=priority, parent=parent) as pending:
+            pending.spare = spare
+            age = AgeWriter(pending, self.recipients)
+            age.write(data)
+            age.close()
+            return pending.commit()
+
     def clip(self, info: StreamInfo, *, priority: Priority, evict: bool = True) -> ClipWriter:
         """``evict``: may push older items out on a full disk (a clip resumed after the disk
         filled may not: it would evict the part of itself that was kept)."""

@@ -26,9 +26,10 @@ from doorstep.core.errors import DoorstepError
 from doorstep.core.fsutil import write_atomic
 from doorstep.owner.inbox import Inbox
 from doorstep.owner.keys import make_owner, make_signing
-from doorstep.owner.open import EXTENSIONS, open_artifact
+from doorstep.owner.open import EXTENSIONS, join_clips, open_artifact
 from doorstep.owner.store import InboxStore, Stored
 from doorstep.protocol.age import load_identities
+from doorstep.protocol.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class DemoResult:
 
 
 def demo_config(out: Path, clip: Path, port: int, recipient: str, command: str,
-                inbox_key: str, realtime: bool) -> str:
+                inbox_key: str, realtime: bool, segment_seconds: float = 2.0) -> str:
+    """The demo doorbell's config. ``segment_seconds``: 0 stores each clip as one artifact
+    after it ends (for an owner app that plays only whole clips), else in segments."""
     return f"""
 [device]
 id = "demo"
@@ -72,6 +75,7 @@ gop_seconds = 1.0
 preroll_seconds = {PREROLL}
 postroll_seconds = 3.0
 max_seconds = 30.0
+segment_seconds = {segment_seconds}
 
 [mqtt]
 host = "127.0.0.1"
@@ -144,13 +148,15 @@ def _run_agent(cfg: Config, press_at: float, result: DemoResult) -> dict[str, fl
 
 
 def _open_all(out: Path, result: DemoResult) -> None:
-    import av
-
     identities = load_identities(out / "owner.key")
     plain = out / "decrypted"
     plain.mkdir(mode=0o700, exist_ok=True)
+    opened: dict[int, tuple[Manifest, bytes]] = {}
     for path in sorted((out / "inbox" / "demo").glob("*.age")):
         manifest, data = open_artifact(path, identities)
+        opened[manifest.seq] = (manifest, data)
+        if manifest.kind == "segment":       # joined into their clip below
+            continue
         target = plain / (path.name.removesuffix(".age") + EXTENSIONS[manifest.kind])
         write_atomic(target, data, mode=0o600, durable=False)   # plaintext: the owner's only
         if manifest.kind == "event":
@@ -160,13 +166,11 @@ def _open_all(out: Path, result: DemoResult) -> None:
         elif manifest.kind == "snapshot":
             result.snapshots += 1
         elif manifest.kind == "clip":
-            with av.open(str(target)) as container:
-                stream = container.streams.video[0]
-                rate = float(stream.average_rate or 10)     # read while the file is open
-                frames = [f.time for f in container.decode(stream) if f.time is not None]
-            duration = max(frames) - min(frames) + 1 / rate if frames else 0.0
-            result.clips.append({"seq": manifest.seq, "file": target.name, "frames": len(frames),
-                                 "duration": duration})
+            _add_clip(result, manifest.seq, target, [])
+    for joined in join_clips(opened):     # clips stored as segments (issue 15)
+        target = plain / f"{joined.first:010d}.clip.mp4"
+        write_atomic(target, joined.mp4, mode=0o600, durable=False)
+        _add_clip(result, joined.first, target, joined.joined)
     for clip in result.clips:
         meta = next((e for e in result.events if e.get("type") == "clip"
                      and e.get("clip_seq") == clip["seq"]), None)
@@ -174,6 +178,18 @@ def _open_all(out: Path, result: DemoResult) -> None:
             clip["preroll"] = meta["preroll"]
             clip["trigger"] = meta["trigger"]
             clip["trigger_pts"] = meta["trigger_pts"]
+
+
+def _add_clip(result: DemoResult, seq: int, target: Path, segments: list[int]) -> None:
+    import av
+
+    with av.open(str(target)) as container:
+        stream = container.streams.video[0]
+        frames = [f.time for f in container.decode(stream) if f.time is not None]
+        rate = float(stream.average_rate or 10)
+    duration = max(frames) - min(frames) + 1 / rate if frames else 0.0
+    result.clips.append({"seq": seq, "file": target.name, "frames": len(frames),
+                         "duration": duration, "segments": segments})
 
 
 def print_summary(result: DemoResult, out: Path) -> None:
@@ -199,7 +215,8 @@ def print_summary(result: DemoResult, out: Path) -> None:
         print(f"  ring: button press to ring event stored at the inbox: "
               f"{result.ring_latency_ms:.1f} ms")
     print(f"  files: {out}/owner.key, {out}/inbox/demo/*.age, {out}/decrypted/")
-    print(f"  check one yourself: age -d -i {out}/owner.key FILE.age > out.mp4")
+    print(f"  check one yourself: age -d -i {out}/owner.key FILE.segment.age > out.mp4 (each "
+          "segment of a clip plays on its own; `doorstep open` joins them)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

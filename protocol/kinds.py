@@ -13,7 +13,10 @@ class Kind(enum.StrEnum):
     EVENT = "event"              # sealed JSON (EventType below), with its thumbnail inside
     SNAPSHOT = "snapshot"        # sealed full-resolution JPEG
     THUMBNAIL = "thumbnail"
-    CLIP = "clip"                # sealed fragmented MP4
+    CLIP = "clip"                # sealed fragmented MP4, a whole clip (clip.segment_seconds = 0)
+    # sealed standalone fMP4: a clip's init segment and its next fragments (docs/capture.md);
+    # ``parent`` is the seq of the clip's first stored segment ("" on that one)
+    SEGMENT = "segment"
     CLIP_PARTIAL = "clip_partial"  # a clip cut short by a crash, trimmed to whole age chunks
 
 

@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 
 from doorstep.agent.wiring import build
 from doorstep.config import parse_config
+from doorstep.core.fmp4 import join
 from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
 from doorstep.protocol.age import decrypt
 from doorstep.protocol.manifest import open_envelope, verify_chain
@@ -54,11 +55,13 @@ def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
     assert [m.seq for m in manifests] == list(range(1, len(manifests) + 1))
 
     for clip in result.clips:
-        sealed = store / f"{clip['seq']:010d}.clip.age"
+        # each segment opens with the real age CLI; joined, they are the clip
+        plain = [subprocess.run(["age", "-d", "-i", str(out / "owner.key"),
+                                 str(store / f"{seq:010d}.segment.age")],
+                                capture_output=True, check=True).stdout
+                 for seq in clip["segments"]]
         mp4 = tmp_path / f"{clip['seq']}.mp4"
-        with open(mp4, "wb") as f:
-            subprocess.run(["age", "-d", "-i", str(out / "owner.key"), str(sealed)], stdout=f,
-                           check=True)
+        mp4.write_bytes(join(plain))
         with av.open(str(mp4)) as container:
             stream = container.streams.video[0]
             times = [fr.time for fr in container.decode(stream)]
@@ -102,9 +105,10 @@ def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
         assert b"ftypiso" not in blob and b"mfhd" not in blob and b"Lavf" not in blob, p
         assert b"\xff\xd8\xff\xe0\x00\x10JFIF" not in blob, p
         assert b'"thumbnail"' not in blob and b'"trigger"' not in blob, p
-    # and what is there is the owner's to open: a clip decrypts to an MP4 that PyAV reads
-    clip = next(p for p in files if p.suffix == ".age" and
-                json.loads(p.with_suffix(".env").read_text())["manifest"]["kind"] == "clip")
+    # and what is there is the owner's to open: a clip segment decrypts to an MP4 PyAV reads
+    clip = max((p for p in files if p.suffix == ".age" and
+                json.loads(p.with_suffix(".env").read_text())["manifest"]["kind"] == "segment"),
+               key=lambda p: p.stat().st_size)
     mp4 = tmp_path / "clip.mp4"
     mp4.write_bytes(decrypt(clip.read_bytes(), [keys.owner]))
     with av.open(str(mp4)) as container:

@@ -318,18 +318,20 @@ class Outbox:
     def _reserve(self, n: int, pending: PendingArtifact) -> None:
         with self._lock:
             if self._used + n > self.quota_bytes and not self._evict_for(
-                    n, pending.priority, kind=pending.kind):
+                    n, pending.priority, kind=pending.kind, spare=pending.spare):
                 raise DiskFull(f"outbox quota of {self.quota_bytes} bytes reached and nothing "
                                f"is left to evict for this {pending.kind}")
             self._used += n
 
     def _evict_for(self, n: int, priority: int, *, disk_full: bool = False,
-                   kind: str = "clip") -> bool:
+                   kind: str = "clip", spare: frozenset[int] = frozenset()) -> bool:
         """Evict ready items, least important and oldest first, until ``n`` more bytes fit in
         the quota or, when the disk itself is full, until ``n`` bytes have been freed. Never
         evicts an item more important than the one being written: a lower priority number, or
         the same priority and a smaller kind (an event before a snapshot before a clip), so a
-        ring's clip can push out an older ring clip but never the ring's own event."""
+        ring's clip can push out an older ring clip but never the ring's own event. Items in
+        ``spare`` are never evicted (a clip's own earlier segments: its start, with the
+        pre-roll and the trigger, is worth more than its end)."""
         why = "disk full" if disk_full else f"quota of {self.quota_bytes} bytes reached"
         writing = _importance(priority, kind)
         with self._lock:
@@ -342,6 +344,8 @@ class Outbox:
                     return True
                 if _importance(item.manifest.priority, item.manifest.kind) < writing:
                     break
+                if item.seq in spare:
+                    continue
                 log.warning("outbox: %s; evicting %s seq %d (%d bytes, priority %d)", why,
                             item.manifest.kind, item.seq, item.size, item.manifest.priority)
                 self._drop(item.seq)

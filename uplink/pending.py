@@ -29,6 +29,7 @@ class PendingArtifact:
         self.kind = kind
         self.priority = priority
         self.may_evict = True     # on a full disk, push out less important items to fit
+        self.spare: frozenset[int] = frozenset()   # seqs never evicted for it (its own clip's)
         self.parent = parent
         self.created = time.time()
         # Unbuffered: every write reaches the kernel at once, so a killed process leaves all the
@@ -54,7 +55,8 @@ class PendingArtifact:
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC or not self.may_evict or \
                             not self._outbox._evict_for(n - done, self.priority,
-                                                        disk_full=True, kind=self.kind):
+                                                        disk_full=True, kind=self.kind,
+                                                        spare=self.spare):
                         raise DiskFull(f"outbox disk is full writing {self.kind} "
                                        f"({self.size + n} bytes): {exc.strerror}") from exc
                     continue

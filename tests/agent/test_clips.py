@@ -1,6 +1,7 @@
 """Issue 4's clip checks, through the agent's own wiring (agent.wiring.build) with a synthetic
 video: pre-roll against the sealed metadata, duration = pre-roll + event + post-roll within one
-GOP, decoding with PyAV, and a damaged clip refused with a clear message."""
+GOP, decoding with PyAV, and a damaged clip refused with a clear message. Clips are stored as
+segments (issue 15): each check runs on the clip the owner's tools join from them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from doorstep.agent.wiring import build
 from doorstep.cli import main
 from doorstep.config import parse_config
 from doorstep.core.errors import SealError
+from doorstep.owner.open import join_clips
 from doorstep.protocol.age import decrypt
+from doorstep.protocol.manifest import Manifest
 from tests.conftest import Keys, press_bell
 
 FPS = 30
@@ -76,7 +79,8 @@ hold_seconds = 1.0
 
 def record(tmp_path: Path, keys: Keys, video: Path, *, motion: bool,
            press_frame: int | None = None) -> list[tuple[str, bytes]]:
-    """Run the agent over ``video`` with no broker; return the decrypted outbox, in order."""
+    """Run the agent over ``video`` with no broker; return the decrypted outbox by kind, with
+    each clip's segments joined as the owner's `doorstep open` joins them (kind "clip")."""
     factory = MockFactory()
     service = build(parse_config(config(tmp_path, keys, video, motion)), pin_factory=factory,
                     connect=False)
@@ -87,9 +91,16 @@ def record(tmp_path: Path, keys: Keys, video: Path, *, motion: bool,
             press_bell(service, pin)
 
     service.run(on_frame=on_frame)
+    opened: dict[int, tuple[Manifest, bytes]] = {}
     out = []
     for item in service.outbox.items():
-        out.append((item.manifest.kind, decrypt(item.path.read_bytes(), [keys.owner])))
+        plain = decrypt(item.path.read_bytes(), [keys.owner])
+        opened[item.seq] = (item.manifest, plain)
+        if item.manifest.kind != "segment":
+            out.append((item.manifest.kind, plain))
+    for clip in join_clips(opened):
+        assert clip.complete, (clip.listed, clip.joined, clip.lost)
+        out.append(("clip", clip.mp4))
     return sorted(out, key=lambda kv: kv[0])
 
 
@@ -152,7 +163,7 @@ def test_damaged_clip_is_refused_with_a_clear_error(tmp_path: Path, keys: Keys,
                     connect=False)
     pin = factory.pin(17)
     service.run(on_frame=lambda f: press_bell(service, pin) if f.index == 100 else None)
-    clip = next(i for i in service.outbox.items() if i.manifest.kind == "clip")
+    clip = next(i for i in service.outbox.items() if i.manifest.kind == "segment")
     data = clip.path.read_bytes()
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0x01
@@ -164,9 +175,10 @@ def test_damaged_clip_is_refused_with_a_clear_error(tmp_path: Path, keys: Keys,
     store = tmp_path / "store"
     store.mkdir()
     (store / "device.pub").write_text(keys.device.public_text() + "\n")
-    (store / "0000000001.clip.age").write_bytes(bytes(flipped))
-    (store / "0000000001.clip.env").write_bytes(clip.envelope)
-    assert main(["-q", "open", str(store / "0000000001.clip.age"), "-i", str(keys.owner_file),
+    (store / "0000000001.segment.age").write_bytes(bytes(flipped))
+    (store / "0000000001.segment.env").write_bytes(clip.envelope)
+    assert main(["-q", "open", str(store / "0000000001.segment.age"), "-i",
+                 str(keys.owner_file),
                  "--out-dir", str(tmp_path / "plain")]) == 1
     assert "does not match the device's signed manifest" in capsys.readouterr().err
 
@@ -181,7 +193,8 @@ def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
     import doorstep.uplink.outbox as outbox_module
 
     video = tmp_path / "still.mp4"
-    synthetic_video(video, 6, None)
+    # long enough that frames still come after the commit thread has sealed the first segment
+    synthetic_video(video, 10, None)
     stalled, release = threading.Event(), threading.Event()
     real_fsync_dir = outbox_module.fsync_dir
 
@@ -203,6 +216,10 @@ def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
         index = getattr(frame, "index", -1)
         if index == 30:
             press_bell(service, pin)      # a ring: the ring event, then a clip of at most 1 s
+        if index == 75:
+            # the clip's first segment (closed at 2 s) is on the commit thread by now: let it
+            # reach its fsync before the file runs out (sealing it takes a while on a busy box)
+            stalled.wait(30)
         if stalled.is_set() and not release.is_set():
             during.append(index)
             if len(during) == 20:         # 20 frames went by while the commit waited
@@ -211,7 +228,7 @@ def test_frames_keep_flowing_while_a_clip_commit_waits_for_the_disk(
     service.run(on_frame=on_frame)
     assert len(during) == 20, "the frame loop waited for the commit's fsync"
     kinds = [item.manifest.kind for item in service.outbox.items()]
-    assert kinds.count("clip") >= 1 and "event" in kinds
+    assert kinds.count("segment") >= 1 and "event" in kinds
 
 
 def test_the_frame_loop_runs_with_start_up_objects_frozen(tmp_path: Path, keys: Keys) -> None:

@@ -79,10 +79,15 @@ def test_quota_reached_while_recording(tmp_path: Path, broker: Mosquitto,
         factory = MockFactory()
         service = build(cfg, pin_factory=factory)
         ring_hook = press_at(factory, 150)
+        evicted_by_then: list[int] = []
 
         def on_frame(frame: Frame) -> None:
             ring_hook(frame)
             if frame.index == 190 and service.uplink is not None:
+                # segments are committed on the commit thread: count what it has done so far
+                # (the clip still recording commits its last segment, and may evict, later)
+                service.agent._committer.drain()
+                evicted_by_then.append(len(EVICTED.findall(caplog.text)))
                 service.uplink.publish_status()
 
         service.run(on_frame=on_frame, connect_timeout=10)
@@ -97,15 +102,17 @@ def test_quota_reached_while_recording(tmp_path: Path, broker: Mosquitto,
     assert all(prio > 0 for _, _, prio in evicted), "a ring artifact was evicted"
     ring_seqs = [seq for kind, seq in service.agent.events if kind == "ring"]
     assert ring_seqs and all(seq in kept for seq in ring_seqs)
-    assert any(m.kind == "clip" and m.priority == 0 for m in kept.values()), "no ring clip kept"
+    # clips are stored as segments (issue 15): a clip's video is its segments
+    assert any(m.kind == "segment" and m.priority == 0 for m in kept.values()), \
+        "no ring clip kept"
     # motion clips go oldest first: every motion clip still kept is newer than every evicted one
-    evicted_clips = [seq for kind, seq, prio in evicted if kind == "clip" and prio == 3]
-    kept_clips = [seq for seq, m in kept.items() if m.kind == "clip" and m.priority == 3]
+    evicted_clips = [seq for kind, seq, prio in evicted if kind == "segment" and prio == 3]
+    kept_clips = [seq for seq, m in kept.items() if m.kind == "segment" and m.priority == 3]
     assert evicted_clips
     assert not kept_clips or min(kept_clips) > max(evicted_clips)
     # the retained status counts them
     online = [s for s in statuses if s["state"] == "online"]
-    assert online[-1]["outbox"]["evictions"] == len(evicted)
+    assert online[-1]["outbox"]["evictions"] == evicted_by_then[0]
     assert online[-1]["outbox"]["evicted_bytes"] > 0
     # and the outbox on disk is whole: a restart finds every kept item, and it decrypts
     again = Outbox(tmp_path / "home" / "device" / "outbox", device=DEVICE, key=party.device,
@@ -371,14 +378,17 @@ def test_a_disk_that_fills_mid_clip_keeps_what_was_recorded_and_resumes_when_spa
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 18 item 3: the disk fills during a ring's clip. What was recorded so far is kept
     (a partial clip, every whole age chunk of it), and the clip resumes within a second or so
-    of space returning, not when max_seconds runs out."""
+    of space returning, not when max_seconds runs out. This is the whole-clip path
+    (clip.segment_seconds = 0), kept for owner apps that play only whole clips; the segment
+    path is checked in test_a_disk_full_mid_clip_costs_only_the_segments_that_did_not_fit."""
     import av
 
     from doorstep.owner.open import open_artifact
 
     party = make_party(tmp_path / "home")
     cfg = parse_config(agent_toml(party, 1, realtime=False, loop=False, motion=False,
-                                  button=True, clip=(1.0, 8.0, 60.0), quota_mb=100.0))
+                                  button=True, clip=(1.0, 8.0, 60.0), quota_mb=100.0)
+                       .replace("[clip]\n", "[clip]\nsegment_seconds = 0\n"))
     disk = SmallDisk(tmp_path / "home" / "device" / "outbox", 1 << 30)
     disk.install(monkeypatch)
     factory = MockFactory()
@@ -429,3 +439,54 @@ def test_a_disk_that_fills_mid_clip_keeps_what_was_recorded_and_resumes_when_spa
     # resumed within about a second of space (t = 6, at a keyframe: every 0.5 s), to the end
     resumed = frame_times("clip")
     assert resumed and 3.0 <= max(resumed) - min(resumed) <= 5.5
+
+
+def test_a_disk_full_mid_clip_costs_only_the_segments_that_did_not_fit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: the same full disk (t = 4 to 6 s of a ring's clip) with the clip stored as
+    segments. The segments that did not fit are lost and named in the clip event; every
+    other one is stored whole, and the owner's join plays before and after the gap."""
+    import io
+    import itertools
+
+    import av
+
+    from doorstep.owner.open import join_clips
+    from doorstep.protocol.age import decrypt as age_decrypt
+
+    party = make_party(tmp_path / "home")
+    cfg = parse_config(agent_toml(party, 1, realtime=False, loop=False, motion=False,
+                                  button=True, clip=(1.0, 8.0, 60.0), quota_mb=100.0))
+    disk = SmallDisk(tmp_path / "home" / "device" / "outbox", 1 << 30)
+    disk.install(monkeypatch)
+    factory = MockFactory()
+    service = build(cfg, pin_factory=factory, connect=False)
+    pin = factory.pin(17)
+
+    def on_frame(frame: Frame) -> None:
+        if frame.index == 20:
+            press_bell(service, pin)
+        if frame.index == 40:
+            deadline = time.monotonic() + 20
+            while not any(i.manifest.kind == "snapshot" for i in service.outbox.items()):
+                assert time.monotonic() < deadline, "the ring's snapshot was never stored"
+                time.sleep(0.005)
+            service.agent._committer.drain()   # segments closed before t = 4 are on disk
+            disk.capacity = disk.used()
+        if frame.index == 60:
+            service.agent._committer.drain()   # those closed while it was full were refused
+            disk.capacity = 1 << 30
+    service.run(on_frame=on_frame)
+    assert disk.refusals > 0
+    opened = {item.seq: (item.manifest, age_decrypt(item.path.read_bytes(), [party.owner]))
+              for item in service.outbox.items()}
+    kinds = sorted(m.kind for m, _ in opened.values())
+    assert kinds.count("event") == 2 and kinds.count("snapshot") == 1, kinds  # ring, clip
+    (clip,) = join_clips(opened)
+    assert clip.event is not None and clip.lost and not clip.complete
+    assert clip.event["segments_lost"] == clip.lost
+    with av.open(io.BytesIO(clip.mp4)) as container:
+        times = [float(f.time) for f in container.decode(video=0) if f.time is not None]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # t = 1 to 10 s, with a hole where the disk was full: before it and after it both play
+    assert max(gaps) >= 1.0 and 7.0 <= max(times) - min(times) <= 9.5, (max(gaps), times[-1])

@@ -304,3 +304,27 @@ def test_a_lost_chain_json_never_numbers_from_one_again(tmp_path: Path) -> None:
     assert deliver_all(box) == [item.seq]
     put_event(box, party)
     assert deliver_all(box) == [item.seq + 1]
+
+
+def test_a_clip_never_evicts_its_own_earlier_segments(tmp_path: Path) -> None:
+    """Over quota, a clip's new segment pushes out older clips, oldest first, but never the
+    clip's own earlier segments (its start holds the pre-roll and the trigger): when only
+    those are left, the new segment is refused and the start is kept (issue 15)."""
+    box = make(tmp_path / "outbox", SigningKey.generate(), quota=3000)
+    older = box.put("segment", b"o" * 1000, priority=3)
+    first = box.put("segment", b"a" * 1000, priority=3)
+    second = box.put("segment", b"b" * 1000, priority=3, parent=str(first.seq))
+
+    mine = [first.seq, second.seq]
+
+    def next_segment() -> None:
+        with box.open("segment", priority=3, parent=str(first.seq)) as pending:
+            pending.spare = frozenset(mine)
+            pending.write(b"c" * 1000)
+            mine.append(pending.commit().seq)
+
+    next_segment()              # room made by the older clip, not by this one's start
+    assert box.get(older.seq) is None
+    with pytest.raises(DiskFull, match="nothing is left to evict"):
+        next_segment()
+    assert all(box.get(seq) is not None for seq in mine) and len(mine) == 3
