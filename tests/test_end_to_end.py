@@ -14,7 +14,6 @@ from gpiozero.pins.mock import MockFactory
 
 from doorstep.agent.wiring import build
 from doorstep.config import parse_config
-from doorstep.core.fmp4 import join
 from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
 from doorstep.protocol.age import decrypt
 from doorstep.protocol.manifest import open_envelope, verify_chain
@@ -55,13 +54,13 @@ def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
     assert [m.seq for m in manifests] == list(range(1, len(manifests) + 1))
 
     for clip in result.clips:
-        # each segment opens with the real age CLI; joined, they are the clip
-        plain = [subprocess.run(["age", "-d", "-i", str(out / "owner.key"),
-                                 str(store / f"{seq:010d}.segment.age")],
-                                capture_output=True, check=True).stdout
-                 for seq in clip["segments"]]
+        # the demo stores whole clips (clip.segment_seconds = 0, the default while the app
+        # plays only those); a clip opens with the real age CLI
+        sealed = store / f"{clip['seq']:010d}.clip.age"
         mp4 = tmp_path / f"{clip['seq']}.mp4"
-        mp4.write_bytes(join(plain))
+        with open(mp4, "wb") as f:
+            subprocess.run(["age", "-d", "-i", str(out / "owner.key"), str(sealed)], stdout=f,
+                           check=True)
         with av.open(str(mp4)) as container:
             stream = container.streams.video[0]
             times = [fr.time for fr in container.decode(stream)]
@@ -85,7 +84,7 @@ def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
     data.mkdir()
     keys.device.save(data / "device.key")
     text = demo_config(tmp_path, BUNDLED_CLIP, 1, str(keys.owner.recipient), "",
-                       keys.inbox.public_text(), False)
+                       keys.inbox.public_text(), False, segment_seconds=2.0)
     text = text.replace(str(tmp_path / "device" / "device.key"), str(data / "device.key"))
     cfg = parse_config(text.replace('command_key = ""\n', ""))
     factory = MockFactory()

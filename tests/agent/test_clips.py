@@ -71,6 +71,7 @@ preset = "ultrafast"
 [clip]
 preroll_seconds = {PREROLL}
 postroll_seconds = {POSTROLL}
+segment_seconds = 2
 [motion]
 enabled = {str(motion).lower()}
 hold_seconds = 1.0

@@ -65,7 +65,7 @@ def agent_toml(party: Party, port: int, *, source: Path = VTEST, realtime: bool 
                loop: bool = True, motion: bool = True, button: bool = False,
                clip: tuple[float, float, float] = (1.0, 1.0, 3.0), chunk_bytes: int = 16384,
                in_flight: int = 2, receipt_timeout: float = 2.0, quota_mb: float = 64.0,
-               protocol: str = "5", extra_mqtt: str = "") -> str:
+               protocol: str = "5", extra_mqtt: str = "", segment_seconds: float = 2.0) -> str:
     preroll, postroll, max_seconds = clip
     return f"""
 [device]
@@ -93,6 +93,7 @@ preset = "ultrafast"
 preroll_seconds = {preroll}
 postroll_seconds = {postroll}
 max_seconds = {max_seconds}
+segment_seconds = {segment_seconds}
 
 [motion]
 enabled = {str(motion).lower()}

@@ -387,8 +387,8 @@ def test_a_disk_that_fills_mid_clip_keeps_what_was_recorded_and_resumes_when_spa
 
     party = make_party(tmp_path / "home")
     cfg = parse_config(agent_toml(party, 1, realtime=False, loop=False, motion=False,
-                                  button=True, clip=(1.0, 8.0, 60.0), quota_mb=100.0)
-                       .replace("[clip]\n", "[clip]\nsegment_seconds = 0\n"))
+                                  button=True, clip=(1.0, 8.0, 60.0), quota_mb=100.0,
+                                  segment_seconds=0))
     disk = SmallDisk(tmp_path / "home" / "device" / "outbox", 1 << 30)
     disk.install(monkeypatch)
     factory = MockFactory()
