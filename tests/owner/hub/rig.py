@@ -120,7 +120,8 @@ class Household:
         self.broker.stop()
 
 
-def household(root: Path, *, clip: Path = BUNDLED_CLIP) -> Household:
+def household(root: Path, *, clip: Path = BUNDLED_CLIP,
+              segment_seconds: float = 0.0) -> Household:
     root.mkdir(parents=True, exist_ok=True)
     (root / "device").mkdir(exist_ok=True)
     recipient, command = make_owner(root)
@@ -132,7 +133,7 @@ def household(root: Path, *, clip: Path = BUNDLED_CLIP) -> Household:
                                                                  port=broker.port),
                               port=0)).start()
     text = demo_config(root, clip, broker.port, recipient, command, inbox_key.public_text(),
-                       realtime=False)
+                       realtime=False, segment_seconds=segment_seconds)
     return Household(root, broker, hub, device_key, root / "owner-command.key",
                      root / "owner.key", text)
 

@@ -3,6 +3,7 @@
 // (seal.js); the hub only ever hands over ciphertext and signed manifests.
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
+import * as segments from "/static/js/segments.js";
 import { notify, describe, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -102,7 +103,9 @@ function cards() {
       const body = got?.body;
       if (!body || body.type === "motion_end") continue;
       out.push({ it, type: body.type, body });
-    } else if (it.kind === "clip" || it.kind === "clip_partial") {
+    } else if (it.kind === "clip" || it.kind === "clip_partial" || (it.kind === "segment" && !it.parent)) {
+      // a whole clip, or the first segment of one (issue 15): shown as a clip until its
+      // clip event comes, which then stands for it
       if (!items.some((e) => e.device === it.device && opened.get(`${e.device}/${e.seq}`)?.body?.clip_seq === it.seq)) {
         out.push({ it, type: "clip", body: null, cutShort: it.kind === "clip_partial" });
       }
@@ -192,8 +195,24 @@ async function snapshotView(device, seq) {
 async function clipView(device, seq) {
   main().replaceChildren(h("p", { id: "clip-status" }, "Verifying and decrypting…"));
   window.__tapped = performance.now();
-  const got = await openItem({ device, seq, kind: "clip" });
+  let got = await openItem({ device, seq, kind: "clip" });
   if (got.error) return refusedView(got);
+  let parts = null;
+  if (got.manifest.kind === "segment") {
+    // a clip stored as segments: every one verified and decrypted here, then joined
+    const event = items.filter((e) => e.device === device)
+      .map((e) => opened.get(`${e.device}/${e.seq}`)?.body)
+      .find((b) => b?.type === "clip" && b.clip_seq === seq);
+    const seqs = segments.segmentSeqs(seq, event, items, device);
+    const each = await Promise.all(seqs.map((n) => openItem({ device, seq: n, kind: "segment" })));
+    const bad = each.find((g) => g.error);
+    if (bad) return refusedView(bad);
+    try {
+      const plains = await Promise.all(each.map(async (g) => new Uint8Array(await g.blob.arrayBuffer())));
+      got = { ...got, blob: segments.join(plains) };
+    } catch (err) { return refusedView({ error: err, tampered: true }); }
+    parts = { count: seqs.length, recording: !event };
+  }
   const video = h("video", { id: "player", controls: true, playsinline: true, muted: true });
   video.muted = true;
   video.src = URL.createObjectURL(got.blob);
@@ -218,9 +237,12 @@ async function clipView(device, seq) {
     got.cutShort ? h("p", { id: "cut-short", class: "bad" }, "Cut short: the doorbell stopped while recording " +
       "(a crash or power loss). This is what it had sealed; the end is missing.") : null,
     h("p", {}, `verified: signed by ${device}, ${got.manifest.size} bytes, chain hash ${got.manifest.hash.slice(0, 12)}…`),
-    video, h("h3", {}, "Share this clip with one person"),
-    h("p", {}, "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
-    to, note, h("button", { id: "share", onclick: share }, "Share"), result));
+    parts ? h("p", { id: "segments" }, `${parts.count} segment(s), each signed and verified` +
+      (parts.recording ? "; still recording: open it again for the rest" : "")) : null,
+    video, ...(parts ? [h("p", { id: "no-share" }, "Sharing a clip stored as segments is not built yet (`doorstep open` joins it " +
+      "into one MP4 on your computer).")] : [h("h3", {}, "Share this clip with one person"),
+      h("p", {}, "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
+      to, note, h("button", { id: "share", onclick: share }, "Share"), result])));
 }
 
 // -- the doorbells ----------------------------------------------------------------------------
