@@ -192,6 +192,8 @@ def test_the_inbox_announcement_is_signed_retained_and_has_a_last_will(
                        party.inbox, host="127.0.0.1", port=broker.port)
     proc_inbox.start()
     wait_for(lambda: (s := retained()) is not None and s.state == "online", 10, "online again")
-    proc_inbox.client.socket().close()          # the connection drops uncleanly
-    wait_for(lambda: (s := retained()) is not None and s.state == "offline", 10, "the will")
+    # as if killed: its network loop stops (so nothing reconnects and announces "online"
+    # again before the check, as paho would within a second) and the connection drops
     proc_inbox.client.loop_stop()
+    proc_inbox.client.socket().close()
+    wait_for(lambda: (s := retained()) is not None and s.state == "offline", 10, "the will")
