@@ -21,11 +21,8 @@ from doorstep.bench.browser import chromium, grant_notifications, have_chromium
 from doorstep.bench.link import Link
 from doorstep.bench.report import Line, Row, Stat
 from doorstep.bench.rig import Keys, config_text
-from doorstep.bench.ring import LINK_BPS, Subscriber, _count, _ring_left, _rings_above, _wait
+from doorstep.bench.ring import LINK_BPS, _count, _ring_left, _rings_above, _wait, head_subscriber
 from doorstep.core.errors import DoorstepError
-from doorstep.protocol.manifest import open_envelope
-from doorstep.protocol.seal import identity_of
-from doorstep.protocol.wire import unpack_head
 
 if TYPE_CHECKING:
     from doorstep.bench.cli import Bench
@@ -114,13 +111,7 @@ def presses(driver: Any, hub: HubProcess, keys: Keys, broker_port: int, workdir:
                                        loop=True, motion=False, repeat_window=0.0,
                                        postroll=POSTROLL, device=APP_DEVICE),
                            source="bench app config")
-        opener = identity_of(keys.inbox)
-
-        def parse(payload: bytes) -> int:
-            envelope, _, _ = unpack_head(payload, opener)
-            return open_envelope(envelope, keys.device_public).seq
-
-        sub = Subscriber(broker_port, cfg.topic_prefix + "a/+/m", parse)
+        sub = head_subscriber(broker_port, keys, cfg.topic_prefix)
         factory = MockFactory()
         service = build(cfg, pin_factory=factory)
         pin = factory.pin(int(cfg.button.pin.removeprefix("GPIO")))

@@ -79,6 +79,18 @@ def via(broker_port: int, link_bps: float | None, shaped: ShapedLink | None = No
             yield Via("127.0.0.1", link.port, "token bucket", bytes_up=lambda: link.bytes_up)
 
 
+def head_subscriber(broker_port: int, keys: Keys, prefix: str) -> Subscriber:
+    """A subscriber to every artifact head of the device under ``prefix``, keyed by seq: it
+    opens each with the inbox key, as the inbox does, and checks the device's signature."""
+    opener = identity_of(keys.inbox)
+
+    def parse(payload: bytes) -> int:
+        envelope, _, _ = unpack_head(payload, opener)
+        return open_envelope(envelope, keys.device_public).seq
+
+    return Subscriber(broker_port, prefix + "a/+/m", parse)
+
+
 class Subscriber:
     """A paho client on the broker itself; timestamps every message on arrival."""
 
@@ -194,13 +206,7 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                                        repeat_window=0.0, **{"postroll": POSTROLL, **knobs}),
                            source="bench ring config")
 
-        opener = identity_of(keys.inbox)
-
-        def parse(payload: bytes) -> int:
-            envelope, _, _ = unpack_head(payload, opener)
-            return open_envelope(envelope, keys.device_public).seq
-
-        sub = Subscriber(broker_port, cfg.topic_prefix + "a/+/m", parse)
+        sub = head_subscriber(broker_port, keys, cfg.topic_prefix)
         factory = MockFactory()
         with path.device():     # the agent's threads, and so its sockets, live on the device
             service = build(cfg, pin_factory=factory)

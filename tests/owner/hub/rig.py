@@ -150,6 +150,31 @@ def notifications(driver: Any) -> list[dict[str, Any]]:
     return got
 
 
+def play_to(driver: Any, seconds: float) -> Any:
+    """Play the page's #player until ``seconds``: the time reached, or a text saying why not."""
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1], target = arguments[0];
+        const v = document.getElementById('player');
+        const go = () => { v.play().catch((e) => done('play: ' + e)); };
+        v.addEventListener('timeupdate', () => {
+            if (v.currentTime >= target) done(v.currentTime);
+        });
+        v.addEventListener('error', () => done('error ' + (v.error && v.error.message)));
+        if (v.readyState >= 2) go(); else v.addEventListener('loadeddata', go, {once: true});
+    """, seconds)
+
+
+def seek_to(driver: Any, seconds: float) -> float:
+    """Pause #player and seek it; where it landed."""
+    return float(driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const v = document.getElementById('player');
+        v.pause();
+        v.addEventListener('seeked', () => done(v.currentTime), {once: true});
+        v.currentTime = arguments[0];
+    """, seconds))
+
+
 def console(driver: Any) -> str:
     return "\n".join(e["message"] for e in driver.get_log("browser"))
 

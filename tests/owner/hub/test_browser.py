@@ -41,6 +41,8 @@ from tests.owner.hub.rig import (
     have_chromium,
     household,
     notifications,
+    play_to,
+    seek_to,
     wait_for,
 )
 
@@ -113,24 +115,10 @@ def test_a_clip_plays_past_3_seconds(home: dict[str, Any]) -> None:
     clip = wait_for(lambda: driver.find_elements("css selector", ".card.clip"), 60, "a clip")
     clip[0].click()
     wait_for(lambda: driver.find_elements("id", "player"), 60, "the player")
-    played = driver.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        const v = document.getElementById('player');
-        const go = () => { v.play().catch((e) => done('play: ' + e)); };
-        v.addEventListener('timeupdate', () => { if (v.currentTime >= 3.0) done(v.currentTime); });
-        v.addEventListener('error', () => done('error ' + (v.error && v.error.message)));
-        if (v.readyState >= 2) go(); else v.addEventListener('loadeddata', go, {once: true});
-    """)
+    played = play_to(driver, 3.0)
     assert isinstance(played, float) and played >= 3.0, (played, console(driver))
     # seeking works on the decrypted MP4
-    seeked = driver.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        const v = document.getElementById('player');
-        v.pause();
-        v.addEventListener('seeked', () => done(v.currentTime), {once: true});
-        v.currentTime = 1.0;
-    """)
-    assert abs(seeked - 1.0) < 0.6
+    assert abs(seek_to(driver, 1.0) - 1.0) < 0.6
 
 
 def test_a_share_rewraps_one_clip_for_one_recipient(home: dict[str, Any]) -> None:

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.owner.hub.rig import chromium, console, have_chromium, household, wait_for
+from tests.owner.hub.rig import (
+    chromium,
+    console,
+    have_chromium,
+    household,
+    play_to,
+    seek_to,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium and "
@@ -36,19 +44,6 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         house.close()
 
 
-def play_to(driver: Any, seconds: float) -> Any:
-    return driver.execute_async_script("""
-        const done = arguments[arguments.length - 1], target = arguments[0];
-        const v = document.getElementById('player');
-        const go = () => { v.play().catch((e) => done('play: ' + e)); };
-        v.addEventListener('timeupdate', () => {
-            if (v.currentTime >= target) done(v.currentTime);
-        });
-        v.addEventListener('error', () => done('error ' + (v.error && v.error.message)));
-        if (v.readyState >= 2) go(); else v.addEventListener('loadeddata', go, {once: true});
-    """, seconds)
-
-
 def test_a_clip_of_segments_plays_joined_past_3_seconds_and_seeks(home: dict[str, Any]) -> None:
     house, driver = home["house"], home["driver"]
     store = house.root / "home" / "store" / "demo"
@@ -60,14 +55,7 @@ def test_a_clip_of_segments_plays_joined_past_3_seconds_and_seeks(home: dict[str
     assert "segment(s), each signed and verified" in note and not note.startswith("1 "), note
     played = play_to(driver, 3.0)
     assert isinstance(played, float) and played >= 3.0, (played, console(driver))
-    seeked = driver.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        const v = document.getElementById('player');
-        v.pause();
-        v.addEventListener('seeked', () => done(v.currentTime), {once: true});
-        v.currentTime = 2.5;
-    """)
-    assert abs(seeked - 2.5) < 0.6
+    assert abs(seek_to(driver, 2.5) - 2.5) < 0.6
     assert driver.find_elements("id", "no-share")      # said plainly, not a one-segment share
 
 
