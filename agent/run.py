@@ -152,26 +152,31 @@ class Agent:
 
     # -- inputs from other threads ------------------------------------------------------------
     def ring(self, press: RingPress) -> None:
-        """The fast path: seal and commit the ring event with its thumbnail now, then the full
-        snapshot; the clip is started or marked on the next frame. Safe from any thread."""
+        """The fast path: seal and commit the ring event now (under a kilobyte, nothing to
+        encode first), then its thumbnail and the full snapshot, each with ``parent`` = the
+        event's seq; the clip is started or marked on the next frame. Safe from any thread."""
         if press.first:
             self._rings.put(press)       # first, so the recorder never waits for the sealing
         with self._ring_lock:
-            frame = self._latest
-            thumb = (thumbnail(frame, self.cfg.clip.thumbnail_width, 80)
-                     if frame is not None and not self.privacy else None)
+            frame = None if self.privacy else self._latest
             body = {"count": press.count, "first": press.first, "pressed": press.wall,
                     "privacy": self.privacy}
             try:
-                item = self.sealer.event(EventType.RING, body, priority=Priority.RING,
-                                         thumbnail=thumb)
+                item = self.sealer.event(EventType.RING, body, priority=Priority.RING)
                 self.events.append((EventType.RING, item.seq))
-                if frame is not None and press.first and not self.privacy:
+                if frame is None:
+                    return
+                # on the ring lane right behind the event: the notification is up before the
+                # picture's ~20 KB have crossed a slow uplink, and the picture follows it
+                self.sealer.blob(Kind.THUMBNAIL,
+                                 thumbnail(frame, self.cfg.clip.thumbnail_width, 80),
+                                 priority=Priority.RING, parent=str(item.seq))
+                if press.first:
                     snap = jpeg(frame, self.cfg.clip.snapshot_quality)
                     self.sealer.blob(Kind.SNAPSHOT, snap, priority=Priority.RING,
                                      parent=str(item.seq))
             except DiskFull as exc:
-                log.error("ring: could not store the ring event: %s", exc)
+                log.error("ring: could not store the ring event or its pictures: %s", exc)
 
     def owner_request(self, action: Action, done: Done | None = None) -> None:
         """A verified owner command, carried out on the next frame by ``commands[action]``;
@@ -378,14 +383,14 @@ class Agent:
         self._committer.submit(lambda: self._store_snapshot(frame, trigger))
 
     def _store_snapshot(self, frame: Frame, trigger: Trigger) -> None:
-        """On the commit thread: the event with its thumbnail, then the full JPEG."""
+        """On the commit thread: the event, its thumbnail, then the full JPEG."""
         try:
             kind = EventType.MOTION if trigger is Trigger.MOTION else EventType.SNAPSHOT
             event = self.sealer.event(kind, {"trigger": trigger.value, "wall": frame.wall},
-                                      priority=Priority.EVENT,
-                                      thumbnail=thumbnail(frame,
-                                                          self.cfg.clip.thumbnail_width, 80))
+                                      priority=Priority.EVENT)
             self.events.append((kind, event.seq))
+            self.sealer.blob(Kind.THUMBNAIL, thumbnail(frame, self.cfg.clip.thumbnail_width, 80),
+                             priority=Priority.EVENT, parent=str(event.seq))
             self.sealer.blob(Kind.SNAPSHOT, jpeg(frame, self.cfg.clip.snapshot_quality),
                              priority=Priority.SNAPSHOT, parent=str(event.seq))
         except DiskFull as exc:

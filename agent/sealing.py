@@ -4,7 +4,6 @@ byte of video or image is ever written to disk (DESIGN.md decision 1)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -33,13 +32,13 @@ class Sealer:
         self.recipients = list(recipients)
         self.clock_synced = clock_synced
 
-    def event(self, kind: EventType, body: dict[str, Any], *, priority: Priority,
-              thumbnail: bytes | None = None) -> Item:
-        """A sealed JSON event: ``{"v": 1, "type": kind, "time": ..., ...body}``."""
+    def event(self, kind: EventType, body: dict[str, Any], *, priority: Priority) -> Item:
+        """A sealed JSON event: ``{"v": 1, "type": kind, "time": ..., ...body}``. It carries no
+        picture: a ring's or a motion start's thumbnail follows as its own ``thumbnail``
+        artifact (``parent`` = the event's seq), so the event is under a kilobyte and reaches
+        the owner first (issue 13, item 13)."""
         doc: dict[str, Any] = {"v": EVENT_VERSION, "type": kind, "time": time.time(),
                                "clock_synced": self.clock_synced(), **body}
-        if thumbnail is not None:
-            doc["thumbnail"] = base64.b64encode(thumbnail).decode("ascii")
         data = json.dumps(doc, sort_keys=True).encode()
         return self.outbox.put(Kind.EVENT, encrypt(data, self.recipients), priority=priority)
 

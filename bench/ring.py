@@ -13,12 +13,13 @@ every few seconds."""
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,7 @@ FEED_CLIP_BYTES = 2 * 1024 * 1024
 class RingRun:
     latencies_ms: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    picture_ms: list[float] = field(default_factory=list)   # press -> its thumbnail's head
     missed: int = 0
     link_bytes_up: int = 0
     link: str = "loopback"    # which link carried it: loopback, tc tbf or token bucket
@@ -81,14 +83,21 @@ def via(broker_port: int, link_bps: float | None, shaped: ShapedLink | None = No
 
 def head_subscriber(broker_port: int, keys: Keys, prefix: str) -> Subscriber:
     """A subscriber to every artifact head of the device under ``prefix``, keyed by seq: it
-    opens each with the inbox key, as the inbox does, and checks the device's signature."""
+    opens each with the inbox key, as the inbox does, and checks the device's signature.
+    ``pictures`` maps an event's seq (as its children name it) to its thumbnail's seq."""
     opener = identity_of(keys.inbox)
+    pictures: dict[str, int] = {}
 
     def parse(payload: bytes) -> int:
         envelope, _, _ = unpack_head(payload, opener)
-        return open_envelope(envelope, keys.device_public).seq
+        manifest = open_envelope(envelope, keys.device_public)
+        if manifest.kind == "thumbnail":
+            pictures[manifest.parent] = manifest.seq
+        return manifest.seq
 
-    return Subscriber(broker_port, prefix + "a/+/m", parse)
+    sub = Subscriber(broker_port, prefix + "a/+/m", parse)
+    sub.pictures = pictures
+    return sub
 
 
 class Subscriber:
@@ -97,6 +106,7 @@ class Subscriber:
     def __init__(self, port: int, topic: str, parse: Callable[[bytes], Any] | None = None
                  ) -> None:
         self.arrivals: dict[Any, tuple[float, int]] = {}
+        self.pictures: dict[str, int] = {}
         self.count = 0
         self._parse = parse
         self._cond = threading.Condition()
@@ -255,6 +265,12 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                     continue
                 result.latencies_ms.append((got[0] - t0) * 1000)
                 result.sizes.append(got[1])
+                with suppress(DoorstepError):
+                    _wait(partial(operator.contains, sub.pictures, str(seq)), 10,
+                          "the ring's thumbnail")
+                    pic = sub.wait_for(sub.pictures[str(seq)], 10)
+                    if pic is not None:
+                        result.picture_ms.append((pic[0] - t0) * 1000)
                 _wait(partial(_ring_left, outbox, seq), 30,
                       "the ring's event and snapshot to leave the outbox")
                 time.sleep(rng.uniform(0.05, 0.15))

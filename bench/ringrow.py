@@ -11,6 +11,8 @@ import os
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from doorstep.bench.netns import LinkBroker, NetnsUnavailable, Shape, ShapedLink, probe
 from doorstep.bench.report import Line, Row, Stat
 from doorstep.bench.rig import Keys, inbox_process
@@ -26,7 +28,6 @@ def _p50(x: list[float]) -> Stat:
 
 
 def _pct(x: list[float], q: float) -> Stat:
-    import numpy as np
     return Stat.of([float(np.percentile(x, q))] if x else [])
 
 
@@ -86,6 +87,10 @@ def _lines(label: str, agent: RingRun, bare: RingRun, presses: int, size: int, t
            link: float | None) -> list[Line]:
     missed = f"; missed {agent.missed}/{presses}" if agent.missed else ""
     note = f"{len(agent.latencies_ms)} presses, ring event {size} bytes{missed}"
+    if agent.picture_ms:
+        note += (f"; its picture (the thumbnail's head, after the event): p50 "
+                 f"{statistics.median(agent.picture_ms):.0f} ms, p99 "
+                 f"{float(np.percentile(agent.picture_ms, 99)):.0f} ms")
     if link:
         note += (f"; the link's floor for {size} bytes: {size * 8 / link * 1000:.0f} ms "
                  f"(for 1 KB: {1000 * 8 / link * 1000:.0f} ms)")

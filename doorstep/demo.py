@@ -42,6 +42,7 @@ class DemoResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     clips: list[dict[str, Any]] = field(default_factory=list)
     snapshots: int = 0
+    thumbnails: int = 0      # each ring's and motion start's picture, after its event
     ring_latency_ms: float | None = None
     stored: int = 0
     outbox_left: int = 0
@@ -165,6 +166,8 @@ def _open_all(out: Path, result: DemoResult) -> None:
             result.events.append({"seq": manifest.seq, **body})
         elif manifest.kind == "snapshot":
             result.snapshots += 1
+        elif manifest.kind == "thumbnail":
+            result.thumbnails += 1
         elif manifest.kind == "clip":
             _add_clip(result, manifest.seq, target, [])
     for joined in join_clips(opened):     # clips stored as segments (issue 15)
@@ -201,7 +204,7 @@ def print_summary(result: DemoResult, out: Path) -> None:
     print(f"  artifacts stored by the inbox: {result.stored} (left in the device outbox: "
           f"{result.outbox_left})")
     print("  events received: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
-    print(f"  snapshots received: {result.snapshots}")
+    print(f"  snapshots received: {result.snapshots}, thumbnails: {result.thumbnails}")
     print(f"  clips received: {len(result.clips)}")
     for c in result.clips:
         preroll = c.get("preroll", float("nan"))

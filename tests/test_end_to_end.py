@@ -103,7 +103,7 @@ def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
         # signatures long enough that random ciphertext will not hold them by chance
         assert b"ftypiso" not in blob and b"mfhd" not in blob and b"Lavf" not in blob, p
         assert b"\xff\xd8\xff\xe0\x00\x10JFIF" not in blob, p
-        assert b'"thumbnail"' not in blob and b'"trigger"' not in blob, p
+        assert b'"pressed"' not in blob and b'"trigger"' not in blob, p   # event bodies
     # and what is there is the owner's to open: a clip segment decrypts to an MP4 PyAV reads
     clip = max((p for p in files if p.suffix == ".age" and
                 json.loads(p.with_suffix(".env").read_text())["manifest"]["kind"] == "segment"),

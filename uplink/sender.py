@@ -2,8 +2,9 @@
 the broker's PUBACKs and the inbox's receipts (DESIGN.md decisions 4 and 5).
 
 Two lanes. The ring lane carries ring events (priority 0, one small message each) the moment
-they are committed. Everything else goes on the paced lane: other events (one message each)
-before snapshots before clips, each by priority and then age; snapshots and clips as a
+they are committed, each followed by its thumbnail (one message of about 20 KB). Everything
+else goes on the paced lane: other events, then thumbnails (one message each), before
+snapshots before clips, each by priority and then age; snapshots and clips as a
 manifest and 16 KiB chunks, so a ring can overtake them between any two chunks (a snapshot
 sent whole held a ring for 445 ms on a 2 Mbit/s link). How many paced messages may be
 unacknowledged adapts to the link: each one's time from publish to PUBACK is the delay a ring
@@ -60,20 +61,26 @@ class Lane(enum.Enum):
     PACED = "paced"
 
 
+SINGLE_KINDS = frozenset({"event", "thumbnail"})
+
+
 def is_single(item: Item) -> bool:
-    """Events travel as one message; snapshots and clips as a manifest and chunks."""
-    return item.manifest.kind == "event"
+    """Events and thumbnails travel as one message (the head, with the ciphertext inside);
+    snapshots and clips as a head and chunks."""
+    return item.manifest.kind in SINGLE_KINDS
 
 
 def is_ring(item: Item) -> bool:
-    """A ring event (and a ring clip's metadata event): the ring lane's traffic."""
+    """A ring event (and a ring clip's metadata event) and the ring's thumbnail: the ring
+    lane's traffic. The event is committed first, so it goes first."""
     return is_single(item) and item.manifest.priority == RING_PRIORITY
 
 
 def paced_rank(item: Item) -> int:
-    """Order on the paced lane before priority: notifications (events), then pictures
-    (snapshots), then clips, so a ring clip's megabytes never hold up a motion event."""
-    return {"event": 0, "snapshot": 1, "thumbnail": 1}.get(item.manifest.kind, 2)
+    """Order on the paced lane before priority: notifications (events), then their pictures
+    (thumbnails), then snapshots, then clips, so a ring clip's megabytes never hold up a
+    motion event."""
+    return {"event": 0, "thumbnail": 1, "snapshot": 2}.get(item.manifest.kind, 3)
 
 
 @dataclass(frozen=True)

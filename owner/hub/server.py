@@ -174,10 +174,13 @@ class HubServer:
 
     def stored(self, device: str) -> None:
         """New artifacts of ``device`` are in the store: tell the open apps, and push
-        events to the browsers that want them."""
+        events, and then their thumbnails, to the browsers that want them. A ring's event
+        fits inside its push message and shows at once; its picture is fetched from the hub
+        by the service worker when the thumbnail's push comes, and added to the same
+        notification."""
         for entry in self.hub.timeline.refresh(device):
             self.hub.bus.publish({"type": "stored", **entry.json()})
-            if entry.kind == "event" and entry.priority <= 1:
+            if entry.kind in ("event", "thumbnail") and entry.priority <= 1:
                 self.loop.create_task(self._push(entry))
 
     async def _push(self, entry: Entry) -> None:

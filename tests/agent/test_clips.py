@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -79,9 +80,11 @@ hold_seconds = 1.0
 
 
 def record(tmp_path: Path, keys: Keys, video: Path, *, motion: bool,
-           press_frame: int | None = None) -> list[tuple[str, bytes]]:
+           press_frame: int | None = None,
+           manifests: list[tuple[Manifest, bytes]] | None = None) -> list[tuple[str, bytes]]:
     """Run the agent over ``video`` with no broker; return the decrypted outbox by kind, with
-    each clip's segments joined as the owner's `doorstep open` joins them (kind "clip")."""
+    each clip's segments joined as the owner's `doorstep open` joins them (kind "clip").
+    ``manifests`` is given every artifact but the segments, with its manifest, in seq order."""
     factory = MockFactory()
     service = build(parse_config(config(tmp_path, keys, video, motion)), pin_factory=factory,
                     connect=False)
@@ -99,6 +102,8 @@ def record(tmp_path: Path, keys: Keys, video: Path, *, motion: bool,
         opened[item.seq] = (item.manifest, plain)
         if item.manifest.kind != "segment":
             out.append((item.manifest.kind, plain))
+            if manifests is not None:
+                manifests.append((item.manifest, plain))
     for clip in join_clips(opened):
         assert clip.complete, (clip.listed, clip.joined, clip.lost)
         out.append(("clip", clip.mp4))
@@ -131,9 +136,29 @@ def test_ring_clip_holds_preroll_and_postroll(tmp_path: Path, keys: Keys) -> Non
     # pre-roll + event (a press: no length) + post-roll, within one GOP
     assert abs(seconds - (preroll + POSTROLL)) <= GOP
     assert abs(seconds - float(meta["duration"])) < 2 / FPS           # type: ignore[arg-type]
-    ring = next(e for e in events(items) if e["type"] == "ring")
-    assert ring["thumbnail"]                                # the ring carries its picture
     assert sum(1 for kind, _ in items if kind == "snapshot") == 1
+
+
+def test_a_ring_event_goes_alone_and_its_picture_follows_as_its_own_artifact(
+        tmp_path: Path, keys: Keys) -> None:
+    """Issue 13, item 13: the ring event is under a kilobyte, so it crosses a slow uplink
+    first; the visitor's picture is the next artifact, a thumbnail naming the event as its
+    parent, on the ring's priority, then the full snapshot."""
+    video = tmp_path / "still.mp4"
+    synthetic_video(video, 8, None)
+    got: list[tuple[Manifest, bytes]] = []
+    record(tmp_path, keys, video, motion=False, press_frame=120, manifests=got)
+    at = next(i for i, (m, plain) in enumerate(got)
+              if m.kind == "event" and json.loads(plain)["type"] == "ring")
+    ring, plain = got[at]
+    assert "thumbnail" not in json.loads(plain) and len(plain) < 1024
+    thumb, picture = got[at + 1]
+    assert (thumb.kind, thumb.parent, thumb.priority) == ("thumbnail", str(ring.seq), 0)
+    assert thumb.seq == ring.seq + 1
+    shape = cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR).shape
+    assert shape[1] == 320                        # clip.thumbnail_width
+    snap, _ = got[at + 2]
+    assert (snap.kind, snap.parent) == ("snapshot", str(ring.seq))
 
 
 def test_motion_clip_is_preroll_plus_event_plus_postroll(tmp_path: Path, keys: Keys) -> None:

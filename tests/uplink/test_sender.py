@@ -272,3 +272,30 @@ def test_a_motion_event_never_waits_behind_a_ring_clip(tmp_path: Path) -> None:
         sender.add(item)
     order = publish_all(sender, 0)
     assert order == [motion.seq, snapshot.seq, ring_clip.seq]
+
+
+def test_a_ring_thumbnail_follows_its_event_on_the_ring_lane_whole(tmp_path: Path) -> None:
+    """Issue 13, item 13: the ring event goes alone and first; its picture follows on the ring
+    lane as one message, ahead of a clip's chunks already queued, and never as chunks."""
+    box, sender = setup(tmp_path)
+    sender.add(clip(box))
+    sender.next_publishes(0)                      # the clip has its window on the wire
+    ring = box.put("event", b"r" * 200, priority=0)
+    thumb = box.put("thumbnail", b"t" * 20_000, priority=0, parent=str(ring.seq))
+    sender.add(ring)
+    sender.add(thumb)
+    nxt = sender.next_publishes(0)
+    assert [(p.seq, p.part, p.lane) for p in nxt] == [(ring.seq, 0, Lane.RING),
+                                                      (thumb.seq, 0, Lane.RING)]
+    _, t, inline = opened_head(sender.payload(nxt[1]))
+    assert t.inline and inline[:20_000] == thumb.path.read_bytes()
+
+
+def test_a_motion_thumbnail_goes_after_events_and_before_snapshots(tmp_path: Path) -> None:
+    box, sender = setup(tmp_path)
+    snapshot = box.put("snapshot", b"s" * 1500, priority=1)
+    thumb = box.put("thumbnail", b"t" * 1500, priority=1)
+    motion = box.put("event", b"m", priority=1)
+    for item in (snapshot, thumb, motion):
+        sender.add(item)
+    assert publish_all(sender, 0) == [motion.seq, thumb.seq, snapshot.seq]

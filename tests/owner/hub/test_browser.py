@@ -90,11 +90,19 @@ def test_enrolment_makes_the_browser_a_recipient(home: dict[str, Any]) -> None:
 
 
 def test_a_ring_shows_a_notification_with_the_visitors_picture(home: dict[str, Any]) -> None:
+    """The ring's notification is up as soon as its event is in, without a picture; the
+    thumbnail follows as its own artifact and the same notification is shown again with it
+    (issue 13, item 13)."""
     driver = home["driver"]
     shown = wait_for(lambda: [n for n in notifications(driver) if n["title"].startswith(
-        "Someone is at the door")], 60, "the ring notification")
+        "Someone is at the door") and n["image"]], 60, "the ring notification with its picture")
     assert shown[0]["image"].startswith("data:image/jpeg;base64,/9j/")
     assert shown[0]["data"]["open"].startswith("#event/demo/")
+    tag = shown[0]["tag"]
+    history = driver.execute_script("return window.__shown.filter((s) => s.tag === arguments[0])"
+                                    ".map((s) => s.picture)", tag)
+    assert history[0] is False and history[-1] is True, history   # first alone, then pictured
+    assert len(notifications(driver)) == len({n["tag"] for n in notifications(driver)})
 
 
 def test_the_timeline_groups_by_day_with_thumbnails(home: dict[str, Any]) -> None:
@@ -212,17 +220,30 @@ def test_a_ring_arrives_by_web_push_when_the_app_is_closed(home: dict[str, Any])
         driver.get(house.url + "manifest.webmanifest")     # the app is closed: no live channel
         service, _ = house.agent(press_at=2.0)
         house.run(service).join(180)
-        got = wait_for(lambda: [p for p in push.received if "plaintext" in p], 60, "a push")
-        # the push service saw RFC 8291 ciphertext, VAPID-signed; inside, only which sealed
-        # artifact to fetch (or the sealed artifact itself): never a picture or an event body
-        assert got[0]["authorization"].startswith("vapid t=")
-        inner = json.loads(got[0]["plaintext"])
-        assert inner["d"] == "demo" and inner["p"] == 0
-        assert b"ring" not in got[0]["plaintext"] and b"\xff\xd8\xff" not in got[0]["plaintext"]
+
+        def pushes() -> dict[str, Any]:
+            """The first event pushed (the ring) and the first thumbnail (its picture)."""
+            got: dict[str, Any] = {}
+            for p in push.received:
+                if "plaintext" in p:
+                    got.setdefault(json.loads(p["plaintext"])["k"], p)
+            return got if {"event", "thumbnail"} <= set(got) else {}
+
+        got = wait_for(pushes, 60, "the ring's push and its picture's")
+        # the push service saw RFC 8291 ciphertext, VAPID-signed; inside, the sealed event
+        # itself (it fits now that its picture travels apart), then which sealed thumbnail to
+        # fetch: never a picture or an event body in clear
+        assert all(g["authorization"].startswith("vapid t=") for g in got.values())
+        event, picture = (json.loads(got[k]["plaintext"]) for k in ("event", "thumbnail"))
+        assert (event["d"], event["p"]) == ("demo", 0) and event["env"] and event["ct"]
+        assert picture["p"] == 0 and "env" not in picture
+        for g in got.values():
+            assert b"ring" not in g["plaintext"] and b"\xff\xd8\xff" not in g["plaintext"]
         shown = wait_for(lambda: [n for n in notifications(driver) if n["tag"] not in before
-                                  and n["title"].startswith("Someone is at the door")], 60,
-                         "the pushed ring's notification")
+                                  and n["title"].startswith("Someone is at the door")
+                                  and n["image"]], 60, "the pushed ring's notification")
         assert shown[0]["image"].startswith("data:image/jpeg;base64,")
+        assert shown[0]["tag"] == f"demo/{event['s']}"       # the event's, with its picture
     finally:
         push.close()
 

@@ -4,7 +4,7 @@
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
-import { notify, describe, quietNow } from "/static/js/notify.js";
+import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
 const main = () => $("#main");
@@ -81,6 +81,7 @@ async function openItem(it) {
     try {
       const { manifest, plain, cutShort } = await seal.fetchOpen(it.device, it.seq);
       opened.set(key, manifest.kind === "event" ? { manifest, body: JSON.parse(new TextDecoder().decode(plain)) }
+        : manifest.kind === "thumbnail" ? { manifest, plain, picture: pictureUrl(plain) }
         : { manifest, cutShort, blob: new Blob([plain], { type: manifest.kind === "snapshot" ? "image/jpeg" : "video/mp4" }) });
     } catch (err) { opened.set(key, { error: err, tampered: err instanceof seal.Tampered }); }
   }
@@ -91,7 +92,17 @@ async function loadMore() {
   const doc = await api("/api/timeline?limit=60" + (next ? `&before=${encodeURIComponent(next)}` : ""));
   items = items.concat(doc.items);
   next = doc.next;
-  await Promise.all(items.filter((i) => i.kind === "event").map(openItem));
+  await Promise.all(items.filter((i) => i.kind === "event" || i.kind === "thumbnail").map(openItem));
+}
+
+// An event's picture (a data: URL): its own thumbnail artifact, or, for an event stored before
+// pictures travelled apart, the thumbnail inside its body.
+function pictureOf(device, seq, body) {
+  const t = items.find((i) => i.kind === "thumbnail" && i.device === device && i.parent === String(seq));
+  const got = t && opened.get(`${device}/${t.seq}`);
+  // the parent the doorbell signed, not the hub's listing of it
+  if (got?.picture && got.manifest.parent === String(seq)) return got.picture;
+  return body?.thumbnail ? "data:image/jpeg;base64," + body.thumbnail : null;
 }
 
 function cards() {
@@ -118,20 +129,20 @@ function cards() {
 // time), else of an event during it, else of the latest event before it (a clip split from a
 // long recording); a clip whose event has not arrived yet is placed by its artifact's time.
 function thumbFor(card) {
-  if (card.body?.thumbnail) return "data:image/jpeg;base64," + card.body.thumbnail;
-  if (card.type !== "clip") return null;
+  if (card.type !== "clip") return pictureOf(card.it.device, card.it.seq, card.body);
   const b = card.body;
   const end = b ? b.start_wall + b.duration : card.it.created;
   const start = b ? b.start_wall : end - 130;
   let best = null, score = Infinity;
   for (const e of items) {
     const ev = opened.get(`${e.device}/${e.seq}`)?.body;
-    if (e.device !== card.it.device || !ev?.thumbnail || ev.time > end + 1) continue;
+    const picture = ev && e.device === card.it.device && ev.time <= end + 1 && pictureOf(e.device, e.seq, ev);
+    if (!picture) continue;
     const s = b && Math.abs(ev.time - b.trigger_wall) <= 1 ? 0
       : ev.time >= start - 1 ? 1 + (ev.time - start) / 1e6 : 2 + (start - ev.time);
-    if (s < score && s < 2 + 600) { best = ev.thumbnail; score = s; }
+    if (s < score && s < 2 + 600) { best = picture; score = s; }
   }
-  return best ? "data:image/jpeg;base64," + best : null;
+  return best;
 }
 
 const day = (t) => new Date(t * 1000).toLocaleDateString(undefined, { weekday: "long", day: "numeric", month: "long" });
@@ -168,13 +179,13 @@ async function eventView(device, seq) {
   const it = items.find((i) => i.device === device && i.seq === seq) || { device, seq, kind: "event" };
   const got = await openItem(it);
   if (got.error) return refusedView(got);
-  const body = got.body, d = describe(body);
+  const body = got.body, d = describe(body), picture = pictureOf(device, seq, body);
   const snap = items.find((i) => i.device === device && i.kind === "snapshot" && i.parent === String(seq));
   const clipEvent = items.map((e) => opened.get(`${e.device}/${e.seq}`)?.body).find((b) => b?.type === "clip" &&
     b.start_wall <= body.time + 1 && body.time <= b.start_wall + b.duration + 1);
   main().replaceChildren(h("section", { id: "event" }, h("h2", {}, d.title),
     h("p", {}, `${device} · ${new Date(body.time * 1000).toLocaleString()} · seq ${seq} · signed by the doorbell`),
-    body.thumbnail ? h("img", { class: "big", src: "data:image/jpeg;base64," + body.thumbnail, alt: "thumbnail" }) : null,
+    picture ? h("img", { class: "big", src: picture, alt: "thumbnail" }) : null,
     h("p", {}, snap ? h("a", { href: `#snapshot/${device}/${snap.seq}`, id: "open-snapshot" }, "Full snapshot") : null, " ",
       clipEvent ? h("a", { href: `#clip/${device}/${clipEvent.clip_seq}`, id: "open-clip" }, "Play the clip") : null)));
 }
@@ -399,11 +410,17 @@ function listen() {
     if (items.some((i) => i.device === it.device && i.seq === it.seq)) return;
     items.unshift(it);
     items.sort((a, b) => b.created - a.created || b.seq - a.seq);
-    if (it.kind === "event") {
+    if (it.kind === "event" || it.kind === "thumbnail") {
       const got = await openItem(it);
       const me = await db.get("me");
       const motion = (me.motion || []).includes(it.device) && !quietNow(me.quiet);
-      if (got.body) await notify(got.body, it, { motion });
+      if (got.body) await notify(got.body, it, { motion, picture: pictureOf(it.device, it.seq, got.body) });
+      else if (got.picture) {
+        // the visitor's picture, a moment after the ring: into its notification, silently
+        await addPicture(it.device, got, async (parent) => (await openItem({ device: it.device, seq: parent, kind: "event" })).body,
+          { motion }).catch(() => false);
+      }
+      if (got.picture && location.hash === `#event/${it.device}/${got.manifest.parent}`) route();
     }
     if (["", "#timeline"].includes(location.hash)) timelineView();
   });
