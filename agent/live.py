@@ -337,7 +337,7 @@ def _messages(fragments: Sequence[LiveFragment]) -> list[list[LiveFragment]]:
 
 
 def attach_live(cfg: Config, agent: Agent, *, key: SigningKey,
-                recipients: Callable[[], Sequence[X25519Recipient]], uplink: Uplink,
+                recipients: Callable[[], Sequence[X25519Recipient]], uplink: Uplink | None,
                 commands: Commands, clock: Clock | None = None) -> LiveSessions:
     """Wire live view into a built agent: its packets, the ``live`` command, privacy-on
     ending every session, and the uplink's live lane. Started by the Service."""
@@ -350,7 +350,8 @@ def attach_live(cfg: Config, agent: Agent, *, key: SigningKey,
                          expires=expires, keyframe=keyframe, init=init, media=media, wall=wall)
 
     def publish(session: str, message: bytes) -> bool:
-        return uplink.publish_live(live_topic(prefix, session), message)
+        # without an uplink (the demo, `connect = False`) there is nowhere to send it
+        return uplink is not None and uplink.publish_live(live_topic(prefix, session), message)
 
     live = LiveSessions(lambda: agent.encoder.info, agent.preroll, seal=seal, publish=publish,
                         clock=clock or SystemClock(), max_sessions=cfg.live.max_sessions,

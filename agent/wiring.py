@@ -157,6 +157,6 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
                         on_command=commands.on_payload, secrets_dir=data_dir)
         outbox.on_commit = uplink.notify
     live = attach_live(cfg, agent, key=key, recipients=lambda: own_sealer.recipients,
-                       uplink=uplink, commands=commands) if uplink is not None else None
+                       uplink=uplink, commands=commands)
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
                    bell_events, night=night, live=live)

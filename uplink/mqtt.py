@@ -3,7 +3,9 @@ backoff, a retained status with an offline last will, and the Sender's decisions
 
 Threads: paho's callbacks run on our network thread ("uplink-net") and only put events on a
 queue. The "uplink-send" thread owns the Sender and the Outbox bookkeeping, and is the only
-caller of ``publish``. Nothing else touches the client.
+caller of ``publish`` for the outbox. The exceptions: answers to owner commands
+(``publish_reply``, from whichever thread carried the command out) and live view's QoS 0
+segments (``publish_live``, from the live thread, paced by uplink/live.py).
 """
 
 from __future__ import annotations
@@ -228,17 +230,12 @@ class Uplink:
         broker within ``timeout`` s, or the connection is down: it is not kept."""
         if not self._connected.is_set():
             return False
-        with self.live.lock:        # held from admission to publish: see LiveLane.sent
-            if not self.live.admit(timeout):
-                return False
-            mid = None
-            try:
-                info = self.client.publish(topic, payload, qos=0)
-                if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    mid = info.mid
-            finally:
-                self.live.published(mid)
-        return mid is not None
+        if not self.live.admit(timeout):
+            return False
+        info = self.client.publish(topic, payload, qos=0)
+        ok = info.rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        self.live.published(info if ok else None)
+        return ok
 
     def _status_payload(self, state: str) -> bytes:
         body = {"v": 1, "state": state, "time": time.time()}
@@ -274,8 +271,6 @@ class Uplink:
 
     def _cb_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any = None) -> None:
-        if self.live.sent(mid):
-            return
         self._events.put(_Event("puback", mid=mid))
 
     def _cb_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
