@@ -118,6 +118,7 @@ class PythonViewer:
     now: Callable[[], float] = time.time
     refused: list[str] = field(default_factory=list)
     shown: list[Shown] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)   # s from a segment's frame to here
     segments: int = 0
     first_index: int | None = None
 
@@ -138,6 +139,7 @@ class PythonViewer:
             self.refused.append(why)
             return
         self.segments += 1
+        self.arrived.append(self.now() - seg.header.wall)
         if self.first_index is None:
             self.first_index = seg.header.index
         if seg.init:

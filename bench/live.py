@@ -1,0 +1,255 @@
+"""Row 11, live view through the broker (issue 15): glass to glass, from a frame's making to
+its picture at a viewer, read back by the counter drawn into each frame (bench/liveview.py),
+p50 and p99; at a Python viewer that does what the app does (open, check, decode with PyAV)
+and in the app itself (headless Chromium through the hub, MSE, the counter read off a canvas
+at each requestVideoFrameCallback); and the agent's CPU with one session against the same
+pipeline without one, in the same run, with the frame rate of both."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from doorstep.bench.browser import chromium, have_chromium
+from doorstep.bench.liveview import PythonViewer, counter_frames
+from doorstep.bench.report import Line, Row, Stat
+from doorstep.bench.rig import config_text
+from doorstep.core.errors import DoorstepError
+
+if TYPE_CHECKING:
+    from doorstep.agent.service import Service
+    from doorstep.bench.cli import Bench
+    from doorstep.capture.frames import Frame
+
+log = logging.getLogger(__name__)
+
+LIVE_ROW = 11
+SESSION = "5e55101111e0be9c"
+BROWSER_SESSION_WAIT = 60.0
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CounterSource:
+    """A camera stand-in: frames made in real time with a counter drawn in; ``stamped`` maps
+    each counter to the wall time its frame was made."""
+
+    def __init__(self, width: int, height: int, fps: int) -> None:
+        self.width, self.height, self._fps = width, height, fps
+        self.stamped: dict[int, float] = {}
+        self._stop = False
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self._fps)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    def frames(self) -> Iterator[Frame]:
+        for frame in counter_frames(self.width, self.height, self._fps, stamped=self.stamped,
+                                    lores=(320, 180)):
+            if self._stop:
+                return
+            yield frame
+
+    def close(self) -> None:
+        self._stop = True
+
+
+def thread_cpu(exclude: set[int]) -> float:
+    """CPU seconds of this process's threads, but those in ``exclude`` (the viewer's)."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) in exclude:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])     # utime, stime
+    return total / TICK
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise DoorstepError(f"bench: timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _window(service: Service, seconds: float, exclude: set[int]) -> tuple[float, float]:
+    """(CPU % of one core, frames/s) of the agent over ``seconds``."""
+    c0, f0, t0 = thread_cpu(exclude), service.agent.frames, time.monotonic()
+    time.sleep(seconds)
+    c1, f1, t1 = thread_cpu(exclude), service.agent.frames, time.monotonic()
+    return 100 * (c1 - c0) / (t1 - t0), (f1 - f0) / (t1 - t0)
+
+
+def _pcts(xs: list[float]) -> tuple[Stat, Stat]:
+    if not xs:
+        return Stat.of([]), Stat.of([])
+    return (Stat(float(np.percentile(xs, 50)), min(xs), max(xs), len(xs)),
+            Stat(float(np.percentile(xs, 99)), min(xs), max(xs), len(xs)))
+
+
+class _Viewer:
+    """The Python viewer on the broker, in this process; its paho thread is left out of the
+    agent's CPU."""
+
+    def __init__(self, port: int, topic: str, viewer: PythonViewer) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.viewer = viewer
+        self.tids: set[int] = set()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=0)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise DoorstepError("bench: the live viewer could not subscribe")
+
+    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.tids.add(threading.get_native_id())
+        self.viewer.receive(bytes(msg.payload))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def live_row(bench: Bench) -> Row:
+    from doorstep.agent.wiring import build
+    from doorstep.bench.app import APP_DEVICE, HubProcess, _enrol
+    from doorstep.config import parse_config
+    from doorstep.owner.command import next_counter, send_command
+    from doorstep.protocol.age import load_identities
+    from doorstep.protocol.connect import Broker
+    from doorstep.protocol.keys import SigningKey
+
+    quick = bench.plan.quick
+    width, height, fps = (640, 360, 15) if quick else (1280, 720, 30)
+    seconds = 3.0 if quick else 20.0
+    work = bench.work / "live"
+    keys = bench.keys
+    source = CounterSource(width, height, fps)
+    cfg = parse_config(config_text(keys, work / "device", Path("/dev/null"), bench.port,
+                                   realtime=True, motion=False, button=False, gop=1.0,
+                                   device=APP_DEVICE, lores=(320, 180)),
+                       source="bench live config")
+    service = build(cfg, source=source)
+    runner = threading.Thread(target=service.run, name="bench-live-agent",
+                              kwargs={"connect_timeout": 10.0})
+    runner.start()
+    owner = load_identities(keys.dir / "owner.key")
+    command_key = SigningKey.load(keys.dir / "owner-command.key")
+    mqtt_cfg = Broker(host="127.0.0.1", port=bench.port)
+    counter_file = work / "counter.json"
+
+    def live(session: str, **params: str) -> None:
+        _, ack = send_command(command_key, APP_DEVICE, "live", mqtt_cfg=mqtt_cfg,
+                              counter=next_counter(counter_file),
+                              device_public=keys.device_public,
+                              params={"session": session, **params})
+        if ack is None or not ack.ok:
+            raise DoorstepError(f"bench: the doorbell refused live view: {ack}")
+
+    lines: list[Line] = []
+    browser_note = ""
+    viewer = PythonViewer(APP_DEVICE, SESSION, owner, keys.device_public)
+    sub = _Viewer(bench.port, f"{cfg.topic_prefix}live/{SESSION}", viewer)
+    try:
+        _wait(lambda: service.uplink is not None and service.uplink.connected
+              and service.agent.frames > 2 * fps, 30, "the agent")
+        base_cpu, base_fps = _window(service, seconds, sub.tids)
+        asked = time.time()
+        live(SESSION)
+        _wait(lambda: bool(viewer.shown), 10, "the first live picture")
+        first = viewer.shown[0].at - asked
+        time.sleep(1.0)
+        start, arrived = len(viewer.shown), len(viewer.arrived)
+        renewing = threading.Event()
+
+        def renew() -> None:
+            while not renewing.wait(10.0):
+                live(SESSION)
+        threading.Thread(target=renew, daemon=True).start()
+        cpu, got_fps = _window(service, seconds, sub.tids)
+        renewing.set()
+        shown = viewer.shown[start:]
+        latency = [1000 * (s.at - source.stamped[s.counter]) for s in shown
+                   if s.counter in source.stamped]
+        wire = [1000 * a for a in viewer.arrived[arrived:]]
+        live(SESSION, stop="1")
+        p50, p99 = _pcts(latency)
+        w50, w99 = _pcts(wire)
+        floor = f"{1000 / fps:.0f} ms is one frame interval"
+        lines += [
+            Line("glass to glass, Python viewer (PyAV): p50", "ms", p50, w50, target="<= 1500",
+                 note=f"{len(latency)} frames; {len(viewer.refused)} refused; {floor}; "
+                 "baseline: frame made -> its segment at the viewer's MQTT client"),
+            Line("glass to glass, Python viewer (PyAV): p99", "ms", p99, w99, target="<= 1500"),
+            Line("command -> first picture", "ms", Stat.of([1000 * first]),
+                 note="the pre-roll ring's last keyframe and what followed"),
+            Line("agent CPU, one live session", "% of a core", Stat.of([cpu]),
+                 Stat.of([base_cpu]), note=f"added {cpu - base_cpu:.1f}% of a core per session "
+                 "(the viewer's thread left out)"),
+            Line("frame rate, one live session", "frames/s", Stat.of([got_fps]),
+                 Stat.of([base_fps]), target="unchanged")]
+        if have_chromium():
+            hub = HubProcess(work / "home", keys, bench.port, bench.log)
+            driver = chromium(work / "profile")
+            try:
+                _enrol(driver, hub, keys, bench.port)
+                driver.execute_script("window.__liveMeasure = true; "
+                                      f"location.hash = '#live/{APP_DEVICE}';")
+                _wait(lambda: len(driver.execute_script(
+                    "return (window.__liveStats || {shown: []}).shown") or []) > fps, 60,
+                      "the app's first live frames")
+                time.sleep(1.0)
+                mark = len(driver.execute_script("return window.__liveStats.shown"))
+                b_cpu, _ = _window(service, seconds, sub.tids)
+                got = driver.execute_script("return window.__liveStats")
+                driver.execute_script("location.hash = '#timeline'")
+                seen = got["shown"][mark:]
+                page = [1000 * (s["at"] - source.stamped[s["counter"]]) for s in seen
+                        if s["counter"] in source.stamped]
+                b50, b99 = _pcts(page)
+                lines += [
+                    Line("glass to glass, the app (Chromium, MSE): p50", "ms", b50, p50,
+                         target="<= 1500", note=f"{len(page)} frames shown; "
+                         f"{len(got['refused'])} refused; {got['jumps']} jumps to the live "
+                         "edge; baseline: the Python viewer"),
+                    Line("glass to glass, the app (Chromium, MSE): p99", "ms", b99, p99,
+                         target="<= 1500"),
+                    Line("agent CPU, one session watched in the app", "% of a core",
+                         Stat.of([b_cpu]), Stat.of([base_cpu]))]
+            finally:
+                driver.quit()
+                hub.stop()
+        else:
+            browser_note = "; the app's figure not measured: no chromium here"
+    finally:
+        sub.close()
+        service.stop_event.set()
+        runner.join(30)
+    return Row(LIVE_ROW, "Live view through the broker", "the same agent and source without "
+               "a live session (CPU, frame rate); the Python viewer (the app's figures)",
+               f"{width}x{height} at {fps} fps made in real time with a 16-bit counter drawn "
+               "in; libx264 superfast, zerolatency, GOP 1 s, 2500 kbit/s; a local Mosquitto; "
+               f"{seconds:.0f} s windows; viewers on this machine (one clock){browser_note}",
+               tuple(lines))
