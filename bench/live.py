@@ -96,6 +96,26 @@ def _window(service: Service, seconds: float, exclude: set[int]) -> tuple[float,
     return 100 * (c1 - c0) / (t1 - t0), (f1 - f0) / (t1 - t0)
 
 
+def _rings(service: Service, sub: Any, n: int) -> list[float]:
+    """Press the bell ``n`` times, a second apart; each press to its ring event's head at a
+    subscriber on the broker, in ms."""
+    from doorstep.agent.run import RingPress
+
+    out = []
+    for _ in range(n):
+        before = {seq for kind, seq in list(service.agent.events) if kind == "ring"}
+        t = time.monotonic()
+        service.agent.ring(RingPress(time.time(), t))
+        new = [seq for kind, seq in list(service.agent.events) if kind == "ring"
+               and seq not in before]
+        got = sub.wait_for(new[0], 10) if new else None
+        if got is not None:
+            out.append(1000 * (got[0] - t))
+        time.sleep(1.0)
+    time.sleep(3.0)          # the clip each ring started (1 s post-roll) ends and uploads
+    return out
+
+
 def _pcts(xs: list[float]) -> tuple[Stat, Stat]:
     if not xs:
         return Stat.of([]), Stat.of([])
@@ -149,6 +169,7 @@ def live_row(bench: Bench) -> Row:
     source = CounterSource(width, height, fps)
     cfg = parse_config(config_text(keys, work / "device", Path("/dev/null"), bench.port,
                                    realtime=True, motion=False, button=False, gop=1.0,
+                                   preroll=1.0, postroll=1.0, repeat_window=0.0,
                                    device=APP_DEVICE, lores=(320, 180)),
                        source="bench live config")
     service = build(cfg, source=source)
@@ -170,12 +191,17 @@ def live_row(bench: Bench) -> Row:
 
     lines: list[Line] = []
     browser_note = ""
+    from doorstep.bench.ring import head_subscriber
+
+    presses = 3 if quick else 20
     viewer = PythonViewer(APP_DEVICE, SESSION, owner, keys.device_public)
     sub = _Viewer(bench.port, f"{cfg.topic_prefix}live/{SESSION}", viewer)
+    heads = head_subscriber(bench.port, keys, cfg.topic_prefix)
     try:
         _wait(lambda: service.uplink is not None and service.uplink.connected
               and service.agent.frames > 2 * fps, 30, "the agent")
         base_cpu, base_fps = _window(service, seconds, sub.tids)
+        base_rings = _rings(service, heads, presses)
         asked = time.time()
         live(SESSION)
         _wait(lambda: bool(viewer.shown), 10, "the first live picture")
@@ -189,14 +215,17 @@ def live_row(bench: Bench) -> Row:
                 live(SESSION)
         threading.Thread(target=renew, daemon=True).start()
         cpu, got_fps = _window(service, seconds, sub.tids)
-        renewing.set()
         shown = viewer.shown[start:]
+        rings = _rings(service, heads, presses)
+        renewing.set()
         latency = [1000 * (s.at - source.stamped[s.counter]) for s in shown
                    if s.counter in source.stamped]
         wire = [1000 * a for a in viewer.arrived[arrived:]]
         live(SESSION, stop="1")
         p50, p99 = _pcts(latency)
         w50, w99 = _pcts(wire)
+        r50, r99 = _pcts(rings)
+        rb50, rb99 = _pcts(base_rings)
         floor = f"{1000 / fps:.0f} ms is one frame interval"
         lines += [
             Line("glass to glass, Python viewer (PyAV): p50", "ms", p50, w50, target="<= 1500",
@@ -209,7 +238,11 @@ def live_row(bench: Bench) -> Row:
                  Stat.of([base_cpu]), note=f"added {cpu - base_cpu:.1f}% of a core per session "
                  "(the viewer's thread left out)"),
             Line("frame rate, one live session", "frames/s", Stat.of([got_fps]),
-                 Stat.of([base_fps]), target="unchanged")]
+                 Stat.of([base_fps]), target="unchanged"),
+            Line("ring press -> its head at MQTT, one live session: p50", "ms", r50, rb50,
+                 target="unchanged", note=f"{len(rings)} presses; baseline: no session"),
+            Line("ring press -> its head at MQTT, one live session: p99", "ms", r99, rb99,
+                 target="unchanged")]
         if have_chromium():
             hub = HubProcess(work / "home", keys, bench.port, bench.log)
             driver = chromium(work / "profile")
@@ -245,6 +278,7 @@ def live_row(bench: Bench) -> Row:
             browser_note = "; the app's figure not measured: no chromium here"
     finally:
         sub.close()
+        heads.close()
         service.stop_event.set()
         runner.join(30)
     return Row(LIVE_ROW, "Live view through the broker", "the same agent and source without "

@@ -10,7 +10,9 @@
 import * as seal from "/static/js/seal.js";
 
 const RENEW_MS = 10000;
-const EDGE = 0.3, BEHIND = 1.0;      // s: where playback sits, and how far behind it may fall
+// s: how far behind the newest frame playback may fall before it jumps, where it lands, and
+// the lag it catches up by playing 10% faster instead of jumping
+const BEHIND = 0.6, EDGE = 0.1, DRIFT = 0.25;
 const SKEW = 60;                     // s of clock difference allowed on the expiry
 const dec = new TextDecoder();
 const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -126,10 +128,11 @@ export async function liveView(device, root, h) {
     const b = video.buffered;
     if (!b.length) return;
     const start = b.start(b.length - 1), end = b.end(b.length - 1);
-    if (end - video.currentTime > BEHIND || video.currentTime < start) {
+    const lag = end - video.currentTime;
+    if (lag > BEHIND || video.currentTime < start) {
       video.currentTime = Math.max(start, end - EDGE);
       stats.jumps += 1;
-    }
+    } else video.playbackRate = lag > DRIFT ? 1.1 : 1.0;
     if (video.paused) video.play().catch(() => {});
   };
   const check = rules(device, session);
