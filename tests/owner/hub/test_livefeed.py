@@ -14,12 +14,12 @@ from doorstep.owner.hub.enrol import new_code
 from doorstep.owner.hub.livefeed import VIEWER_QUEUE, LiveFeeds
 from doorstep.owner.hub.server import HubServer
 from tests.owner.hub.test_api import call, enrol
-from tests.owner.hub.test_api import hub as hub  # noqa: F401 (the fixture)
+from tests.owner.hub.test_api import hub as hub
 
 SESSION = "00112233445566778899aabbccddeeff"
 
 
-def test_a_browser_streams_its_sessions_messages_as_they_came(hub: HubServer,  # noqa: F811
+def test_a_browser_streams_its_sessions_messages_as_they_came(hub: HubServer,
                                                               tmp_path: Path) -> None:
     path = f"/api/devices/porch/live/{SESSION}"
     status, _, _ = call(hub, "GET", path)
