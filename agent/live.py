@@ -168,6 +168,7 @@ class LiveSessions:
                            "(live.max_sessions); try again when one ends")
             else:
                 self._pending[session] = _Pending(session, done, now)
+                self._wake.notify()     # the live thread times it out if no frame comes
                 return          # answered by the frame thread when it starts
         if refusal is not None:
             self._refuse(session, refusal, done)
@@ -204,11 +205,8 @@ class LiveSessions:
         dropped: list[tuple[str, int]] = []
         with self._lock:
             self._expire(now)
+            stale = self._stale(now)
             for p in list(self._pending.values()):
-                if now - p.asked > PENDING_SECONDS:
-                    del self._pending[p.id]
-                    p.done("live: no frame came from the camera in time")
-                    continue
                 del self._pending[p.id]
                 live = LiveSession(p.id, now + self.seconds, now)
                 # a fast first picture: the ring's last keyframe and what followed (this
@@ -229,11 +227,20 @@ class LiveSessions:
                     live.lost += n
                     dropped.append((live.id, n))
             self._wake.notify()
+        for p in stale:
+            p.done("live: no frame came from the camera in time")
         for p in started:
             p.done(None)
         for session, n in dropped:
             self.losses(f"the link is slower than the video: dropped {n} packet(s), whole "
                         "GOPs, oldest first", source=session)
+
+    def _stale(self, now: float) -> list[_Pending]:
+        """Starts that waited PENDING_SECONDS for a frame (the camera is down): removed."""
+        stale = [p for p in self._pending.values() if now - p.asked > PENDING_SECONDS]
+        for p in stale:
+            del self._pending[p.id]
+        return stale
 
     def _expire(self, now: float) -> None:
         for live in [s for s in self._sessions.values() if s.expires <= now]:
@@ -248,7 +255,10 @@ class LiveSessions:
         now = self._clock.monotonic()
         with self._lock:
             self._expire(now)
+            stale = self._stale(now)
             work = [(live, live.queue.take()) for live in self._sessions.values()]
+        for p in stale:
+            p.done("live: no frame came from the camera in time")
         sent = 0
         for live, packets in work:
             if packets:
@@ -313,7 +323,7 @@ class LiveSessions:
                     return
                 if not any(len(s.queue) for s in self._sessions.values()):
                     # asleep while idle: no session costs nothing
-                    self._wake.wait(1.0 if self._sessions else None)
+                    self._wake.wait(1.0 if self._sessions or self._pending else None)
                 if self._stop:
                     return
             try:

@@ -230,3 +230,14 @@ def test_replayed_and_foreign_segments_are_refused_by_the_viewer() -> None:
                      wall=0.0)
     view.receive(fake)
     assert "bad signature" in view.refused[-1] or "signature" in view.refused[-1]
+
+
+def test_a_start_with_no_frames_is_refused_and_frees_its_place() -> None:
+    rig = Rig(max_sessions=1)
+    n = rig.command(S1)                        # the camera gives nothing
+    rig.clock.advance(11)
+    rig.live.pump()                            # the live thread's periodic pass
+    assert "no frame came" in str(rig.answers[n])
+    m = rig.command(S2)
+    rig.step(1)
+    assert rig.answers[m] is None and rig.live.active == [S2]
