@@ -9,7 +9,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from doorstep.agent.service import Service
 from doorstep.config import parse_config
@@ -62,6 +64,13 @@ def test_the_live_button_plays_the_doorbell_live_and_leaving_stops_it(
     house: Household = home["house"]
     driver, service = home["driver"], home["service"]
     assert service.live is not None
+    # a watcher on the broker, to replay what passed (anyone with broker access could)
+    seen: list[tuple[str, bytes]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, m: seen.append((m.topic, bytes(m.payload)))
+    watcher.connect("127.0.0.1", house.broker.port)
+    watcher.subscribe("doorstep/demo/live/+", qos=0)
+    watcher.loop_start()
     driver.get(house.url + "#devices")
     button = wait_for(lambda: driver.find_elements("id", "live-demo"), 60, "the Live button")
     button[0].click()
@@ -73,5 +82,15 @@ def test_the_live_button_plays_the_doorbell_live_and_leaving_stops_it(
     assert not s["refused"], s
     assert service.live.active == [driver.execute_script("return window.__liveStats.session")]
     assert house.hub.hub.feeds.relayed >= 20      # the hub relayed them, sealed as they came
+    # a replayed segment and a forged one, published on the session's topic: both refused
+    topic, first = seen[0]
+    watcher.publish(topic, first, qos=0).wait_for_publish(5)
+    watcher.publish(topic, b"DS2V" + bytes(2000), qos=0).wait_for_publish(5)
+    refused = wait_for(lambda: len(r := stats(driver)["refused"]) >= 2 and r, 30,
+                       "the page to refuse both")
+    assert any("replayed" in r for r in refused), refused
+    assert any("does not open" in r for r in refused), refused
+    watcher.loop_stop()
+    watcher.disconnect()
     driver.execute_script("location.hash = '#timeline'")   # leaving the page stops it
     wait_for(lambda: not service.live.active, 30, "the session to stop")
