@@ -7,8 +7,11 @@ pipeline without one, in the same run, with the frame rate of both."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from doorstep.bench.browser import chromium, have_chromium
-from doorstep.bench.liveview import PythonViewer, counter_frames
+from doorstep.bench.liveview import counter_frames
 from doorstep.bench.report import Line, Row, Stat
 from doorstep.bench.rig import config_text
 from doorstep.core.errors import DoorstepError
@@ -65,12 +68,10 @@ class CounterSource:
         self._stop = True
 
 
-def thread_cpu(exclude: set[int]) -> float:
-    """CPU seconds of this process's threads, but those in ``exclude`` (the viewer's)."""
+def thread_cpu() -> float:
+    """CPU seconds of this process's threads (the agent's, and the bench's sleeping ones)."""
     total = 0
     for tid in os.listdir("/proc/self/task"):
-        if int(tid) in exclude:
-            continue
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rpartition(")")[2].split()
@@ -88,11 +89,11 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def _window(service: Service, seconds: float, exclude: set[int]) -> tuple[float, float]:
+def _window(service: Service, seconds: float) -> tuple[float, float]:
     """(CPU % of one core, frames/s) of the agent over ``seconds``."""
-    c0, f0, t0 = thread_cpu(exclude), service.agent.frames, time.monotonic()
+    c0, f0, t0 = thread_cpu(), service.agent.frames, time.monotonic()
     time.sleep(seconds)
-    c1, f1, t1 = thread_cpu(exclude), service.agent.frames, time.monotonic()
+    c1, f1, t1 = thread_cpu(), service.agent.frames, time.monotonic()
     return 100 * (c1 - c0) / (t1 - t0), (f1 - f0) / (t1 - t0)
 
 
@@ -123,33 +124,27 @@ def _pcts(xs: list[float]) -> tuple[Stat, Stat]:
             Stat(float(np.percentile(xs, 99)), min(xs), max(xs), len(xs)))
 
 
-class _Viewer:
-    """The Python viewer on the broker, in this process; its paho thread is left out of the
-    agent's CPU."""
+def _viewer(bench: Bench, prefix: str, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
+    """bench/liveview.py's PythonViewer in its own process (its decoding is not the agent's
+    CPU), watching SESSION for ``seconds``; the file it writes its results to."""
+    from doorstep.bench.app import APP_DEVICE
+    from doorstep.protocol.keys import public_text
 
-    def __init__(self, port: int, topic: str, viewer: PythonViewer) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.viewer = viewer
-        self.tids: set[int] = set()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = self._message
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(topic, qos=0)
-        self.client.loop_start()
-        if not subscribed.wait(10):
-            raise DoorstepError("bench: the live viewer could not subscribe")
-
-    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self.tids.add(threading.get_native_id())
-        self.viewer.receive(bytes(msg.payload))
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    work = bench.work / "live"
+    ready, out = work / "viewer.ready", work / "viewer.json"
+    ready.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    with open(bench.log, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "doorstep.bench.liveview", "--port", str(bench.port),
+             "--topic", f"{prefix}live/{SESSION}", "--device", APP_DEVICE, "--session", SESSION,
+             "--identity", str(bench.keys.dir / "owner.key"),
+             "--device-key", public_text(bench.keys.device_public), "--seconds", str(seconds),
+             "--ready", str(ready), "--out", str(out)], stdout=log_file, stderr=log_file)
+    _wait(lambda: ready.exists() or proc.poll() is not None, 60, "the viewer process")
+    if proc.poll() is not None:
+        raise DoorstepError(f"bench: the live viewer exited {proc.returncode}; see {bench.log}")
+    return proc, out
 
 
 def live_row(bench: Bench) -> Row:
@@ -157,7 +152,6 @@ def live_row(bench: Bench) -> Row:
     from doorstep.bench.app import APP_DEVICE, HubProcess, _enrol
     from doorstep.config import parse_config
     from doorstep.owner.command import next_counter, send_command
-    from doorstep.protocol.age import load_identities
     from doorstep.protocol.connect import Broker
     from doorstep.protocol.keys import SigningKey
 
@@ -176,7 +170,6 @@ def live_row(bench: Bench) -> Row:
     runner = threading.Thread(target=service.run, name="bench-live-agent",
                               kwargs={"connect_timeout": 10.0})
     runner.start()
-    owner = load_identities(keys.dir / "owner.key")
     command_key = SigningKey.load(keys.dir / "owner-command.key")
     mqtt_cfg = Broker(host="127.0.0.1", port=bench.port)
     counter_file = work / "counter.json"
@@ -194,34 +187,37 @@ def live_row(bench: Bench) -> Row:
     from doorstep.bench.ring import head_subscriber
 
     presses = 3 if quick else 20
-    viewer = PythonViewer(APP_DEVICE, SESSION, owner, keys.device_public)
-    sub = _Viewer(bench.port, f"{cfg.topic_prefix}live/{SESSION}", viewer)
     heads = head_subscriber(bench.port, keys, cfg.topic_prefix)
     try:
         _wait(lambda: service.uplink is not None and service.uplink.connected
               and service.agent.frames > 2 * fps, 30, "the agent")
-        base_cpu, base_fps = _window(service, seconds, sub.tids)
+        base_cpu, base_fps = _window(service, seconds)
         base_rings = _rings(service, heads, presses)
+        proc, out = _viewer(bench, cfg.topic_prefix, seconds + 4.0)
         asked = time.time()
         live(SESSION)
-        _wait(lambda: bool(viewer.shown), 10, "the first live picture")
-        first = viewer.shown[0].at - asked
-        time.sleep(1.0)
-        start, arrived = len(viewer.shown), len(viewer.arrived)
+        time.sleep(2.0)
         renewing = threading.Event()
 
         def renew() -> None:
             while not renewing.wait(10.0):
                 live(SESSION)
         threading.Thread(target=renew, daemon=True).start()
-        cpu, got_fps = _window(service, seconds, sub.tids)
-        shown = viewer.shown[start:]
+        t0 = time.time()
+        cpu, got_fps = _window(service, seconds)
+        t1 = time.time()
+        proc.wait(60)
+        got = json.loads(out.read_text())
         rings = _rings(service, heads, presses)
         renewing.set()
-        latency = [1000 * (s.at - source.stamped[s.counter]) for s in shown
-                   if s.counter in source.stamped]
-        wire = [1000 * a for a in viewer.arrived[arrived:]]
         live(SESSION, stop="1")
+        if not got["shown"]:
+            raise DoorstepError("bench: the live viewer showed nothing")
+        first = got["shown"][0][1] - asked
+        latency = [1000 * (at - source.stamped[n]) for n, at in got["shown"]
+                   if t0 <= at <= t1 and n in source.stamped]
+        wire = [1000 * d for at, d in got["arrived"] if t0 <= at <= t1]
+        refused = got["refused"]
         p50, p99 = _pcts(latency)
         w50, w99 = _pcts(wire)
         r50, r99 = _pcts(rings)
@@ -229,14 +225,14 @@ def live_row(bench: Bench) -> Row:
         floor = f"{1000 / fps:.0f} ms is one frame interval"
         lines += [
             Line("glass to glass, Python viewer (PyAV): p50", "ms", p50, w50, target="<= 1500",
-                 note=f"{len(latency)} frames; {len(viewer.refused)} refused; {floor}; "
+                 note=f"{len(latency)} frames; {len(refused)} refused; {floor}; "
                  "baseline: frame made -> its segment at the viewer's MQTT client"),
             Line("glass to glass, Python viewer (PyAV): p99", "ms", p99, w99, target="<= 1500"),
             Line("command -> first picture", "ms", Stat.of([1000 * first]),
                  note="the pre-roll ring's last keyframe and what followed"),
             Line("agent CPU, one live session", "% of a core", Stat.of([cpu]),
                  Stat.of([base_cpu]), note=f"added {cpu - base_cpu:.1f}% of a core per session "
-                 "(the viewer's thread left out)"),
+                 "(the viewer runs in its own process)"),
             Line("frame rate, one live session", "frames/s", Stat.of([got_fps]),
                  Stat.of([base_fps]), target="unchanged"),
             Line("ring press -> its head at MQTT, one live session: p50", "ms", r50, rb50,
@@ -255,7 +251,7 @@ def live_row(bench: Bench) -> Row:
                       "the app's first live frames")
                 time.sleep(1.0)
                 mark = len(driver.execute_script("return window.__liveStats.shown"))
-                b_cpu, _ = _window(service, seconds, sub.tids)
+                b_cpu, _ = _window(service, seconds)
                 got = driver.execute_script("return window.__liveStats")
                 driver.execute_script("location.hash = '#timeline'")
                 seen = got["shown"][mark:]
@@ -277,7 +273,6 @@ def live_row(bench: Bench) -> Row:
         else:
             browser_note = "; the app's figure not measured: no chromium here"
     finally:
-        sub.close()
         heads.close()
         service.stop_event.set()
         runner.join(30)

@@ -118,7 +118,8 @@ class PythonViewer:
     now: Callable[[], float] = time.time
     refused: list[str] = field(default_factory=list)
     shown: list[Shown] = field(default_factory=list)
-    arrived: list[float] = field(default_factory=list)   # s from a segment's frame to here
+    # (when, seconds from its first frame's making): each segment's arrival here
+    arrived: list[tuple[float, float]] = field(default_factory=list)
     segments: int = 0
     first_index: int | None = None
 
@@ -139,7 +140,8 @@ class PythonViewer:
             self.refused.append(why)
             return
         self.segments += 1
-        self.arrived.append(self.now() - seg.header.wall)
+        now = self.now()
+        self.arrived.append((now, now - seg.header.wall))
         if self.first_index is None:
             self.first_index = seg.header.index
         if seg.init:
@@ -163,3 +165,60 @@ class PythonViewer:
         for frame in self._ctx.decode(av.Packet(bytes(annexb))):
             y = frame.to_ndarray(format="gray")
             self.shown.append(Shown(read_counter(y), self.now()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The Python viewer as its own process (bench row 11), so its decoding is not counted as
+    the agent's CPU: it watches one session for ``--seconds`` and writes what it showed."""
+    import argparse
+    import json
+    import threading
+    from pathlib import Path
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from doorstep.protocol.age import load_identities
+    from doorstep.protocol.keys import parse_public_key
+
+    p = argparse.ArgumentParser(prog="python -m doorstep.bench.liveview")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--session", required=True)
+    p.add_argument("--identity", required=True)
+    p.add_argument("--device-key", required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--ready", required=True, help="a file written once subscribed")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    viewer = PythonViewer(args.device, args.session, load_identities(args.identity),
+                          parse_public_key(args.device_key))
+    lock = threading.Lock()
+
+    def on_message(client: Any, userdata: Any, msg: Any) -> None:
+        with lock:
+            viewer.receive(bytes(msg.payload))
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect("127.0.0.1", args.port)
+    client.subscribe(args.topic, qos=0)
+    client.loop_start()
+    if not subscribed.wait(10):
+        return 1
+    Path(args.ready).write_text("1")
+    time.sleep(args.seconds)
+    client.loop_stop()
+    client.disconnect()
+    with lock:
+        Path(args.out).write_text(json.dumps({
+            "shown": [[s.counter, s.at] for s in viewer.shown],
+            "arrived": viewer.arrived, "refused": viewer.refused}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
