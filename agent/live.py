@@ -146,15 +146,16 @@ class LiveSessions:
             self._refuse(session, refusal, done)
             return
         now = self._clock.monotonic()
+        stop = cmd.param("stop") == "1"
+        unstarted: _Pending | None = None
         with self._lock:
             live = self._sessions.get(session)
-            if cmd.param("stop") == "1":
-                ended = self._sessions.pop(session, None) or self._pending.pop(session, None)
-                if ended is not None:
+            if stop:
+                self._sessions.pop(session, None)
+                unstarted = self._pending.pop(session, None)
+                if live is not None or unstarted is not None:
                     log.info("live session %s: stopped by the viewer", session)
-                done(None)
-                return
-            if self.max_sessions == 0:
+            elif self.max_sessions == 0:
                 refusal = "live view is off on this doorbell (live.max_sessions = 0)"
             elif self._privacy():
                 refusal = "privacy mode is on: the camera shows nothing"
@@ -169,7 +170,9 @@ class LiveSessions:
             else:
                 self._pending[session] = _Pending(session, done, now)
                 self._wake.notify()     # the live thread times it out if no frame comes
-                return          # answered by the frame thread when it starts
+                return                  # answered by the frame thread when it starts
+        if unstarted is not None:
+            unstarted.done("live: stopped by the viewer before it started")
         if refusal is not None:
             self._refuse(session, refusal, done)
         else:
