@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from doorstep.agent.commands import Commands
 from doorstep.agent.doorbell import Doorbell, LedState, LongPress, Ring
+from doorstep.agent.live import LiveSessions
 from doorstep.agent.night import NightSwitch
 from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
@@ -58,6 +59,7 @@ class Service:
     _ring_thread: threading.Thread | None = None
     _finished: threading.Event = field(default_factory=threading.Event)
     night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
+    live: LiveSessions | None = None     # live view through the broker (agent/live.py)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -104,6 +106,8 @@ class Service:
         self._ring_thread = threading.Thread(target=self._ring_loop, name="ring", daemon=True)
         self._ring_thread.start()
         self.status.refresh_health()
+        if self.live is not None:
+            self.live.start()
         if self.uplink is not None:
             self.uplink.start()
             if connect_timeout:
@@ -159,6 +163,8 @@ class Service:
 
     def close(self) -> None:
         self.agent.close()
+        if self.live is not None:
+            self.live.close()
         if self.uplink is not None:
             self.uplink.stop()
         if self.doorbell is not None:

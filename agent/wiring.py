@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from doorstep.agent.commands import CommandGate, Commands, Done
 from doorstep.agent.doorbell import Doorbell, LedState
+from doorstep.agent.live import attach_live
 from doorstep.agent.modes import MODES_FILE, Modes, ModeStore
 from doorstep.agent.night import NightSwitch
 from doorstep.agent.recipients import RECIPIENTS_FILE, Recipients
@@ -155,5 +156,7 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
                         sealing=Sealing(key, inbox_public), status=status.body,
                         on_command=commands.on_payload, secrets_dir=data_dir)
         outbox.on_commit = uplink.notify
+    live = attach_live(cfg, agent, key=key, recipients=lambda: own_sealer.recipients,
+                       uplink=uplink, commands=commands)
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
-                   bell_events, night=night)
+                   bell_events, night=night, live=live)

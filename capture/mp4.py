@@ -51,14 +51,14 @@ class FragmentedMp4Writer:
     so the first packet must be a keyframe (packets before one are dropped, with a log line).
     """
 
-    def __init__(self, sink: ByteSink, info: StreamInfo) -> None:
+    def __init__(self, sink: ByteSink, info: StreamInfo, *, movflags: str = MOVFLAGS) -> None:
         if info.codec != "h264":
             raise CaptureError(f"mp4 writer: codec {info.codec!r} is not supported, only h264")
         self.info = info
         self._out = _ForwardOnly(sink)
         try:
             self._container: Any = av.open(self._out, "w", format="mp4",
-                                           options={"movflags": MOVFLAGS})
+                                           options={"movflags": movflags})
             self._stream = self._container.add_mux_stream(
                 "h264", rate=info.fps, width=info.width, height=info.height)
             self._stream.time_base = info.time_base

@@ -195,6 +195,12 @@ class NightConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    max_sessions: int = _f(2, lo=0, hi=8, doc="live view sessions through the broker at once "
+                           "(the app's Live button); 0 turns live view off")
+
+
+@dataclass(frozen=True)
 class UpdateConfig:
     keys: tuple[str, ...] = _f((), doc="the installer's public keys (ed25519:...); `doorstep "
                                "update` installs only bundles one of them signed")
@@ -216,6 +222,7 @@ class Config:
     led: LedConfig = field(default_factory=LedConfig)
     night: NightConfig = field(default_factory=NightConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     @property
     def topic_prefix(self) -> str:

@@ -42,6 +42,9 @@ class Action(enum.StrEnum):
     # may sign these; ``params`` name the age recipient and the member's command key
     ADD_RECIPIENT = "add_recipient"
     REMOVE_RECIPIENT = "remove_recipient"
+    # live view through the broker (issue 15): start or renew the session named by the
+    # ``session`` param (the viewer's random id); ``stop`` = "1" ends it
+    LIVE = "live"
 
 
 # Actions only the owner's own command key may sign (not an enrolled browser's key).

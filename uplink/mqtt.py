@@ -3,7 +3,9 @@ backoff, a retained status with an offline last will, and the Sender's decisions
 
 Threads: paho's callbacks run on our network thread ("uplink-net") and only put events on a
 queue. The "uplink-send" thread owns the Sender and the Outbox bookkeeping, and is the only
-caller of ``publish``. Nothing else touches the client.
+caller of ``publish`` for the outbox. The exceptions: answers to owner commands
+(``publish_reply``, from whichever thread carried the command out) and live view's QoS 0
+segments (``publish_live``, from the live thread, paced by uplink/live.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from doorstep.protocol.wire import (
     seal_answer,
     seal_status,
 )
+from doorstep.uplink.live import LiveLane
 from doorstep.uplink.outbox import Item, Outbox
 from doorstep.uplink.sender import Publish, Sealing, Sender, is_ring
 
@@ -141,6 +144,7 @@ class Uplink:
         self.client.on_publish = self._cb_publish
         self.client.on_message = self._cb_message
         self.client.on_socket_open = self._cb_socket_open
+        self.live = LiveLane(self.client.socket)     # live view's segments (issue 15)
         self.sender = Sender(topics, sealing, chunk_bytes=cfg.chunk_bytes,
                              in_flight=cfg.chunks_in_flight,
                              queue_delay=cfg.queue_delay_ms / 1000,
@@ -193,6 +197,7 @@ class Uplink:
         """A new artifact is in the outbox (safe to call from any thread)."""
         self._events.put(_Event("wake", mid=item.seq if item else 0))
         if item is not None and is_ring(item):
+            self.live.ring_busy(True)       # live view yields before the send thread wakes
             self._nudge.set()
 
     @property
@@ -218,6 +223,19 @@ class Uplink:
             return
         if self._connected.is_set():
             self.client.publish(self.topics.ack, seal_answer(payload, reply_to), qos=1)
+
+    def publish_live(self, topic: str, payload: bytes, timeout: float = 0.3) -> bool:
+        """One live view segment, QoS 0, from the live thread, once ``LiveLane`` admits it
+        (no ring in flight, the socket nearly drained). False when it was not handed to the
+        broker within ``timeout`` s, or the connection is down: it is not kept."""
+        if not self._connected.is_set():
+            return False
+        if not self.live.admit(timeout):
+            return False
+        info = self.client.publish(topic, payload, qos=0)
+        ok = info.rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        self.live.published(info if ok else None)
+        return ok
 
     def _status_payload(self, state: str) -> bytes:
         body = {"v": 1, "state": state, "time": time.time()}
@@ -357,6 +375,7 @@ class Uplink:
                 log.warning("uplink: disconnected (%s)", ev.reason)
             self._connected.clear()
             self.sender.on_disconnect()
+            self.live.reset()
         elif ev.kind == "puback":
             with self._mids_lock:
                 pub = self._mids.pop(ev.mid, None)
@@ -453,3 +472,4 @@ class Uplink:
                     self.sender.forget_in_flight(pub)
                     continue
                 self._mids[info.mid] = pub
+        self.live.ring_busy(self.sender.ring_busy)

@@ -317,6 +317,11 @@ class Sender:
         return min(times) if times else None
 
     @property
+    def ring_busy(self) -> bool:
+        """A ring event is waiting or unacknowledged: live view waits (uplink/live.py)."""
+        return any(u.lane is Lane.RING and not u.fully_acked for u in self._uploads.values())
+
+    @property
     def pending(self) -> int:
         return len(self._uploads)
 

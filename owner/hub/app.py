@@ -21,6 +21,7 @@ from doorstep.core.errors import DoorstepError, KeyFileError, SealError
 from doorstep.owner.hub import static
 from doorstep.owner.hub.enrol import Codes, EnrolRefused
 from doorstep.owner.hub.live import Bus, Relay
+from doorstep.owner.hub.livefeed import LiveFeeds
 from doorstep.owner.hub.members import Browser, Household, check_keys
 from doorstep.owner.hub.push import Vapid
 from doorstep.owner.hub.timeline import Timeline
@@ -50,6 +51,7 @@ class Hub:
     vapid: Vapid
     bus: Bus = field(default_factory=Bus)
     relay: Relay | None = None
+    feeds: LiveFeeds = field(default_factory=LiveFeeds)      # live view (livefeed.py)
     hosts: set[str] = field(default_factory=set)     # Host headers we answer to
     tls: bool = False
     assets: dict[str, static.Asset] = field(default_factory=static.load)
@@ -226,7 +228,7 @@ async def me(request: web.Request) -> web.Response:
 
 
 def make_app(hub: Hub) -> web.Application:
-    from doorstep.owner.hub import api
+    from doorstep.owner.hub import api, livefeed
 
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[HUB] = hub
@@ -235,6 +237,7 @@ def make_app(hub: Hub) -> web.Application:
     app.router.add_post("/api/session", session)
     app.router.add_get("/api/me", me)
     api.add_routes(app)
+    livefeed.add_routes(app, hub.feeds, api.DEVICE)
     for path in hub.assets:
         app.router.add_get(path, asset)
     return app

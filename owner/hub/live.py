@@ -72,6 +72,8 @@ class Relay:
         self.base = base.rstrip("/")
         self.prefix = prefix
         self.on_status = on_status
+        # live view's segments (device, session, ciphertext): owner/hub/livefeed.py
+        self.on_live: Callable[[str, str, bytes], None] | None = None
         self.status: dict[str, dict[str, Any]] = {}       # device -> body + "received"
         self._waiting: dict[tuple[str, int], asyncio.Future[bytes]] = {}
         self._dropped = DropLog(log, "hub: dropped a message")
@@ -94,7 +96,8 @@ class Relay:
             if reason.is_failure:
                 log.error("hub: the broker refused the connection: %s", reason)
                 return
-            client.subscribe([(f"{self.base}/+/status", 1), (f"{self.base}/+/ack", 1)])
+            client.subscribe([(f"{self.base}/+/status", 1), (f"{self.base}/+/ack", 1),
+                              (f"{self.base}/+/live/+", 0)])
         except Exception:  # an exception here would stop paho's loop
             log.exception("hub: on_connect failed")
 
@@ -106,6 +109,10 @@ class Relay:
     def _message(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
         base = self.base.split("/")
+        if parts[:len(base)] == base and len(parts) == len(base) + 3 and \
+                parts[-2] == "live" and self.on_live is not None:
+            self.on_live(parts[len(base)], parts[-1], payload)      # ciphertext, passed on
+            return
         if parts[:len(base)] != base or len(parts) != len(base) + 2:
             return
         device, what = parts[len(base)], parts[-1]

@@ -93,6 +93,7 @@ class HubServer:
                                    identity=identity_of(self.cfg.inbox_key), base=self.cfg.base,
                                    prefix=self.cfg.prefix,
                                    on_status=self._status)
+            self.hub.relay.on_live = self.hub.feeds.publish
             self.hub.relay.start()
             client = make_client(b, f"doorstep-hub-inbox-{int(time.time() * 1000)}",
                                  reconnect_on_failure=True)

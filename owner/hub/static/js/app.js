@@ -4,6 +4,7 @@
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
+import { liveView } from "/static/js/live.js";
 import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -348,7 +349,8 @@ async function devicesView() {
         h("dt", {}, "modes"), h("dd", { id: `modes-${d.id}` }, modes(d, s)),
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
-        h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer);
+        h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " "))),
+        h("button", { id: `live-${d.id}`, onclick: () => { location.hash = `#live/${d.id}`; } }, "Live")), answer);
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }
@@ -397,6 +399,7 @@ async function route() {
     else if (view === "clip") await clipView(device, Number(seq));
     else if (view === "snapshot") await snapshotView(device, Number(seq));
     else if (view === "devices") await devicesView();
+    else if (view === "live") await liveView(device, main(), h);
     else if (view === "settings") await settingsView();
     else await timelineView();
   } catch (err) { main().replaceChildren(h("p", { class: "bad" }, err.message)); }

@@ -56,7 +56,7 @@ async function identities() {
   return [me.age.privateKey, ...extra.map((i) => i.key)];
 }
 
-async function devicePublic(device) {
+export async function devicePublic(device) {
   const me = await db.get("me");
   const text = me && me.devices && me.devices[device];
   if (!text) throw new Tampered(`no pinned key for doorbell ${device}`);
@@ -80,7 +80,7 @@ export function canonical(value, floats = new Set()) {
 
 // The signed bytes of {"<field>":{...},"sig":"..."}: the object's bytes exactly as sent when
 // the sender wrote the canonical form, else the canonical form rebuilt.
-function signedPart(text, field, floats) {
+export function signedPart(text, field, floats) {
   const head = `{"${field}":`, tail = /,"sig":"([A-Za-z0-9+/=]{86,88})"}\s*$/;
   const m = text.match(tail);
   const doc = JSON.parse(text);
@@ -187,12 +187,13 @@ export async function fetchOpen(device, seq) {
 }
 
 // -- commands and answers ---------------------------------------------------------------------
-export async function signCommand(device, action) {
+export async function signCommand(device, action, params = null) {
   const me = await db.get("me");
   const last = (await db.get("counter")) || 0;
   const counter = Math.max(Date.now(), last + 1);
   await db.put("counter", counter);
   const body = { action, counter, device, issued: Date.now() / 1000, v: 1 };
+  if (params && Object.keys(params).length) body.params = params;    // live view's session
   const sig = await crypto.subtle.sign({ name: "Ed25519" }, me.sign.privateKey, enc.encode(canonical(body)));
   return { counter, payload: JSON.stringify({ body, sig: b64(sig) }) };
 }
