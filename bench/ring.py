@@ -48,6 +48,7 @@ class RingRun:
     latencies_ms: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     picture_ms: list[float] = field(default_factory=list)   # press -> its thumbnail's head
+    stored_ms: list[float] = field(default_factory=list)    # press -> event stored at the inbox
     missed: int = 0
     link_bytes_up: int = 0
     link: str = "loopback"    # which link carried it: loopback, tc tbf or token bucket
@@ -195,11 +196,13 @@ def _motion_start(service: Any) -> bool:
 
 def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presses: int, *,
                link_bps: float | None, upload: bool, seed: int = 7,
-               shaped: ShapedLink | None = None, **knobs: Any) -> RingRun:
+               shaped: ShapedLink | None = None, store: Path | None = None,
+               **knobs: Any) -> RingRun:
     """Press the agent's doorbell ``presses`` times, each 0 to 0.5 s after a motion start;
-    each latency is press -> ring event at the subscriber. The next press waits until the
-    ring's event and snapshot have both left the outbox, plus a short random gap, so every
-    press is a visitor's first ring."""
+    each latency is press -> ring event at the subscriber, and, given the inbox's ``store``,
+    press -> the event's file in it (its ctime against the press's wall time). The next press
+    waits until the ring's event and snapshot have both left the outbox, plus a short random
+    gap, so every press is a visitor's first ring."""
     from gpiozero.pins.mock import MockFactory
 
     from doorstep.agent.wiring import build
@@ -248,7 +251,7 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                 result.motion_starts += _motion_start(service)
                 time.sleep(rng.uniform(0.0, 0.5))   # the snapshot is on its way meanwhile
                 before = _count(service.agent, "ring")
-                t0 = time.monotonic()
+                t0, w0 = time.monotonic(), time.time()
                 pin.drive_low()
                 time.sleep(0.05)
                 pin.drive_high()
@@ -265,6 +268,12 @@ def ring_agent(broker_port: int, keys: Keys, workdir: Path, source: Path, presse
                     continue
                 result.latencies_ms.append((got[0] - t0) * 1000)
                 result.sizes.append(got[1])
+                if store is not None:
+                    stored = store / cfg.device.id / f"{seq:010d}.event.age"
+                    with suppress(DoorstepError):
+                        _wait(stored.exists, 10, "the ring event in the inbox's store")
+                        # its ctime: set by the rename that stores it, after the fsync
+                        result.stored_ms.append((stored.stat().st_ctime - w0) * 1000)
                 with suppress(DoorstepError):
                     _wait(partial(operator.contains, sub.pictures, str(seq)), 10,
                           "the ring's thumbnail")
