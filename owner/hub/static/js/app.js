@@ -4,6 +4,7 @@
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
+import * as liveclip from "/static/js/liveclip.js";
 import { notify, describe, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -203,6 +204,7 @@ async function clipView(device, seq) {
     const event = items.filter((e) => e.device === device)
       .map((e) => opened.get(`${e.device}/${e.seq}`)?.body)
       .find((b) => b?.type === "clip" && b.clip_seq === seq);
+    if (!event && window.MediaSource) return liveClipView(device, seq);   // still recording
     const seqs = segments.segmentSeqs(seq, event, items, device);
     const each = await Promise.all(seqs.map((n) => openItem({ device, seq: n, kind: "segment" })));
     const bad = each.find((g) => g.error);
@@ -243,6 +245,15 @@ async function clipView(device, seq) {
       "into one MP4 on your computer).")] : [h("h3", {}, "Share this clip with one person"),
       h("p", {}, "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
       to, note, h("button", { id: "share", onclick: share }, "Share"), result])));
+}
+
+// A clip of segments that is still recording: played as its segments arrive (liveclip.js).
+function liveClipView(device, seq) {
+  const [status, notes, video] = liveclip.view({ h, device, first: seq, open: openItem, items, opened });
+  video.addEventListener("loadeddata", () => { window.__firstFrame = performance.now() - window.__tapped; }, { once: true });
+  main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
+    h("p", {}, `${device}'s clip, stored as segments: each is signed, verified and decrypted here before it plays`),
+    status, notes, video, h("p", { id: "no-share" }, "It can be shared once it has finished recording.")));
 }
 
 // -- the doorbells ----------------------------------------------------------------------------
@@ -405,6 +416,7 @@ function listen() {
       const motion = (me.motion || []).includes(it.device) && !quietNow(me.quiet);
       if (got.body) await notify(got.body, it, { motion });
     }
+    window.dispatchEvent(new CustomEvent("doorstep:stored", { detail: it }));   // a clip playing as it records
     if (["", "#timeline"].includes(location.hash)) timelineView();
   });
   live.addEventListener("status", () => { if (location.hash === "#devices") devicesView(); });
