@@ -244,7 +244,7 @@ def test_a_tampered_segment_is_refused_with_a_clear_message(home: dict[str, Any]
     _open_live(driver, house, segs[0][0].seq)
     feed.put(segs[1])
     wait_for(lambda: state(driver)["segments"] >= 2, 30, "the second segment")
-    m, env, ct = segs[2]
+    m, _, ct = segs[2]
     bad = bytearray(ct)
     bad[-100] ^= 1                       # altered in the store after the inbox checked it
     feed.put(segs[2], then=lambda: (feed.store / f"{m.seq:010d}.segment.age").write_bytes(
