@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from doorstep.core.errors import SealError
 from doorstep.protocol.age import (
@@ -67,7 +67,7 @@ def proof_of(envelope: bytes, ciphertext: bytes) -> dict[str, str]:
             "original_header": b64encode(ciphertext[:length]).decode()}
 
 
-def check_copy(proof: dict[str, Any], copy: io.BufferedIOBase | io.BytesIO,
+def check_copy(proof: dict[str, Any], copy: BinaryIO,
                identities: Sequence[X25519Identity], device_public: Any, where: str) -> Manifest:
     """One shared copy against its proof: the device's signature on the manifest, the signed
     SHA-256 over the device's header and this copy's payload, and that both headers wrap the
@@ -92,7 +92,7 @@ def check_copy(proof: dict[str, Any], copy: io.BufferedIOBase | io.BytesIO,
 
 
 # -- making a bundle ------------------------------------------------------------------------------
-def write_bundle(out: io.BufferedIOBase | io.BytesIO, device: str, first: int,
+def write_bundle(out: BinaryIO, device: str, first: int,
                  files: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
     """The tar: share.json first, then each (name, re-wrapped copy, proof)."""
     index = {"v": 1, "kind": "clip", "device": device, "first": first,
@@ -132,7 +132,7 @@ def clip_files(folder: Path, first: int, identities: Sequence[X25519Identity],
 
 def share_clip_files(sources: Sequence[Path], identities: Sequence[X25519Identity],
                      recipient: X25519Recipient, device: str, first: int,
-                     out: io.BufferedIOBase | io.BytesIO,
+                     out: BinaryIO,
                      verified: Callable[[Path], tuple[bytes, Manifest]]) -> None:
     """Write the bundle of ``sources`` (each verified first by ``verified``) to ``out``."""
     files = []
@@ -146,7 +146,7 @@ def share_clip_files(sources: Sequence[Path], identities: Sequence[X25519Identit
 
 
 # -- reading and checking one -------------------------------------------------------------------
-def read_bundle(data: io.BufferedIOBase | io.BytesIO, where: str
+def read_bundle(data: BinaryIO, where: str
                 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """share.json and the files of a bundle. Raises SealError naming ``where``."""
     files: dict[str, bytes] = {}
@@ -200,8 +200,12 @@ def verify_bundle(path: Path, identities: Sequence[X25519Identity],
                 raise SealError(f"{where}: {name} (seq {m.seq}) is a segment of another clip")
             segments.append((m, copy))
         elif m.kind == "event":
-            body = json.loads(decrypt(copy, identities))
-            if body.get("type") != "clip" or body.get("clip_seq") != first:
+            try:
+                body = json.loads(decrypt(copy, identities))
+            except (ValueError, RecursionError) as exc:
+                raise SealError(f"{where}: {name}: not a readable event ({exc})") from exc
+            if not isinstance(body, dict) or body.get("type") != "clip" or \
+                    body.get("clip_seq") != first or not isinstance(body.get("segments"), list):
                 raise SealError(f"{where}: {name} is not this clip's event")
             event = body
         else:
@@ -212,13 +216,16 @@ def verify_bundle(path: Path, identities: Sequence[X25519Identity],
     if not segments or segments[0][0].seq != first:
         raise SealError(f"{where}: the clip's first segment (seq {first}) is not in it")
     have = [m.seq for m, _ in segments]
-    listed = [int(s) for s in event.get("segments", [])] if event else have
+    try:
+        listed = [int(s) for s in event["segments"]] if event else have
+        lost = [int(i) for i in event.get("segments_lost", [])] if event else []
+    except (TypeError, ValueError) as exc:
+        raise SealError(f"{where}: the clip event's list of segments is unreadable") from exc
     if event and [s for s in have if s not in listed]:
         raise SealError(f"{where}: segments {[s for s in have if s not in listed]} are not "
                         "in the clip event's list")
     plains = [decrypt(copy, identities) for _, copy in segments]
     shared = SharedClip(device, first, [m for m, _ in segments], event,
-                        [s for s in listed if s not in have],
-                        [int(i) for i in event.get("segments_lost", [])] if event else [])
+                        [s for s in listed if s not in have], lost)
     return shared, plains
 

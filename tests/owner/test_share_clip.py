@@ -122,3 +122,13 @@ def test_another_devices_key_refuses_it(shared: tuple[Path, Path, list[int], Pat
     assert main(["-q", "verify-share", str(bundle), "--identity", str(key),
                  "--device-key", SigningKey.generate().public_text()]) == 1
     assert "NOT verified" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_bundle_is_named_not_a_traceback(
+        tmp_path: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "clip.share.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    key = tmp_path / "k.key"
+    key.write_text(f"{age.X25519Identity.generate()}\n")
+    assert verify(keys, junk, key) == 1
+    assert f"NOT verified: {junk}: not a readable clip share" in capsys.readouterr().err

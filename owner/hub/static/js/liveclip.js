@@ -174,14 +174,23 @@ export function view({ h, device, first, open, items, opened }) {
   });
   const onNews = (e) => seen(e.detail);
   window.addEventListener("doorstep:stored", onNews);
-  // the live channel can drop news while it reconnects: the timeline is asked too
-  const poll = setInterval(async () => {
+  // the live channel can drop news while it reconnects, and a clip opened later may be older
+  // than the timeline's first page: the store's manifests from the first seq on are asked too
+  // (their kind and parent only point the way; each segment's own signed manifest decides)
+  const ask = async () => {
     if (player.listed) return;
     try {
-      const r = await fetch(`/api/timeline?limit=40`, { credentials: "same-origin" });
-      if (r.ok) (await r.json()).items.forEach(seen);
+      const r = await fetch(`/api/devices/${encodeURIComponent(device)}/manifests?from=${first}&to=${first + 499}`,
+        { credentials: "same-origin" });
+      if (!r.ok) return;
+      for (const { seq, env } of (await r.json()).manifests) {
+        const m = JSON.parse(env).manifest || {};
+        seen({ device, seq, kind: m.kind, parent: m.parent || "" });
+      }
     } catch { /* the next round asks again */ }
-  }, 2000);
+  };
+  ask();
+  const poll = setInterval(ask, 2000);
   const leave = () => {
     player.stop(); clearInterval(poll);
     window.removeEventListener("doorstep:stored", onNews);
