@@ -5,7 +5,9 @@
 // belongs whatever order it came in: a segment that arrives late fills its gap, one that has
 // not come GRACE_MS after the player reached its gap is jumped over and named. When the clip's
 // own event comes (the doorbell's signed list of its segments), the stream is ended once all
-// of them are in, and the same <video> plays on to the finished clip's end.
+// of them are in (or, if one is missing, once playback has caught up and GRACE_MS have passed;
+// one that comes after that is still put in place), and the same <video> plays on to the
+// finished clip's end.
 import * as segments from "/static/js/segments.js";
 
 export const GRACE_MS = 4000;
@@ -96,13 +98,17 @@ export class LiveClip {
     this.listed = body.segments.map(Number);
     this.lost = body.segments_lost || [];
     this.finishedAt = performance.now();
+    this.say("Finished recording; playing the rest as it arrives.");
     this.queue = this.queue.then(() => this.maybeEnd());
   }
 
   maybeEnd() {
     if (!this.listed || this.ended || !this.sb || this.sb.updating || this.ms.readyState !== "open") return;
     const missing = this.listed.filter((s) => !this.appended.includes(s));
-    if (missing.length && performance.now() - this.finishedAt < GRACE_MS) return;
+    // a listed segment not here yet may still come: the stream is ended without it only once
+    // playback has caught up with what is here and GRACE_MS have passed since the clip event
+    const b = this.video.buffered, edge = b.length ? b.end(b.length - 1) : 0;
+    if (missing.length && (performance.now() - this.finishedAt < GRACE_MS || this.video.currentTime < edge - 0.5)) return;
     this.ended = true;
     this.ms.endOfStream();
     const lost = this.lost.length ? `; the doorbell could not store segment(s) ${this.lost.map((i) => i + 1).join(", ")}` : "";
