@@ -23,10 +23,12 @@ from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.live import LIVE_ROW, live_row
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
 from doorstep.bench.rig import Keys, inbox_process, write_config
+from doorstep.bench.segrow import SEGMENT_ROW, segment_row
 from doorstep.broker import Mosquitto
 from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
+LAST_ROW = max(LIVE_ROW, SEGMENT_ROW)
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,10 @@ class Bench:
                       (5, lambda: [self.ring()]), (6, lambda: [self.onset()]),
                       (7, lambda: [self.wear(cache["runs"])]), (8, lambda: [self.startup()]),
                       (9, lambda: [self.inbox()]), (10, lambda: [app_row(self)]),
-                      (LIVE_ROW, lambda: [live_row(self)])]
+                      (LIVE_ROW, lambda: [live_row(self)]),
+                      (SEGMENT_ROW, lambda: [segment_row(self.port, self.keys, self.work,
+                                                         self.inputs.video["720p"],
+                                                         self.plan.presses)])]
             for number, step in steps:
                 if number not in rows and number != 1:
                     continue
@@ -354,7 +359,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="inputs, work files and results (default: bench-out)")
     p.add_argument("--json", metavar="FILE",
                    help="write the JSON here (default: DIR/bench-<time>.json and DIR/latest.json)")
-    p.add_argument("--rows", default=f"1-{LIVE_ROW}", metavar="LIST",
+    p.add_argument("--rows", default=f"1-{LAST_ROW}", metavar="LIST",
                    help="rows to run, e.g. 1,5 or 3-4 (default: all)")
     p.add_argument("--presses", type=int, metavar="N", help="ring presses per case (row 5)")
     p.set_defaults(func=run)
@@ -368,9 +373,9 @@ def parse_rows(text: str) -> set[int]:
             rows.update(range(int(lo), int(hi or lo) + 1))
         except ValueError as exc:
             raise DoorstepError(f"--rows: {part!r} is not a row number or range") from exc
-    if not rows <= set(range(1, LIVE_ROW + 1)):
-        raise DoorstepError(f"--rows: rows are 1 to {LIVE_ROW}, not "
-                            f"{sorted(rows - set(range(1, LIVE_ROW + 1)))}")
+    if not rows <= set(range(1, LAST_ROW + 1)):
+        raise DoorstepError(f"--rows: rows are 1 to {LAST_ROW}, not "
+                            f"{sorted(rows - set(range(1, LAST_ROW + 1)))}")
     return rows
 
 

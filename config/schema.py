@@ -94,10 +94,10 @@ class ClipConfig:
     preroll_seconds: float = _f(5.0, lo=0, hi=30)
     postroll_seconds: float = _f(5.0, lo=0, hi=120)
     max_seconds: float = _f(120.0, lo=1, hi=3600)
-    segment_seconds: float = _f(0.0, lo=0, hi=60, doc="a clip is sealed and uploaded in "
-                                "segments of about this long (whole GOPs) while it records; "
-                                "0 (the default while the owner's app plays only whole clips) "
-                                "= one artifact per clip, after it ends")
+    segment_seconds: float = _f(2.0, lo=0, hi=60, doc="a clip is sealed and uploaded in "
+                                "segments of about this long (whole GOPs) while it records, "
+                                "so the owner's app plays it as it records; 0 = one artifact "
+                                "per clip, after it ends")
     snapshot_quality: int = _f(90, lo=10, hi=100)
     thumbnail_width: int = _f(320, lo=32, hi=1280)
 

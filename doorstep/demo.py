@@ -50,9 +50,9 @@ class DemoResult:
 
 
 def demo_config(out: Path, clip: Path, port: int, recipient: str, command: str,
-                inbox_key: str, realtime: bool, segment_seconds: float = 0.0) -> str:
-    """The demo doorbell's config. ``segment_seconds``: 0 stores each clip as one artifact
-    after it ends (for an owner app that plays only whole clips), else in segments."""
+                inbox_key: str, realtime: bool, segment_seconds: float = 2.0) -> str:
+    """The demo doorbell's config. ``segment_seconds``: the shipped default, 2, stores each
+    clip as segments while it records; 0 as one artifact after it ends (the one-file path)."""
     return f"""
 [device]
 id = "demo"

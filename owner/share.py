@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import logging
 import os
@@ -17,17 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from doorstep.core.errors import DoorstepError, SealError
+from doorstep.core.fmp4 import join
 from doorstep.core.fsutil import atomic_file, write_atomic
 from doorstep.owner.open import device_key_for
+from doorstep.owner.shareclip import (
+    BUNDLE_SUFFIX,
+    check_copy,
+    clip_files,
+    is_bundle,
+    share_clip_files,
+    verify_bundle,
+)
 from doorstep.protocol.age import (
     X25519Identity,
     X25519Recipient,
-    b64decode,
     b64encode,
     load_identities,
     read_header,
     rewrap,
-    same_file_key,
 )
 from doorstep.protocol.keys import parse_public_key
 from doorstep.protocol.manifest import Manifest, open_envelope
@@ -96,6 +102,41 @@ def share(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity]
     return record
 
 
+def share_clip(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity],
+               recipient: X25519Recipient, dst_path: str | os.PathLike[str],
+               audit_log_path: str | os.PathLike[str], note: str = "",
+               clock: Callable[[], float] = time.time) -> ShareRecord:
+    """Write dst_path: the whole clip that the segment ``src_path`` belongs to, as one bundle
+    (owner/shareclip.py) readable by ``recipient`` only; every file verified first, the audit
+    line appended before the bundle is renamed into place."""
+    src, dst = Path(src_path), Path(dst_path)
+    if dst.exists():
+        raise FileExistsError(f"{dst}: already exists; choose another --out or remove it")
+    _, manifest = verified_source(src)
+    first = manifest.seq if manifest.parent == "" else int(manifest.parent)
+    segments, event = clip_files(src.parent, first, identities, device_key_for(src))
+    if not segments or int(segments[0].name.split(".")[0]) != first:
+        raise SealError(f"{src}: the clip's first segment (seq {first}) is not in {src.parent}")
+    with atomic_file(dst, 0o600) as out:
+        share_clip_files([*segments, *([event] if event else [])], identities, recipient,
+                         manifest.device, first, out, verified_source)
+        out.flush()
+        out.seek(0)
+        shared_sha = hashlib.sha256()
+        while block := out.read(1024 * 1024):
+            shared_sha.update(block)
+        record = ShareRecord(time=clock(), source=f"{segments[0].name} and "
+                             f"{len(segments) - 1} more segment(s)"
+                             + (f", with its clip event {event.name}" if event else ""),
+                             source_sha256=verified_source(segments[0])[1].sha256,
+                             recipient=str(recipient), shared=dst.name,
+                             shared_sha256=shared_sha.hexdigest(), note=note)
+        append_audit(Path(audit_log_path), record)
+    log.info("shared the clip from %s (%d segments) with %s as %s", segments[0].name,
+             len(segments), recipient, dst.name)
+    return record
+
+
 def proof_path(shared: Path) -> Path:
     return shared.with_name(shared.name.removesuffix(".age") + PROOF_SUFFIX)
 
@@ -122,22 +163,12 @@ def verify_share(shared: Path, identities: Sequence[X25519Identity],
     wrap the same file key. Returns the device's manifest; raises SealError."""
     try:
         proof = json.loads(proof_path(shared).read_bytes())
-        envelope = str(proof["manifest"]).encode()
-        original = b64decode(str(proof["original_header"]).encode())
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise SealError(f"{proof_path(shared)}: no readable proof ({exc})") from exc
-    manifest = open_envelope(envelope, device_public)
+    if not isinstance(proof, dict):
+        raise SealError(f"{proof_path(shared)}: no readable proof (not an object)")
     with shared.open("rb") as f:
-        new_header = read_header(f)
-        digest = hashlib.sha256(original)
-        size = len(original)
-        while block := f.read(1024 * 1024):
-            digest.update(block)
-            size += len(block)
-    if size != manifest.size or digest.hexdigest() != manifest.sha256:
-        raise SealError(f"{shared}: its payload is not the one the device signed")
-    if not same_file_key(read_header(io.BytesIO(original)), new_header, identities):
-        raise SealError(f"{shared}: its header does not wrap the device's file key")
+        manifest = check_copy(proof, f, identities, device_public, str(shared))
     return manifest
 
 
@@ -161,7 +192,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("share", help="re-wrap one artifact for one recipient, with an audit record",
                        description="Make a copy of one sealed artifact that only RECIPIENT can "
                        "open. Nothing else is exposed; the act is recorded in the audit log.")
-    p.add_argument("artifact", metavar="ARTIFACT", help="the sealed .age file to share")
+    p.add_argument("artifact", metavar="ARTIFACT",
+                   help="the sealed .age file to share; for any segment of a clip, the whole "
+                   "clip is shared as one NAME.share.tar (every segment, its proofs and the "
+                   "clip event)")
     p.add_argument("--to", required=True, metavar="RECIPIENT", help="their age1... public key")
     p.add_argument("--identity", default="owner.key", metavar="FILE",
                    help="your age identity file (default: owner.key)")
@@ -180,10 +214,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--identity", required=True, metavar="FILE", help="your age identity file")
     v.add_argument("--device-key", required=True, metavar="ed25519:...",
                    help="the doorbell's public key, as the owner gave it to you")
+    v.add_argument("--mp4", metavar="FILE",
+                   help="for a shared clip of segments (NAME.share.tar): also write the clip, "
+                   "joined, to FILE")
     v.set_defaults(func=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    if is_bundle(Path(args.shared)):
+        return _verify_clip(args)
     try:
         manifest = verify_share(Path(args.shared), load_identities(args.identity),
                                 parse_public_key(args.device_key))
@@ -195,6 +234,32 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_clip(args: argparse.Namespace) -> int:
+    try:
+        clip, plains = verify_bundle(Path(args.shared), load_identities(args.identity),
+                                     parse_public_key(args.device_key))
+        if args.mp4:
+            write_atomic(Path(args.mp4), join(plains), mode=0o600)
+    except (DoorstepError, OSError) as e:
+        print(f"doorstep verify-share: {args.shared}: NOT verified: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.shared}: a clip made by {clip.device}, {len(clip.segments)} segment(s) from "
+          f"seq {clip.first}, each signed by it: verified"
+          + (f"; joined into {args.mp4}" if args.mp4 else ""))
+    if clip.complete:
+        return 0
+    why = ("its clip event (the doorbell's list of its segments) is not in the share"
+           if clip.event is None else
+           "; ".join(filter(None, [
+               f"segments seq {', '.join(map(str, clip.missing))} are not in the share"
+               if clip.missing else "",
+               f"the doorbell could not store segment(s) {', '.join(map(str, clip.lost))}"
+               if clip.lost else ""])))
+    print(f"doorstep verify-share: {args.shared}: the clip may be incomplete: {why}",
+          file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     """The `share` subcommand: 0 on success, 1 on any failure (explained on stderr)."""
     src = Path(args.artifact)
@@ -202,10 +267,14 @@ def run(args: argparse.Namespace) -> int:
         recipient = X25519Recipient.parse(args.to)
         identities = load_identities(args.identity)
         name = src.name.removesuffix(".age")
-        default_out = Path.cwd() / f"{name}.shared-{str(recipient)[4:12]}.age"
+        clip = verified_source(src)[1].kind == "segment"    # a clip of segments: all of it
+        if clip:
+            name = name.removesuffix(".segment") + ".clip"
+        default_out = Path.cwd() / (f"{name}.shared-{str(recipient)[4:12]}"
+                                    + (BUNDLE_SUFFIX if clip else ".age"))
         dst = Path(args.out) if args.out else default_out
         audit = Path(args.audit) if args.audit else src.with_name("share-audit.jsonl")
-        share(src, identities, recipient, dst, audit, note=args.note)
+        (share_clip if clip else share)(src, identities, recipient, dst, audit, note=args.note)
     except (DoorstepError, OSError) as e:
         print(f"doorstep share: error: {e}", file=sys.stderr)
         return 1

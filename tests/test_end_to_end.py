@@ -54,13 +54,16 @@ def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
     assert [m.seq for m in manifests] == list(range(1, len(manifests) + 1))
 
     for clip in result.clips:
-        # the demo stores whole clips (clip.segment_seconds = 0, the default while the app
-        # plays only those); a clip opens with the real age CLI
-        sealed = store / f"{clip['seq']:010d}.clip.age"
-        mp4 = tmp_path / f"{clip['seq']}.mp4"
-        with open(mp4, "wb") as f:
-            subprocess.run(["age", "-d", "-i", str(out / "owner.key"), str(sealed)], stdout=f,
-                           check=True)
+        # the demo stores clips as segments (clip.segment_seconds = 2, the default): each
+        # segment opens with the real age CLI and plays alone; the demo joined them
+        assert len(clip["segments"]) >= 2, clip
+        for seq in clip["segments"]:
+            alone = subprocess.run(["age", "-d", "-i", str(out / "owner.key"),
+                                    str(store / f"{seq:010d}.segment.age")],
+                                   check=True, capture_output=True).stdout
+            assert alone[4:8] == b"ftyp"
+        assert not list(store.glob("*.clip.age"))
+        mp4 = out / "decrypted" / clip["file"]
         with av.open(str(mp4)) as container:
             stream = container.streams.video[0]
             times = [fr.time for fr in container.decode(stream)]

@@ -30,6 +30,7 @@ QUIET = re.compile(r"^$|^\d\d:\d\d-\d\d:\d\d$")
 
 
 def add_routes(app: web.Application) -> None:
+    from doorstep.owner.hub.shareclip import share_clip  # it uses entry_sha from here
     r = app.router
     r.add_get("/api/timeline", timeline)
     r.add_get(f"/api/a/{{device:{DEVICE}}}/{{seq:\\d{{1,12}}}}.{{ext:age|env}}", artifact)
@@ -39,8 +40,10 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/live", live)
     r.add_post("/api/notifications", notifications)
     r.add_post("/api/shares", share)
+    r.add_post("/api/shares/clip", share_clip)
     r.add_get("/api/shares", shares)
     r.add_get("/api/shares/{name:[0-9a-z_.-]{1,120}\\.age}", shared_file)
+    r.add_get("/api/shares/{name:[0-9a-z_.-]{1,120}\\.share\\.tar}", shared_file)
 
 
 async def timeline(request: web.Request) -> web.Response:

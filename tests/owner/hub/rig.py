@@ -122,6 +122,9 @@ class Household:
 
 def household(root: Path, *, clip: Path = BUNDLED_CLIP,
               segment_seconds: float = 0.0) -> Household:
+    """``segment_seconds``: 0 (one-file clips) unless a test asks for segments (2, the
+    shipped default): the browser tests of one-file clips (a clip cut short by a crash, which
+    only one-file clips have) keep that path checked; the segment tests pass 2."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "device").mkdir(exist_ok=True)
     recipient, command = make_owner(root)

@@ -1,15 +1,22 @@
 """Clips stored as sealed segments (issue 15) in the owner's app, in headless Chromium: every
-segment is verified and decrypted in the page and joined into one MP4 that plays and seeks; a
-tampered segment keeps the whole clip from playing."""
+segment is verified and decrypted in the page and joined into one MP4 that plays and seeks; the
+clip is shared whole, as one bundle the recipient verifies with the doorbell's key (and the hub
+refuses one that leaves a segment out); a tampered segment keeps the whole clip from playing."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
+from doorstep.cli import main
+from doorstep.owner.shareclip import verify_bundle
+from doorstep.protocol.age import X25519Identity
 from tests.owner.hub.rig import (
     chromium,
     console,
@@ -56,7 +63,49 @@ def test_a_clip_of_segments_plays_joined_past_3_seconds_and_seeks(home: dict[str
     played = play_to(driver, 3.0)
     assert isinstance(played, float) and played >= 3.0, (played, console(driver))
     assert abs(seek_to(driver, 2.5) - 2.5) < 0.6
-    assert driver.find_elements("id", "no-share")      # said plainly, not a one-segment share
+
+
+def test_a_clip_of_segments_is_shared_whole_and_the_recipient_verifies_it(
+        home: dict[str, Any], tmp_path: Path) -> None:
+    house, driver = home["house"], home["driver"]
+    store = house.root / "home" / "store" / "demo"
+    neighbour = X25519Identity.generate()
+    driver.get(house.url + "#timeline")
+    wait_for(lambda: driver.find_elements("css selector", ".card.clip"), 60, "a clip")[0].click()
+    wait_for(lambda: driver.find_elements("id", "share"), 60, "the share form")
+    driver.find_element("id", "share-to").send_keys(str(neighbour.recipient))
+    driver.find_element("id", "share-note").send_keys("for the neighbour")
+    driver.find_element("id", "share").click()
+    said = wait_for(lambda: driver.find_element("id", "share-result").text, 60, "the answer")
+    assert said.startswith("Shared."), (said, console(driver))
+    line = driver.find_element("id", "audit-line").text
+    audit = json.loads(line)
+    assert audit["shared"].endswith(".share.tar") and "with its clip event" in audit["source"]
+    bundle = house.root / "home" / "hub" / "shares" / audit["shared"]
+    key = tmp_path / "neighbour.key"
+    key.write_text(f"{neighbour}\n")
+    mp4 = tmp_path / "clip.mp4"
+    # the recipient's check: their own identity and the doorbell's public key
+    assert main(["-q", "verify-share", str(bundle), "--identity", str(key), "--device-key",
+                 house.device_key.public_text(), "--mp4", str(mp4)]) == 0
+    clip, _ = verify_bundle(bundle, [neighbour], house.device_key.public_key)
+    assert clip.complete and [m.seq for m in clip.segments] == clip.event["segments"]  # type: ignore[index]
+    assert len(clip.segments) == len(list(store.glob("*.segment.age")))
+    with av.open(str(mp4)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames / 10.0 >= clip.event["duration"] - 0.5  # type: ignore[index]
+    # the hub refuses a bundle that leaves a segment out
+    refused = driver.execute_async_script("""
+        const [done, device, first, seqs, to] = [arguments[4], ...arguments];
+        import("/static/js/shareclip.js").then(async (m) => {
+            const body = await m.bundle(device, first, seqs, null, to);
+            const q = new URLSearchParams({device, seq: first, to});
+            const r = await fetch("/api/shares/clip?" + q, {method: "POST", body,
+                credentials: "same-origin", headers: {"Content-Type": "application/octet-stream"}});
+            done([r.status, (await r.json()).error]);
+        }).catch((e) => done(String(e)));
+    """, "demo", clip.first, [clip.first], str(neighbour.recipient))
+    assert refused[0] == 400 and "leaves out segment(s) seq" in refused[1], refused
 
 
 def test_a_tampered_segment_keeps_the_clip_from_playing(home: dict[str, Any]) -> None:

@@ -4,6 +4,8 @@
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
+import * as liveclip from "/static/js/liveclip.js";
+import * as shareclip from "/static/js/shareclip.js";
 import { liveView } from "/static/js/live.js";
 import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
@@ -215,6 +217,7 @@ async function clipView(device, seq) {
     const event = items.filter((e) => e.device === device)
       .map((e) => opened.get(`${e.device}/${e.seq}`)?.body)
       .find((b) => b?.type === "clip" && b.clip_seq === seq);
+    if (!event && window.MediaSource) return liveClipView(device, seq);   // still recording
     const seqs = segments.segmentSeqs(seq, event, items, device);
     const each = await Promise.all(seqs.map((n) => openItem({ device, seq: n, kind: "segment" })));
     const bad = each.find((g) => g.error);
@@ -223,7 +226,8 @@ async function clipView(device, seq) {
       const plains = await Promise.all(each.map(async (g) => new Uint8Array(await g.blob.arrayBuffer())));
       got = { ...got, blob: segments.join(plains) };
     } catch (err) { return refusedView({ error: err, tampered: true }); }
-    parts = { count: seqs.length, recording: !event };
+    const eventAt = items.find((e) => e.device === device && opened.get(`${e.device}/${e.seq}`)?.body === event);
+    parts = { count: seqs.length, recording: !event, seqs, eventSeq: eventAt?.seq ?? null };
   }
   const video = h("video", { id: "player", controls: true, playsinline: true, muted: true });
   video.muted = true;
@@ -234,10 +238,11 @@ async function clipView(device, seq) {
   const result = h("p", { id: "share-result" });
   const share = async () => {
     try {
-      const ct = await seal.fetchBytes(`/api/a/${device}/${seq}.age`);
-      const copy = await seal.rewrap(ct, to.value.trim());
+      // a clip of segments: all of them and its clip event, each with its proof, in one bundle
+      const copy = parts ? await shareclip.bundle(device, seq, parts.seqs, parts.eventSeq, to.value.trim())
+        : await seal.rewrap(await seal.fetchBytes(`/api/a/${device}/${seq}.age`), to.value.trim());
       const q = new URLSearchParams({ device, seq, to: to.value.trim(), note: note.value });
-      const r = await fetch("/api/shares?" + q, { method: "POST", body: copy, credentials: "same-origin",
+      const r = await fetch((parts ? "/api/shares/clip?" : "/api/shares?") + q, { method: "POST", body: copy, credentials: "same-origin",
         headers: { "Content-Type": "application/octet-stream" } });
       const doc = await r.json();
       if (!r.ok) throw new Error(doc.error);
@@ -251,10 +256,20 @@ async function clipView(device, seq) {
     h("p", {}, `verified: signed by ${device}, ${got.manifest.size} bytes, chain hash ${got.manifest.hash.slice(0, 12)}…`),
     parts ? h("p", { id: "segments" }, `${parts.count} segment(s), each signed and verified` +
       (parts.recording ? "; still recording: open it again for the rest" : "")) : null,
-    video, ...(parts ? [h("p", { id: "no-share" }, "Sharing a clip stored as segments is not built yet (`doorstep open` joins it " +
-      "into one MP4 on your computer).")] : [h("h3", {}, "Share this clip with one person"),
-      h("p", {}, "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
-      to, note, h("button", { id: "share", onclick: share }, "Share"), result])));
+    video, h("h3", {}, "Share this clip with one person"),
+    h("p", {}, parts ? "Every segment of this clip is re-wrapped for their age key, in one file with the doorbell's " +
+      "signed manifests (`doorstep verify-share` checks and joins it); the hub keeps the audit line."
+      : "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
+    to, note, h("button", { id: "share", onclick: share }, "Share"), result));
+}
+
+// A clip of segments that is still recording: played as its segments arrive (liveclip.js).
+function liveClipView(device, seq) {
+  const [status, notes, video] = liveclip.view({ h, device, first: seq, open: openItem, items, opened });
+  video.addEventListener("loadeddata", () => { window.__firstFrame = performance.now() - window.__tapped; }, { once: true });
+  main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
+    h("p", {}, `${device}'s clip, stored as segments: each is signed, verified and decrypted here before it plays`),
+    status, notes, video, h("p", { id: "no-share" }, "It can be shared once it has finished recording.")));
 }
 
 // -- the doorbells ----------------------------------------------------------------------------
@@ -425,6 +440,7 @@ function listen() {
       }
       if (got.picture && location.hash === `#event/${it.device}/${got.manifest.parent}`) route();
     }
+    window.dispatchEvent(new CustomEvent("doorstep:stored", { detail: it }));   // a clip playing as it records
     if (["", "#timeline"].includes(location.hash)) timelineView();
   });
   live.addEventListener("status", () => { if (location.hash === "#devices") devicesView(); });

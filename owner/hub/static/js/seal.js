@@ -129,7 +129,7 @@ export async function open(device, envBytes, ciphertext) {
 }
 
 // The length of an age file's header, up to and including its MAC line.
-function headerLength(ciphertext) {
+export function headerLength(ciphertext) {
   const text = dec.decode(ciphertext.subarray(0, Math.min(ciphertext.length, 65536)));
   const mac = text.indexOf("\n--- ");
   if (!text.startsWith("age-encryption.org/v1\n") || mac < 0) throw new Error("not an age file");
