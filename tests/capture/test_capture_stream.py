@@ -31,11 +31,21 @@ def serve(port: int, seconds: float) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL)
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None,
+                   connect: bool = True) -> None:
+    """Until ffmpeg listens on ``port``. ``connect=False`` looks in /proc/net/tcp instead of
+    connecting, for a server that takes only one client (a probe would use it up); a fixed
+    sleep was not enough on a loaded machine."""
     import socket
     deadline = time.monotonic() + 10
+    listening = f"0100007F:{port:04X} 00000000:0000 0A"
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "ffmpeg exited before it listened"
+        assert proc is None or proc.poll() is None, "ffmpeg exited before it listened"
+        if not connect:
+            if any(listening in line for line in Path("/proc/net/tcp").read_text().splitlines()):
+                return
+            time.sleep(0.05)
+            continue
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -47,8 +57,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 def test_http_stream_reconnects_and_time_carries_on() -> None:
     port = free_port()
     first = serve(port, 1.5)
-    # a probe connection would consume ffmpeg's single listen, so give it a moment instead
-    time.sleep(0.7)
+    wait_listening(port, first, connect=False)   # a probe would use up its single listen
     source = FileSource(f"http://127.0.0.1:{port}/live.ts", realtime=False,
                         backoff_initial=0.2, backoff_max=0.5, max_retries=40)
     servers = [first]
@@ -77,7 +86,7 @@ def test_http_stream_reconnects_and_time_carries_on() -> None:
 def test_http_stream_that_never_returns_gives_up_as_retryable() -> None:
     port = free_port()
     server = serve(port, 0.5)
-    time.sleep(0.7)
+    wait_listening(port, server, connect=False)
     source = FileSource(f"http://127.0.0.1:{port}/live.ts", realtime=False,
                         backoff_initial=0.05, backoff_max=0.1, max_retries=3)
     with pytest.raises(CameraUnavailable):
