@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from doorstep.agent.commands import Commands
 from doorstep.agent.doorbell import Doorbell, LedState, LongPress, Ring
 from doorstep.agent.night import NightSwitch
+from doorstep.agent.rtc import RtcService
 from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.agent.status import Status
@@ -58,6 +59,7 @@ class Service:
     _ring_thread: threading.Thread | None = None
     _finished: threading.Event = field(default_factory=threading.Event)
     night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
+    rtc: RtcService | None = None        # WebRTC live view and talk (rtc.enabled)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -158,6 +160,8 @@ class Service:
             self.doorbell.set_led(LedState.IDLE)
 
     def close(self) -> None:
+        if self.rtc is not None:
+            self.rtc.close()
         self.agent.close()
         if self.uplink is not None:
             self.uplink.stop()

@@ -42,6 +42,10 @@ class Action(enum.StrEnum):
     # may sign these; ``params`` name the age recipient and the member's command key
     ADD_RECIPIENT = "add_recipient"
     REMOVE_RECIPIENT = "remove_recipient"
+    # a WebRTC live view and talk session (docs/rtc.md): ``params`` carry the browser's SDP
+    # offer and its DTLS fingerprint; the signed answer carries the doorbell's SDP
+    RTC_OFFER = "rtc_offer"
+    RTC_HANGUP = "rtc_hangup"     # ``params``: ``session``, the offer's counter
 
 
 # Actions only the owner's own command key may sign (not an enrolled browser's key).
