@@ -4,6 +4,7 @@
 import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
+import * as rtc from "/static/js/rtc.js";
 import { notify, describe, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -337,7 +338,8 @@ async function devicesView() {
         h("dt", {}, "modes"), h("dd", { id: `modes-${d.id}` }, modes(d, s)),
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
-        h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer);
+        h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer,
+      rtc.controls(d.id, h));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }

@@ -187,12 +187,13 @@ export async function fetchOpen(device, seq) {
 }
 
 // -- commands and answers ---------------------------------------------------------------------
-export async function signCommand(device, action) {
+export async function signCommand(device, action, params = null) {
   const me = await db.get("me");
   const last = (await db.get("counter")) || 0;
   const counter = Math.max(Date.now(), last + 1);
   await db.put("counter", counter);
   const body = { action, counter, device, issued: Date.now() / 1000, v: 1 };
+  if (params && Object.keys(params).length) body.params = params;   // text values only
   const sig = await crypto.subtle.sign({ name: "Ed25519" }, me.sign.privateKey, enc.encode(canonical(body)));
   return { counter, payload: JSON.stringify({ body, sig: b64(sig) }) };
 }
