@@ -135,9 +135,11 @@ def call(key: SigningKey, device: str, device_public: Any, port: int, counter_fi
 
 
 def flood(key: SigningKey, device: str, device_public: Any, port: int, counter_file: Path,
-          offers: list[tuple[str, str]], timeout: float = 60.0) -> list[Ack]:
+          offers: list[tuple[str, str]], timeout: float = 60.0,
+          sent: list[bytes] | None = None) -> list[Ack]:
     """Publish every offer at once, in counter order, on one connection (so none is refused
-    as a replay of another), and return the doorbell's answers in the same order."""
+    as a replay of another), and return the doorbell's answers in the same order. ``sent``
+    gets the sealed payloads as they went out (to replay one)."""
     import paho.mqtt.client as mqtt
 
     from doorstep.protocol.age import X25519Identity
@@ -169,10 +171,26 @@ def flood(key: SigningKey, device: str, device_public: Any, port: int, counter_f
         client.subscribe(topics.ack, qos=1)
         assert subscribed.wait(10)
         for cmd in cmds:
-            client.publish(topics.cmd, seal_command(cmd.sign(key), device_public,
-                                                    reply.recipient), qos=1)
+            payload = seal_command(cmd.sign(key), device_public, reply.recipient)
+            if sent is not None:
+                sent.append(payload)
+            client.publish(topics.cmd, payload, qos=1)
         assert done.wait(timeout), f"{len(got)} of {len(cmds)} answers"
     finally:
         client.disconnect()
         client.loop_stop()
     return [got[c.counter] for c in cmds]
+
+
+def publish(port: int, topic: str, payload: bytes) -> None:
+    """One raw message on the broker, as anyone with publish access could send it."""
+    from doorstep.protocol.connect import make_client
+
+    client = make_client(Broker(host="127.0.0.1", port=port), f"raw-{time.time()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -4,6 +4,7 @@ owner's browser. The signalling is the signed, sealed command channel."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
 from doorstep.config import parse_config
 from doorstep.protocol.keys import SigningKey
-from tests.agent.rtcpeer import Viewer, call, dominant_hz, flood, tone
+from tests.agent.rtcpeer import Viewer, call, dominant_hz, flood, publish, tone
 from tests.faults.harness import DEVICE, Party, agent_toml, make_party, wait_for
 
 SDP = ("v=0\r\na=fingerprint:sha-256 AB:CD:EF\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -166,11 +167,23 @@ def test_bad_offers_are_refused_and_a_silent_viewer_is_hung_up_on(
         # a flood: four offers at once, two sessions at most
         offers = [v.offer() for v in viewers]
         before = talk.frames["n"]
+        sent: list[bytes] = []
         answers = flood(talk.party.command, DEVICE, talk.party.device.public_key,
-                        talk.broker.port, talk.counter_file, offers)
+                        talk.broker.port, talk.counter_file, offers, sent=sent)
         ok = [i for i, a in enumerate(answers) if a.ok]
         assert len(ok) == 2, [a.reason for a in answers]
         assert all("busy" in a.reason for a in answers if not a.ok)
+        # a replayed offer, and an unsealed one, change nothing
+        topic = f"doorstep/{DEVICE}/cmd"
+        publish(talk.broker.port, topic, sent[ok[0]])
+        publish(talk.broker.port, topic, json.dumps({"body": {
+            "v": 1, "device": DEVICE, "counter": 2 ** 50, "action": "rtc_offer",
+            "issued": 1.0, "params": {"sdp": offers[0][0]}}}).encode())
+        wait_for(lambda: any("(replayed)" in r.message for r in caplog.records), 10,
+                 "the replay to be refused")
+        wait_for(lambda: any("dropped a message: command" in r.message and "magic" in r.message
+                             for r in caplog.records), 10, "the unsealed offer to be dropped")
+        assert len(rtc.sessions) == 2
         for i in ok:
             viewers[i].accept(answers[i].data)
         wait_for(lambda: all(viewers[i].video_frames >= 10 for i in ok), 60,
