@@ -22,6 +22,8 @@ from doorstep.bench.child import ChildRun, doorstep_command, run_child
 from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
 from doorstep.bench.rig import Keys, inbox_process, write_config
+from doorstep.bench.rtcrow import ROW as RTC_ROW
+from doorstep.bench.rtcrow import rtc_row
 from doorstep.broker import Mosquitto
 from doorstep.core.errors import DoorstepError
 
@@ -328,7 +330,8 @@ class Bench:
             steps += [(3, lambda: [self.cpu_share()]), (4, lambda: [self.memory()]),
                       (5, lambda: [self.ring()]), (6, lambda: [self.onset()]),
                       (7, lambda: [self.wear(cache["runs"])]), (8, lambda: [self.startup()]),
-                      (9, lambda: [self.inbox()]), (10, lambda: [app_row(self)])]
+                      (9, lambda: [self.inbox()]), (10, lambda: [app_row(self)]),
+                      (RTC_ROW, lambda: [rtc_row(self)])]
             for number, step in steps:
                 if number not in rows and number != 1:
                     continue
@@ -352,7 +355,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="inputs, work files and results (default: bench-out)")
     p.add_argument("--json", metavar="FILE",
                    help="write the JSON here (default: DIR/bench-<time>.json and DIR/latest.json)")
-    p.add_argument("--rows", default="1-10", metavar="LIST",
+    p.add_argument("--rows", default=f"1-10,{RTC_ROW}", metavar="LIST",
                    help="rows to run, e.g. 1,5 or 3-4 (default: all)")
     p.add_argument("--presses", type=int, metavar="N", help="ring presses per case (row 5)")
     p.set_defaults(func=run)
@@ -366,8 +369,10 @@ def parse_rows(text: str) -> set[int]:
             rows.update(range(int(lo), int(hi or lo) + 1))
         except ValueError as exc:
             raise DoorstepError(f"--rows: {part!r} is not a row number or range") from exc
-    if not rows <= set(range(1, 11)):
-        raise DoorstepError(f"--rows: rows are 1 to 10, not {sorted(rows - set(range(1, 11)))}")
+    known = set(range(1, 11)) | {RTC_ROW}
+    if not rows <= known:
+        raise DoorstepError(f"--rows: rows are 1 to 10 and {RTC_ROW}, not "
+                            f"{sorted(rows - known)}")
     return rows
 
 
