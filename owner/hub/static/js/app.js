@@ -339,7 +339,7 @@ async function devicesView() {
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer,
-      rtc.controls(d.id, h));
+      rtc.controls(d.id, h, s));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }

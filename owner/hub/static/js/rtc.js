@@ -33,7 +33,9 @@ async function command(device, action, params) {
 
 async function start(device, s, talk) {
   s.status.textContent = "Asking the doorbell…";
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // STUN only, as the doorbell's signed status names it; a TURN relay, if any, is the
+  // doorbell's own (its credentials never leave it)
+  const pc = new RTCPeerConnection({ iceServers: s.stun.length ? [{ urls: s.stun }] : [] });
   s.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   if (talk) {
@@ -76,7 +78,7 @@ async function stop(device, s) {
 }
 
 // The live controls of one doorbell: made once and kept, so a re-drawn page keeps its call.
-export function controls(device, h) {
+export function controls(device, h, status = {}) {
   let s = sessions.get(device);
   if (!s) {
     s = { pc: null, id: null };
@@ -99,6 +101,7 @@ export function controls(device, h) {
       s.video, s.status);
     sessions.set(device, s);
   }
+  s.stun = ((status.rtc || {}).stun || []).filter((u) => /^stuns?:/.test(u));
   // a video taken out of the page and put back is paused: start it again
   setTimeout(() => { if (s.video.srcObject && s.video.paused) s.video.play().catch(() => {}); }, 0);
   return s.el;
