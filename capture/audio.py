@@ -133,9 +133,13 @@ class PyAvSink:
         self._av = av
         self.spec = spec
         scheme, where = _split(spec)
+        self._file: Any = None
         try:
-            self._container = (av.open(where, "w", format="alsa") if scheme == "alsa"
-                               else av.open(where, "w", format="wav"))
+            if scheme == "alsa":
+                self._container = av.open(where, "w", format="alsa")
+            else:       # opened here, so a path that cannot be written fails now, not later
+                self._file = open(where, "wb")  # noqa: SIM115 (closed in close())
+                self._container = av.open(self._file, "w", format="wav")
             self._stream = self._container.add_stream("pcm_s16le", rate=RATE)
             self._stream.layout = "stereo"
         except (OSError, av.FFmpegError) as exc:
@@ -169,6 +173,8 @@ class PyAvSink:
             except self._av.FFmpegError as exc:
                 log.warning("audio sink %s: could not flush: %s", self.spec, exc)
             self._container.close()
+            if self._file is not None:
+                self._file.close()
 
 
 def open_source(spec: str) -> AudioSource:

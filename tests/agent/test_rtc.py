@@ -202,3 +202,24 @@ def test_bad_offers_are_refused_and_a_silent_viewer_is_hung_up_on(
     finally:
         for v in viewers:
             v.close()
+
+
+@pytest.mark.slow
+def test_privacy_mode_ends_a_session_and_refuses_new_ones(talk: Doorbell) -> None:
+    rtc = talk.service.rtc
+    assert rtc is not None
+    viewer = Viewer()
+    try:
+        sdp, fp = viewer.offer()
+        cmd, ack = talk.call("rtc_offer", {"sdp": sdp, "fingerprint": fp})
+        assert ack.ok, ack.reason
+        viewer.accept(ack.data)
+        wait_for(lambda: viewer.video_frames >= 5, 60, "video at the viewer")
+        _, ack = talk.call("privacy_on", {})
+        assert ack.ok, ack.reason
+        wait_for(lambda: cmd.counter not in rtc.sessions, 20, "the session to end")
+        assert rtc.ended[-1] == (cmd.counter, "privacy mode is on")
+        _, ack = talk.call("rtc_offer", {"sdp": sdp, "fingerprint": fp})
+        assert not ack.ok and ack.reason == "privacy mode is on"
+    finally:
+        viewer.close()
