@@ -98,8 +98,10 @@ def serve(config: Path) -> int:
     counts = frames_file(config)
 
     def count() -> None:       # frames processed so far, for the bench's CPU per frame
+        part = counts.with_suffix(".part")
         while not service.stop_event.wait(0.1):
-            counts.write_text(str(service.agent.frames))
+            part.write_text(str(service.agent.frames))
+            os.replace(part, counts)      # whole, so the bench never reads a half-written one
     threading.Thread(target=count, daemon=True).start()
     service.run(connect_timeout=10.0)
     return 0
