@@ -111,6 +111,7 @@ class RtcService:
         self._lock = threading.Lock()
         self._mic: Microphone | None = None
         self._sink: AudioSink | None = None
+        self._talker: int | None = None         # the session whose voice the speaker plays
         self.ended: list[tuple[int, str]] = []   # (session, why), latest last; for tests/bench
 
     # -- the rtc thread ----------------------------------------------------------------------
@@ -300,7 +301,9 @@ class RtcService:
         try:
             while True:
                 frame = await track.recv()
-                if self._sink is not None:
+                if self._talker is None:        # one voice at a time: the first to speak
+                    self._talker = session.id
+                if self._sink is not None and self._talker == session.id:
                     await loop.run_in_executor(None, self._sink.write, frame)
         except MediaStreamError:
             return
@@ -348,6 +351,8 @@ class RtcService:
         session = self.sessions.pop(sid, None)
         if session is None:
             return
+        if self._talker == sid:
+            self._talker = None
         current = asyncio.current_task()
         for task in session.tasks:
             if task is not current:
