@@ -351,6 +351,8 @@ class RtcService:
         session = self.sessions.pop(sid, None)
         if session is None:
             return
+        self.ended.append((sid, why))
+        del self.ended[:-32]
         if self._talker == sid:
             self._talker = None
         current = asyncio.current_task()
@@ -361,8 +363,6 @@ class RtcService:
             if sender.track is not None:
                 sender.track.stop()       # the microphone closes with its last listener
         await session.pc.close()
-        self.ended.append((sid, why))
-        del self.ended[:-32]
         sent = session.video.sent if session.video is not None else 0
         log.info("rtc: session %d ended after %.1f s (%d video packets sent): %s", sid,
                  self._monotonic() - session.started, sent, why)

@@ -90,7 +90,7 @@ def doorbell(tmp_path: Path, broker: Mosquitto, rtc: str) -> Iterator[Doorbell]:
 @pytest.fixture
 def talk(tmp_path: Path, broker: Mosquitto) -> Iterator[Doorbell]:
     mic = tone(tmp_path / "mic.wav", 1000)
-    yield from doorbell(tmp_path, broker, f'max_sessions = 2\nidle_seconds = 2\n'
+    yield from doorbell(tmp_path, broker, f'max_sessions = 2\nidle_seconds = 3\n'
                         f'microphone = "file:{mic}"\nspeaker = "file:{tmp_path / "spk.wav"}"')
 
 
