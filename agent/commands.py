@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from doorstep.core.droplog import DropLog
 from doorstep.core.errors import SealError, SignatureError
@@ -22,7 +22,15 @@ from doorstep.protocol.wire import Ack, Command
 log = logging.getLogger(__name__)
 
 Done = Callable[[str | None], None]          # the outcome: None, or why it was refused
-Handler = Callable[[Command, Done], None]
+
+
+class Reply(Protocol):
+    """A ``Done`` that may also carry what the command asked for (an SDP answer)."""
+
+    def __call__(self, outcome: str | None, data: str = "") -> None: ...
+
+
+Handler = Callable[[Command, Reply], None]
 
 ISSUED_WINDOW = 300.0   # s: a command issued further than this from our clock is refused
 
@@ -167,11 +175,14 @@ class Commands:
         if handler is None:
             self._answer(cmd, f"{cmd.action}: nothing handles it on this doorbell")
             return
-        handler(cmd, lambda outcome: self._answer(cmd, outcome))
+        def reply(outcome: str | None, data: str = "") -> None:
+            self._answer(cmd, outcome, data)
 
-    def _answer(self, cmd: Command, refusal: str | None) -> None:
+        handler(cmd, reply)
+
+    def _answer(self, cmd: Command, refusal: str | None, data: str = "") -> None:
         ack = Ack(device=self._device, counter=cmd.counter, ok=refusal is None,
-                  reason=refusal or "", time=time.time())
+                  reason=refusal or "", time=time.time(), data=data if refusal is None else "")
         try:
             self._reply(ack.sign(self._key))
         except Exception:  # an answer that cannot be sent must not undo the command

@@ -23,6 +23,7 @@ from doorstep.agent.commands import Commands
 from doorstep.agent.doorbell import Doorbell, LedState, LongPress, Ring
 from doorstep.agent.live import LiveSessions
 from doorstep.agent.night import NightSwitch
+from doorstep.agent.rtc import RtcService
 from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.agent.status import Status
@@ -60,6 +61,7 @@ class Service:
     _finished: threading.Event = field(default_factory=threading.Event)
     night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
     live: LiveSessions | None = None     # live view through the broker (agent/live.py)
+    rtc: RtcService | None = None        # WebRTC live view and talk (rtc.enabled)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -162,6 +164,8 @@ class Service:
             self.doorbell.set_led(LedState.IDLE)
 
     def close(self) -> None:
+        if self.rtc is not None:
+            self.rtc.close()
         self.agent.close()
         if self.live is not None:
             self.live.close()

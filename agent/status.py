@@ -84,6 +84,9 @@ class Status:
         provisioned = read_provisioned(self.cfg.device.data_dir)
         if provisioned is not None:
             body["provisioned_at"] = provisioned.provisioned_at
+        if self.cfg.rtc.enabled:      # the app offers with the same STUN servers (docs/rtc.md)
+            body["rtc"] = {"stun": [u for u in self.cfg.rtc.ice_servers
+                                    if u.startswith(("stun:", "stuns:"))]}
         camera_health = getattr(self.source, "health", None)
         if camera_health is not None and hasattr(camera_health, "as_dict"):
             body["camera"] = camera_health.as_dict()

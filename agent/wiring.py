@@ -16,6 +16,7 @@ from doorstep.agent.live import attach_live
 from doorstep.agent.modes import MODES_FILE, Modes, ModeStore
 from doorstep.agent.night import NightSwitch
 from doorstep.agent.recipients import RECIPIENTS_FILE, Recipients
+from doorstep.agent.rtc import RtcService
 from doorstep.agent.run import Agent, Mode
 from doorstep.agent.sealing import Sealer
 from doorstep.agent.service import Service
@@ -30,6 +31,7 @@ from doorstep.core.errors import ConfigError, KeyFileError
 from doorstep.motion.detector import MotionDetector
 from doorstep.protocol.age import X25519Recipient
 from doorstep.protocol.keys import SigningKey, parse_public_key
+from doorstep.protocol.kinds import Action
 from doorstep.protocol.wire import Command, Topics
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Outbox
@@ -150,6 +152,12 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     for action in agent.commands:
         commands[action] = to_frame_loop
     members.register(commands.__setitem__)
+    rtc = None
+    if cfg.rtc.enabled:
+        rtc = RtcService(cfg.rtc, data_dir=data_dir, privacy=lambda: agent.privacy)
+        agent.packet_consumers.append(rtc.feed)
+        commands[Action.RTC_OFFER] = rtc.on_offer
+        commands[Action.RTC_HANGUP] = rtc.on_hangup
     if connect:
         uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
                         client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",
@@ -159,4 +167,4 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     live = attach_live(cfg, agent, key=key, recipients=lambda: own_sealer.recipients,
                        uplink=uplink, commands=commands)
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
-                   bell_events, night=night, live=live)
+                   bell_events, night=night, live=live, rtc=rtc)

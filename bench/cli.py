@@ -23,12 +23,14 @@ from doorstep.bench.inputs import Inputs, build_inputs, build_raw, labelled_set
 from doorstep.bench.live import LIVE_ROW, live_row
 from doorstep.bench.report import Line, Row, Stat, Table, machine_info, render
 from doorstep.bench.rig import Keys, inbox_process, write_config
+from doorstep.bench.rtcrow import ROW as RTC_ROW
+from doorstep.bench.rtcrow import rtc_row
 from doorstep.bench.segrow import SEGMENT_ROW, segment_row
 from doorstep.broker import Mosquitto
 from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
-LAST_ROW = max(LIVE_ROW, SEGMENT_ROW)
+LAST_ROW = max(LIVE_ROW, SEGMENT_ROW, RTC_ROW)
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,8 @@ class Bench:
                       (LIVE_ROW, lambda: [live_row(self)]),
                       (SEGMENT_ROW, lambda: [segment_row(self.port, self.keys, self.work,
                                                          self.inputs.video["720p"],
-                                                         self.plan.presses)])]
+                                                         self.plan.presses)]),
+                      (RTC_ROW, lambda: [rtc_row(self)])]
             for number, step in steps:
                 if number not in rows and number != 1:
                     continue

@@ -222,11 +222,36 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
                         "with it (`doorstep home` or `doorstep keys inbox` prints it)")
     _check_camera(config, problems)
     _check_night(config, problems)
+    _check_rtc(config, problems)
     for i, text in enumerate(config.update.keys):
         try:
             parse_public_key(text)
         except KeyFileError as exc:
             problems.append(f"update.keys[{i}]: {exc}")
+
+
+RTC_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+AUDIO_SCHEMES = ("alsa:", "file:")
+
+
+def _check_rtc(config: Config, problems: list[str]) -> None:
+    rtc = config.rtc
+    for i, url in enumerate(rtc.ice_servers):
+        if not url.startswith(RTC_SCHEMES) or len(url.partition(":")[2]) < 1:
+            problems.append(f"rtc.ice_servers[{i}]: {_show(url)} is not a STUN or TURN URL "
+                            f"(it starts with one of {', '.join(RTC_SCHEMES)})")
+    turn = any(u.startswith(("turn:", "turns:")) for u in rtc.ice_servers)
+    if turn and not (rtc.turn_username and rtc.turn_password_file):
+        problems.append("rtc.ice_servers: a TURN server needs rtc.turn_username and "
+                        "rtc.turn_password_file")
+    if (rtc.turn_username or rtc.turn_password_file) and not turn:
+        problems.append("rtc.turn_username/rtc.turn_password_file: set, but rtc.ice_servers "
+                        "names no turn: server")
+    for key in ("microphone", "speaker"):
+        value = getattr(rtc, key)
+        if value and (not value.startswith(AUDIO_SCHEMES) or len(value.partition(":")[2]) < 1):
+            problems.append(f"rtc.{key}: {_show(value)} is not \"alsa:DEVICE\" or "
+                            f"\"file:PATH\"")
 
 
 HDR_SENSOR_LIMIT = (2304, 1296, 30.0)   # Camera Module 3's HDR mode: its largest size and rate

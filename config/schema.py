@@ -207,6 +207,29 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class RtcConfig:
+    """WebRTC live view and talk (docs/rtc.md): sessions the owner asks for with a signed
+    ``rtc_offer``; the encoder's own packets, the microphone and the speaker."""
+
+    enabled: bool = _f(True, doc="answer signed rtc_offer commands (live view and talk)")
+    max_sessions: int = _f(2, lo=1, hi=8, doc="sessions at once; more are refused")
+    ice_servers: tuple[str, ...] = _f((), doc='STUN/TURN URLs, e.g. "stun:stun.example.net:3478" '
+                                              'or "turn:turn.example.net:3478"; none: the '
+                                              'LAN only')
+    turn_username: str = _f("", doc="the TURN servers' user name")
+    turn_password_file: str = _f("", doc="file holding the TURN password; never put it here")
+    idle_seconds: float = _f(10.0, lo=2, hi=120, doc="a viewer silent (no RTCP report) this "
+                                                      "long is hung up on")
+    connect_seconds: float = _f(15.0, lo=2, hi=120, doc="a session not connected this long "
+                                                         "after its answer is ended")
+    max_seconds: float = _f(900.0, lo=10, hi=86400, doc="the longest a session lasts")
+    microphone: str = _f("", doc='the mic sent during a session: "" (none), an ALSA device '
+                                 '("alsa:hw:1,0", "alsa:default") or "file:PATH" (tests)')
+    speaker: str = _f("", doc='where the owner\'s voice plays: "" (nowhere), an ALSA device '
+                              '("alsa:default") or "file:PATH.wav" (tests)')
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)
@@ -223,6 +246,7 @@ class Config:
     night: NightConfig = field(default_factory=NightConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    rtc: RtcConfig = field(default_factory=RtcConfig)
 
     @property
     def topic_prefix(self) -> str:

@@ -45,6 +45,10 @@ class Action(enum.StrEnum):
     # live view through the broker (issue 15): start or renew the session named by the
     # ``session`` param (the viewer's random id); ``stop`` = "1" ends it
     LIVE = "live"
+    # a WebRTC live view and talk session (docs/rtc.md): ``params`` carry the browser's SDP
+    # offer and its DTLS fingerprint; the signed answer carries the doorbell's SDP
+    RTC_OFFER = "rtc_offer"
+    RTC_HANGUP = "rtc_hangup"     # ``params``: ``session``, the offer's counter
 
 
 # Actions only the owner's own command key may sign (not an enrolled browser's key).

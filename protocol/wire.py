@@ -42,6 +42,10 @@ HEAD_BUCKET = 2048                # a head's sealed content is padded to a multi
 MAX_CHUNK = 16 * 1024 * 1024
 MAX_CHUNKS = 1 << 20
 MAX_CONTROL = 4096                # receipts and commands
+# a command or answer carrying a WebRTC session description (docs/rtc.md): the one param
+# ``sdp`` (and an answer's ``data``) may be this long; every other param stays at 512 bytes
+MAX_SDP = 12 * 1024
+MAX_SIGNAL = MAX_SDP + MAX_CONTROL
 # what the inbox accepts inside a head (the rest comes in chunks)
 INLINE_KINDS = frozenset({Kind.EVENT, Kind.SNAPSHOT, Kind.THUMBNAIL})
 COMMAND_ACTIONS = frozenset(Action)
@@ -298,16 +302,17 @@ class Command:
 
     @classmethod
     def open(cls, payload: bytes, owner_public: Ed25519PublicKey) -> Command:
-        body = open_signed_json(payload, owner_public, "command")
+        body = open_signed_json(payload, owner_public, "command", MAX_SIGNAL)
         action = str(body.get("action"))
         if action not in COMMAND_ACTIONS:
             raise SealError(f"command: unknown action {action[:40]!r} "
                             f"(allowed: {', '.join(sorted(COMMAND_ACTIONS))})")
         params = body.get("params", {})
         if not isinstance(params, dict) or len(params) > 8 or not all(
-                isinstance(k, str) and isinstance(v, str) and len(v) <= 512
-                for k, v in params.items()):
-            raise SealError("command: params must be at most 8 short text values")
+                isinstance(k, str) and isinstance(v, str)
+                and len(v) <= (MAX_SDP if k == "sdp" else 512) for k, v in params.items()):
+            raise SealError("command: params must be at most 8 short text values (an sdp "
+                            f"at most {MAX_SDP} bytes)")
         try:
             return cls(device=str(body["device"]), counter=int(body["counter"]),
                        action=Action(action), issued=float(body["issued"]),
@@ -320,26 +325,35 @@ class Command:
 class Ack:
     """The device's signed answer to an owner command it could verify: carried out
     (``ok``), or refused with the reason. It names the command by its counter, not its action,
-    so the broker learns nothing from it that the command itself did not say."""
+    so the broker learns nothing from it that the command itself did not say. ``data``: what
+    the command asked for (an ``rtc_offer``'s SDP answer), written only when there is any, so
+    every other answer is byte for byte what it always was."""
 
     device: str
     counter: int
     ok: bool
     reason: str
     time: float
+    data: str = ""
 
     def sign(self, key: SigningKey) -> bytes:
-        return sign_json(key, {"v": WIRE_VERSION, "type": "ack", **asdict(self)})
+        body = {"v": WIRE_VERSION, "type": "ack", **asdict(self)}
+        if not self.data:
+            del body["data"]
+        return sign_json(key, body)
 
     @classmethod
     def open(cls, payload: bytes, device_public: Ed25519PublicKey) -> Ack:
-        body = open_signed_json(payload, device_public, "ack")
+        body = open_signed_json(payload, device_public, "ack", MAX_SIGNAL)
         if body.get("type") != "ack":
             raise SealError("ack: not an acknowledgement")
+        data = body.get("data", "")
+        if not isinstance(data, str) or len(data) > MAX_SDP:
+            raise SealError(f"ack: data must be text of at most {MAX_SDP} bytes")
         try:
             return cls(device=str(body["device"]), counter=int(body["counter"]),
                        ok=bool(body["ok"]), reason=str(body["reason"])[:200],
-                       time=float(body["time"]))
+                       time=float(body["time"]), data=data)
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise SealError(f"ack: missing or bad field ({exc})") from exc
 
@@ -386,7 +400,7 @@ def seal_command(signed: bytes, device_public: Ed25519PublicKey,
 def open_sealed_command(payload: bytes,
                         device: X25519Identity) -> tuple[bytes, X25519Recipient]:
     """(the signed command, the recipient to seal the answer to); signature not checked."""
-    content = open_box(COMMAND_MAGIC, payload, device, "command", MAX_CONTROL + 2048)
+    content = open_box(COMMAND_MAGIC, payload, device, "command", MAX_SIGNAL + 2048)
     line, sep, signed = content.partition(b"\n")
     try:
         if not sep:
@@ -402,14 +416,14 @@ def seal_answer(signed: bytes, reply_to: X25519Recipient) -> bytes:
 
 def open_sealed_answer(payload: bytes, identity: X25519Identity) -> bytes:
     """The device's signed answer inside; check it with ``Ack.open``."""
-    return open_box(ANSWER_MAGIC, payload, identity, "answer", MAX_CONTROL + 2048)
+    return open_box(ANSWER_MAGIC, payload, identity, "answer", MAX_SIGNAL + 2048)
 
 
 def counter_of(signed: bytes) -> int | None:
     """The ``counter`` of a signed command or answer, unchecked, or None: only to pair an
     answer with its command's reply recipient."""
     try:
-        body = json.loads(signed[:MAX_CONTROL])["body"]
+        body = json.loads(signed[:MAX_SIGNAL])["body"]
         counter = body["counter"]
     except (ValueError, KeyError, TypeError, RecursionError):
         return None

@@ -21,7 +21,7 @@ from doorstep.core.fsutil import write_atomic
 from doorstep.owner.hub.app import HUB, MAX_BODY, browser_of, read_json, refuse
 from doorstep.owner.share import ShareRecord, append_audit
 from doorstep.protocol.age import X25519Recipient, read_header
-from doorstep.protocol.wire import MAX_CONTROL
+from doorstep.protocol.wire import MAX_SIGNAL
 
 DEVICE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 PAGE = 60
@@ -117,8 +117,8 @@ async def command(request: web.Request) -> web.Response:
     """Relay a command the browser signed; answer with the doorbell's signed answer."""
     hub = request.app[HUB]
     device = request.match_info["device"]
-    if request.content_length is None or request.content_length > MAX_CONTROL:
-        return refuse(413, f"upload too large: a command is at most {MAX_CONTROL} bytes")
+    if request.content_length is None or request.content_length > MAX_SIGNAL:
+        return refuse(413, f"upload too large: a command is at most {MAX_SIGNAL} bytes")
     if hub.relay is None:
         return refuse(503, "the hub has no broker connection")
     payload = await request.read()

@@ -79,7 +79,8 @@ def test_the_wired_service_routes_every_frame_loop_action(tmp_path: Path, keys: 
     service = build(parse_config(config(tmp_path, keys, video, motion=True)),
                     pin_factory=MockFactory(), connect=False)
     assert all(action in service.commands for action in Action)
-    # recipients are the Recipients store's (agent/recipients.py), and live view is
-    # agent/live.py's: both off the frame loop
-    assert set(service.agent.commands) == set(Action) - OWNER_ONLY - {Action.LIVE}
+    # recipients are the Recipients store's (agent/recipients.py), live view is
+    # agent/live.py's and WebRTC sessions agent/rtc.py's: all off the frame loop
+    assert set(service.agent.commands) == set(Action) - OWNER_ONLY - {
+        Action.LIVE, Action.RTC_OFFER, Action.RTC_HANGUP}
     service.close()

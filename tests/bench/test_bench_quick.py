@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from doorstep.bench.cli import LAST_ROW
 from doorstep.bench.inputs import labelled_set
-from doorstep.bench.live import LIVE_ROW
 from doorstep.bench.report import Line, Row, Stat, Table, render
 from doorstep.bench.shared import ENV
 
@@ -37,7 +37,7 @@ def quick_bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None
 def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
     labelled = labelled_set()  # what the bench will find: the same rule, the same environment
     done, doc = quick_bench(tmp_path)
-    assert [r["number"] for r in doc["rows"]] == list(range(1, LIVE_ROW + 1))
+    assert [r["number"] for r in doc["rows"]] == list(range(1, LAST_ROW + 1))
     for row in doc["rows"]:
         if row["number"] == 6 and labelled.path is None:
             assert (row["absent"], row["lines"], row["complete"]) == ("no labelled set", [],
@@ -51,7 +51,7 @@ def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
         assert head["baseline"] is not None and head["baseline"]["median"] is not None, \
             row["title"]
         assert row["complete"], row["title"]
-    for number in range(1, LIVE_ROW + 1):
+    for number in range(1, LAST_ROW + 1):
         assert any(line.startswith(f"{number} ") for line in done.stdout.splitlines()), number
 
 

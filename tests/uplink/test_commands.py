@@ -26,7 +26,7 @@ from doorstep.protocol.connect import Broker
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.seal import identity_of
 from doorstep.protocol.wire import (
-    MAX_CONTROL,
+    MAX_SIGNAL,
     WIRE_VERSION,
     Ack,
     Command,
@@ -92,8 +92,8 @@ def test_gate_accepts_in_order_and_remembers_across_restarts(tmp_path: Path) -> 
      "malformed"),
     ("malformed", b"\xff\x00 not json", "malformed"),
     ("not an object", b"[1, 2, 3]", "malformed"),
-    ("nested too deep", b"[" * (MAX_CONTROL - 1), "malformed"),
-    ("oversized", b" " * (MAX_CONTROL + 1), "over the"),
+    ("nested too deep", b"[" * (MAX_SIGNAL - 1), "malformed"),
+    ("oversized", b" " * (MAX_SIGNAL + 1), "over the"),
 ])
 def test_gate_drops_bad_commands_with_one_log_line(tmp_path: Path, name: str, payload: bytes,
                                                    reason: str,

@@ -6,6 +6,7 @@ import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
 import * as liveclip from "/static/js/liveclip.js";
 import * as shareclip from "/static/js/shareclip.js";
+import * as rtc from "/static/js/rtc.js";
 import { liveView } from "/static/js/live.js";
 import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
@@ -365,7 +366,8 @@ async function devicesView() {
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " "))),
-        h("button", { id: `live-${d.id}`, onclick: () => { location.hash = `#live/${d.id}`; } }, "Live")), answer);
+        h("button", { id: `live-${d.id}`, onclick: () => { location.hash = `#live/${d.id}`; } }, "Live")), answer,
+      rtc.controls(d.id, h, s));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }

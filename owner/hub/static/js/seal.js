@@ -193,7 +193,7 @@ export async function signCommand(device, action, params = null) {
   const counter = Math.max(Date.now(), last + 1);
   await db.put("counter", counter);
   const body = { action, counter, device, issued: Date.now() / 1000, v: 1 };
-  if (params && Object.keys(params).length) body.params = params;    // live view's session
+  if (params && Object.keys(params).length) body.params = params;   // text values only (a live session, an offer)
   const sig = await crypto.subtle.sign({ name: "Ed25519" }, me.sign.privateKey, enc.encode(canonical(body)));
   return { counter, payload: JSON.stringify({ body, sig: b64(sig) }) };
 }
