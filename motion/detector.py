@@ -154,6 +154,7 @@ class MotionDetector:
         self._allow = np.zeros((ch, cw), np.float32)
         self._activity = np.zeros((ch, cw), np.float32)  # starts of motion here, decaying
         self._was = np.zeros((ch, cw), np.uint8)  # what moved last frame
+        self._busy: np.ndarray = np.zeros((ch, cw), np.uint8)  # the busy places last frame
         self._tracker.reset()
         self._guarded: list[tuple[slice, slice]] = []  # half-size boxes the maps leave alone
         self._kept_bg: list[tuple[slice, slice]] = []  # where visitors linger (work size)
@@ -168,6 +169,7 @@ class MotionDetector:
         self._hold = self.cfg.hold_seconds
         self._exiting = False  # what moved last was walking out of view
         self._on_since = 0.0
+        self._proven = False  # a small track finished a stretch this frame
 
     # -- per frame -------------------------------------------------------------------------
 
@@ -317,6 +319,10 @@ class MotionDetector:
         starts = cv2.bitwise_and(mask_c, cv2.bitwise_not(self._was))
         self._was = mask_c
         found = self._tracker.boxes(t)
+        # a small track half way through its first stretch out in quiet ground: its own steps
+        # (a gait starts and stops the pixels at its edges) must not make that ground busy
+        found += [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self._tracker.tracks
+                  if self._tracker.making_way(tr, t) and _quiet_around(self._busy, tr)]
         self._guarded = boxes = [
             (slice(max(0, y0 // 2 - 1), y1 // 2 + 2), slice(max(0, x0 // 2 - 1), x1 // 2 + 2))
             for x0, y0, x1, y1 in found]
@@ -328,7 +334,8 @@ class MotionDetector:
         _cv2_add(act, 1.0, dst=act, mask=starts)
         for box, before in zip(boxes, kept, strict=True):
             act[box] = before  # what travels here neither teaches nor unteaches the place
-        return cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
+        self._busy = cv2.dilate(_above(act, tu.busy_activity), self._kernel3)
+        return self._busy
 
     def _objects(self, x: np.ndarray, mask: np.ndarray, mask_c: np.ndarray, busy: np.ndarray,
                  t: float, learning: bool) -> tuple[int, bool]:
@@ -339,6 +346,7 @@ class MotionDetector:
         outside = cv2.countNonZero(cv2.bitwise_and(mask_c, cv2.bitwise_not(busy)))
         if 4 * outside < self._small_px and not self._kept_bg:
             self._seen = self._tracker.update([], t, learning)
+            self._proven = False
             return 0, False
         n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
             mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
@@ -359,9 +367,10 @@ class MotionDetector:
                 tr.since = t
             if tr.thing and _shifts(tr) and (tr.stretches or t - tr.since <= tu.young_seconds):
                 largest = max(largest, tr.real)
-        raw = largest >= self._min_px or any(
-            self._tracker.counts(tr, t) and _quiet_around(busy, tr) for tr in seen)
-        return largest, raw
+        small = [tr for tr in seen if self._tracker.counts(tr, t) and _quiet_around(busy, tr)]
+        # a stretch travelled just now is already persistence: it took travel_least_seconds
+        self._proven = any(tr.travelled == t for tr in small)
+        return largest, largest >= self._min_px or bool(small)
 
     def _hides(self, x: np.ndarray, labels: np.ndarray, tr: Track) -> bool:
         """Whether a large track's regions hide the background (photometric.hidden)."""
@@ -376,6 +385,8 @@ class MotionDetector:
     def _trigger(self, raw: bool, t: float) -> bool:
         cfg = self.cfg
         self._streak = self._streak + 1 if raw else 0
+        if raw and self._proven:
+            self._streak = max(self._streak, cfg.start_frames)
         if raw:
             self._last_raw = t
             self._exiting = self._leaving()

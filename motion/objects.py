@@ -166,11 +166,14 @@ class Tracker:
             tr.stretches += 1
             tr.path = tr.path[-ENDS:]  # the next stretch starts where this one ended
 
-    def _stretch(self, path: list[tuple[float, float, float]], size: int) -> bool:
+    def _stretch(self, path: list[tuple[float, float, float]], size: int,
+                 part: float = 1.0) -> bool:
         """Whether the centres in ``path`` went travel_px one way without turning back, no
         faster than ``pace`` times the region's size a second (a person, however far away, moves
-        about a body length a second; snowflakes and insects move many times their size)."""
-        if len(path) < 2 * ENDS or path[-1][0] - path[0][0] < self.least:
+        about a body length a second; snowflakes and insects move many times their size).
+        With ``part`` < 1: whether they went that share of the way in that share of the
+        least time, so far."""
+        if len(path) < 2 * ENDS or path[-1][0] - path[0][0] < part * self.least:
             return False
         ax = sum(p[1] for p in path[:ENDS]) / ENDS
         ay = sum(p[2] for p in path[:ENDS]) / ENDS
@@ -178,7 +181,7 @@ class Tracker:
         by = sum(p[2] for p in path[-ENDS:]) / ENDS
         dx, dy = bx - ax, by - ay
         net = math.hypot(dx, dy)
-        if net < self.travel_px:
+        if net < part * self.travel_px:
             return False
         if net > self.pace * size * (path[-1][0] - path[0][0]):
             return False
@@ -205,6 +208,14 @@ class Tracker:
         if t - tr.travelled <= self.lost:
             return not tr.scene and tr.thing is not False
         return tr.arrived and t - tr.travelled <= self.linger
+
+    def making_way(self, tr: Track, t: float) -> bool:
+        """Whether a small track followed last frame is half way through its first stretch:
+        half the way, steadily, in half the least time. Its own steps (a gait starts and stops
+        the pixels at its edges) must not teach its ground to be busy before it can count."""
+        return (tr.stretches == 0 and not tr.scene and tr.thing is None
+                and t - tr.seen <= 1.5 * self.least and len(tr.path) >= 2 * ENDS
+                and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0), 0.5))
 
     def lingers(self, tr: Track, t: float) -> bool:
         """Whether a track arrived and its last stretch is recent enough to keep it."""

@@ -1,0 +1,66 @@
+"""How soon a small slow walker turns motion on (issue 17: onset maximum of 10 frames).
+
+A small region counts once it has travelled a stretch (motion/objects.py): that already took
+travel_least_seconds of steady travel, so it needs no further consecutive frames before the
+trigger's start_frames are met."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from doorstep.config.schema import MotionConfig
+from doorstep.motion import synth
+from doorstep.motion.detector import MotionDetector
+from doorstep.motion.evaluate import score
+from doorstep.motion.harness import ours, run, synth_clips
+from tests.motion.test_scenes import FPS, H, W, finish, person, scene
+
+
+def test_a_small_walker_turns_motion_on_the_frame_its_stretch_is_travelled() -> None:
+    rng = np.random.default_rng(13)
+    bg = scene()
+    det = MotionDetector(MotionConfig(start_frames=3), (W, H), FPS)
+    appear = int(3 * FPS)
+    first_stretch = first_on = None
+    for i in range(int(8 * FPS)):
+        img = bg.copy()
+        if i >= appear:  # 6x16 px (0.13% of the frame), a third of a pixel a frame
+            person(img, 150 + 0.33 * (i - appear), 150, 6, 16)
+        t = i / FPS
+        on = det.update(finish(img, rng), t).motion
+        if first_stretch is None and any(tr.travelled == t for tr in det._tracker.tracks):
+            first_stretch = i
+        if on and first_on is None:
+            first_on = i
+    assert first_stretch is not None and first_stretch >= appear
+    assert first_on == first_stretch, "no wait for start_frames after a travelled stretch"
+
+
+def test_a_frame_that_counts_without_a_stretch_still_waits_for_start_frames() -> None:
+    # a large person walking in counts at once, frame by frame: start_frames still apply
+    rng = np.random.default_rng(12)
+    bg = scene(grain=1.0)
+    det = MotionDetector(MotionConfig(start_frames=3), (W, H), FPS)
+    enter = int(3 * FPS)
+    states = []
+    for i in range(int(5 * FPS)):
+        img = bg.copy()
+        if i >= enter:
+            person(img, -24 + 8 * (i - enter), 60, 30, 60)
+        states.append(det.update(finish(img, rng), i / FPS).motion)
+    first = states.index(True)
+    assert enter + 2 <= first <= enter + 5
+
+
+def test_a_small_walkers_own_steps_do_not_make_its_ground_busy(shared_data: Path) -> None:
+    # the third walker of the 30 s small-walkers scene steps out of a doorway at about 0.3
+    # work px a frame; its gait starts and stops the pixels at its edges three times in its
+    # first 0.6 s, which made its own ground busy before it had travelled a stretch (onset
+    # 14 frames, then 13 once a stretch no longer waits for start_frames)
+    (clip,) = synth_clips(shared_data / "motion", 30.0, ("small-walkers",))
+    on, _ = run(ours(MotionConfig(), synth.SIZE), list(clip.frames()), clip.labels.fps)
+    s = score(on, clip.labels)
+    assert s.caught == s.events == 3
+    assert s.onsets[2] <= 10
