@@ -144,7 +144,8 @@ class Sender:
         self.in_flight = in_flight
         self.queue_delay = queue_delay
         self.window = min(2, in_flight)
-        self._sent_at: dict[tuple[int, int], float] = {}
+        # when each paced message was published, and whether the window was full with it
+        self._sent_at: dict[tuple[int, int], tuple[float, bool]] = {}
         self._last_cut = -1e9
         self.priority_in_flight = priority_in_flight
         self.receipt_timeout = receipt_timeout
@@ -199,7 +200,7 @@ class Sender:
         up.in_flight.discard(part)
         sent = self._sent_at.pop((pub.seq, part), None)
         if sent is not None and up.lane is Lane.PACED:
-            self._adapt(now - sent, now)
+            self._adapt(now - sent[0], now, limited=sent[1])
         if pub.round != up.round:
             return None          # published before a resend: it goes again
         up.acked.add(part)
@@ -212,14 +213,19 @@ class Sender:
             return n
         return None
 
-    def _adapt(self, delay: float, now: float) -> None:
+    def _adapt(self, delay: float, now: float, *, limited: bool = True) -> None:
         """Delay-based window: halve when messages wait longer than ``queue_delay`` (once per
-        round trip, so one burst of late acks cuts once), grow by one when well under it."""
+        round trip, so one burst of late acks cuts once), grow by one when well under it, but
+        only on a message sent with the window full (``limited``). A quick PUBACK for a lone
+        event says nothing about how much more the link holds: growing on those let the
+        window climb to ``in_flight`` while the link idled between visitors, and the next
+        motion start's snapshot then went out as a burst of 16 chunks that queued in the
+        uplink ahead of the ring that followed it (RFC 7661's rule for TCP's window)."""
         if delay > self.queue_delay:
             if now - self._last_cut > delay:
                 self.window = max(1, self.window // 2)
                 self._last_cut = now
-        elif delay < self.queue_delay / 2:
+        elif delay < self.queue_delay / 2 and limited:
             self.window = min(self.in_flight, self.window + 1)
 
     def on_receipt(self, seq: int, sha256: str) -> bool:
@@ -265,15 +271,20 @@ class Sender:
                                    up.round))
         paced = [u for u in uploads if u.lane is Lane.PACED]
         busy = sum(len(u.in_flight) for u in paced)
+        sent: list[tuple[int, int]] = []
         for up in paced:             # events, snapshots, clips; highest priority, oldest first
             for part in up.parts():
-                if busy >= self.window:
-                    return out
                 if part in up.acked or part in up.in_flight:
                     continue
+                if busy >= self.window:
+                    # more to send than the window lets out: what just went is window-limited
+                    for key in sent:
+                        self._sent_at[key] = (now, True)
+                    return out
                 up.in_flight.add(part)
                 busy += 1
-                self._sent_at[(up.item.seq, part)] = now
+                sent.append((up.item.seq, part))
+                self._sent_at[(up.item.seq, part)] = (now, False)
                 out.append(Publish(self._topic(up, part), up.item.seq, part, Lane.PACED,
                                    up.round))
         return out

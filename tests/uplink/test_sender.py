@@ -299,3 +299,35 @@ def test_a_motion_thumbnail_goes_after_events_and_before_snapshots(tmp_path: Pat
     for item in (snapshot, thumb, motion):
         sender.add(item)
     assert publish_all(sender, 0) == [motion.seq, thumb.seq, snapshot.seq]
+
+
+def test_lone_events_on_an_idle_link_do_not_grow_the_window(tmp_path: Path) -> None:
+    """Between visitors only small events flow, one at a time, and each is acknowledged
+    quickly: that says nothing about how much more the link holds, so the window stays where
+    it was, and the next motion start's snapshot goes out a window at a time, not as a burst
+    that would queue in the uplink ahead of the ring that follows it."""
+    box = Outbox(tmp_path, device="d", key=DEVICE_KEY, quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), SEALING, chunk_bytes=1000, in_flight=16,
+                    receipt_timeout=10, require_receipt=True, queue_delay=0.1)
+    sender.on_connect()
+    start = sender.window
+    now = 0.0
+    for n in range(30):                        # a motion event every few seconds, all day
+        sender.add(box.put("event", b"m" * 300, priority=1))
+        (pub,) = sender.next_publishes(now)
+        sender.on_puback(pub, now + 0.005)     # a quick PUBACK: the link is idle
+        sender.on_receipt(pub.seq, box.items()[-1].manifest.sha256)
+        now += 5.0
+    assert sender.window == start
+    snapshot = box.put("snapshot", b"s" * 20_000, priority=1)
+    sender.add(snapshot)
+    assert len(sender.next_publishes(now)) == start   # a window's worth, not 16 chunks
+
+
+def test_a_full_window_on_a_fast_link_still_grows_every_round(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, device="d", key=DEVICE_KEY, quota_bytes=10**8)
+    sender = Sender(Topics("doorstep/d/"), SEALING, chunk_bytes=1000, in_flight=16,
+                    receipt_timeout=10, require_receipt=True, queue_delay=0.1)
+    sender.on_connect()
+    sender.add(box.put("clip", b"x" * 200_000, priority=3))
+    assert drain_with_delay(sender, 0.01, rounds=4) == [4, 8, 16, 16]   # doubling, as before
