@@ -147,9 +147,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "it on the device's cmd topic. The device accepts it only if the "
                        "signature verifies and the counter is above every one it has seen.")
     # adding and removing recipients is `doorstep enroll`'s (it knows the member's keys);
-    # a WebRTC session is a WebRTC peer's, which signs its own SDP (docs/rtc.md)
+    # a WebRTC session is a WebRTC peer's, which signs its own SDP (docs/rtc.md), and live
+    # view is the app's (a session needs a viewer to renew and watch it)
     p.add_argument("action", choices=sorted(COMMAND_ACTIONS - OWNER_ONLY - {
-        Action.RTC_OFFER, Action.RTC_HANGUP}))
+        Action.RTC_OFFER, Action.RTC_HANGUP, Action.LIVE}))
     p.add_argument("--key", default="owner-command.key", metavar="FILE",
                    help="the owner's Ed25519 command key (from `doorstep keys owner`)")
     p.add_argument("--device", required=True, metavar="ID", help="the device id")

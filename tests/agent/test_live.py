@@ -241,3 +241,36 @@ def test_a_start_with_no_frames_is_refused_and_frees_its_place() -> None:
     m = rig.command(S2)
     rig.step(1)
     assert rig.answers[m] is None and rig.live.active == [S2]
+
+
+def test_a_live_thread_stuck_in_publish_never_holds_the_frame_thread() -> None:
+    import threading
+
+    rig = Rig()
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(session: str, message: bytes) -> bool:
+        entered.set()
+        release.wait(30)          # the uplink never takes it (a dead link)
+        return False
+
+    rig.live._publish = stuck
+    rig.live.start()
+    try:
+        rig.step(2, pump=False)
+        rig.command(S1)
+        rig.step(1, pump=False)
+        assert entered.wait(10)               # the live thread is now stuck in publish
+        done = threading.Event()
+
+        def frame_loop() -> None:
+            rig.step(90, pump=False)          # 6 s of frames while it is stuck
+            done.set()
+
+        threading.Thread(target=frame_loop, daemon=True).start()
+        assert done.wait(60), "the frame thread waited for the live thread"
+        assert len(rig.live._sessions[S1].queue) <= 2 * FPS
+    finally:
+        release.set()
+        rig.live.close()

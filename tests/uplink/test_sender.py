@@ -312,7 +312,7 @@ def test_lone_events_on_an_idle_link_do_not_grow_the_window(tmp_path: Path) -> N
     sender.on_connect()
     start = sender.window
     now = 0.0
-    for n in range(30):                        # a motion event every few seconds, all day
+    for _ in range(30):                        # a motion event every few seconds, all day
         sender.add(box.put("event", b"m" * 300, priority=1))
         (pub,) = sender.next_publishes(now)
         sender.on_puback(pub, now + 0.005)     # a quick PUBACK: the link is idle
