@@ -24,7 +24,7 @@ def quick_bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None
     result = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "doorstep.cli", "bench", "--quick", "--out",
                            str(tmp_path / "bench-out"), "--json", str(result), *args],
-                          capture_output=True, text=True, timeout=300, check=False,
+                          capture_output=True, text=True, timeout=420, check=False,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     doc: dict[str, Any] = json.loads(result.read_text())
