@@ -1,4 +1,4 @@
-"""The quick benchmark still measures every row: each of the ten rows yields a finite figure
+"""The quick benchmark still measures every row: each row yields a finite figure
 and a finite baseline, in the printed table and in the JSON. Row 6 needs the labelled motion set
 of the shared data; where that is absent it says "no labelled set" and the run still passes.
 Speed is never asserted here."""
@@ -25,7 +25,7 @@ def quick_bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None
     done = subprocess.run([sys.executable, "-m", "doorstep.cli", "bench", "--quick", "--out",
                            str(tmp_path / "bench-out"), "--json", str(result), *args],
                           # a guard against a hang, not a time limit: every row runs, and
-                          # a loaded 2-core machine took over 300 s with rows 11 and 12
+                          # a loaded 2-core machine took over 300 s with rows 11 to 13
                           capture_output=True, text=True, timeout=1200, check=False,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
