@@ -5,20 +5,41 @@
 import * as seal from "/static/js/seal.js";
 import { addPicture, notify } from "/static/js/notify.js";
 
-const SHELL = ["/", "/static/app.css", "/static/js/app.js", "/static/js/seal.js", "/static/js/db.js",
-  "/static/js/notify.js", "/manifest.webmanifest", "/static/icon-192.png"];
+// Every module of the app is in the shell: one missing (segments.js, live.js, rtc.js were) and
+// the app cannot start offline, since app.js imports them all; so are the vendored age modules
+// they import.
+const CACHE = "shell-v2";
+const SHELL = ["/", "/static/app.css", "/manifest.webmanifest", "/static/icon-192.png",
+  ...["app", "db", "live", "liveclip", "notify", "rtc", "seal", "segments", "shareclip"].map(
+    (m) => `/static/js/${m}.js`)];
 
-self.addEventListener("install", (e) => {
-  e.waitUntil(caches.open("shell-v1").then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
-});
-self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+async function precache() {
+  const cache = await caches.open(CACHE);
+  await cache.addAll(SHELL);
+  // the vendored age modules, by the list that pins them (vendor/SHA256SUMS)
+  const sums = await (await fetch("/static/vendor/SHA256SUMS")).text();
+  const files = sums.split("\n").map((line) => line.trim().split(/\s+/)[1]).filter((f) => f?.endsWith(".js"));
+  await cache.addAll(files.map((f) => `/static/vendor/${f}`));
+}
 
-// The app's shell from the network first, from the cache when the hub is unreachable; the API
-// (ciphertext, sessions) is never cached here.
+self.addEventListener("install", (e) => e.waitUntil(precache().then(() => self.skipWaiting())));
+self.addEventListener("activate", (e) => e.waitUntil((async () => {
+  for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+  await self.clients.claim();
+})()));
+
+// The app's shell from the network first, from the cache when the hub is unreachable; each
+// fresh copy replaces the cached one. The API (ciphertext, sessions) is never cached here.
 self.addEventListener("fetch", (e) => {
   const url = new URL(e.request.url);
   if (e.request.method !== "GET" || url.origin !== location.origin || url.pathname.startsWith("/api/")) return;
-  e.respondWith(fetch(e.request).catch(() => caches.match(e.request, { ignoreSearch: true })));
+  e.respondWith(fetch(e.request).then((r) => {
+    if (r.ok) {
+      const copy = r.clone();
+      e.waitUntil(caches.open(CACHE).then((c) => c.put(e.request, copy)));
+    }
+    return r;
+  }).catch(() => caches.match(e.request, { ignoreSearch: true })));
 });
 
 const eventBody = (opened) => JSON.parse(new TextDecoder().decode(opened.plain));

@@ -105,6 +105,28 @@ def test_a_ring_shows_a_notification_with_the_visitors_picture(home: dict[str, A
     assert len(notifications(driver)) == len({n["tag"] for n in notifications(driver)})
 
 
+def test_every_module_of_the_app_is_kept_for_offline_use(home: dict[str, Any]) -> None:
+    """The service worker keeps the app's shell for when the hub cannot be reached: every
+    module app.js may import, and the vendored age code they import once it has been fetched.
+    One missing module and the whole app fails to start offline."""
+    driver = home["driver"]
+    driver.get(home["house"].url + "#timeline")
+    wait_for(lambda: driver.execute_script("return document.body.dataset.ready"), 60, "the app")
+    static = Path(__file__).resolve().parents[3] / "owner" / "hub" / "static"
+    modules = {f"/static/js/{m.name}" for m in (static / "js").glob("*.js")}
+
+    def cached() -> set[str]:
+        got = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            caches.open('shell-v2').then((c) => c.keys())
+                .then((ks) => done(ks.map((r) => new URL(r.url).pathname)), (e) => done([]));""")
+        return set(got) if modules <= set(got) else set()
+
+    kept = wait_for(cached, 30, "the app's modules in the service worker's cache")
+    assert "/static/vendor/age-encryption/dist/recipients.js" in kept
+    assert not any(path.startswith("/api/") for path in kept)     # never ciphertext or sessions
+
+
 def test_the_timeline_groups_by_day_with_thumbnails(home: dict[str, Any]) -> None:
     driver = home["driver"]
     driver.get(home["house"].url + "#timeline")
