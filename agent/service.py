@@ -26,6 +26,7 @@ from doorstep.agent.rtc import RtcService
 from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.agent.status import Status
+from doorstep.agent.voice import Voice
 from doorstep.capture.frames import Frame, FrameSource
 from doorstep.config.schema import Config
 from doorstep.protocol.keys import SigningKey
@@ -60,6 +61,7 @@ class Service:
     _finished: threading.Event = field(default_factory=threading.Event)
     night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
     rtc: RtcService | None = None        # WebRTC live view and talk (rtc.enabled)
+    voice: Voice | None = None           # quick replies and voicemail (docs/talk.md)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -80,6 +82,8 @@ class Service:
             event = RingPress(event.at_wall, event.at_mono, event.count, event.first)
         if isinstance(event, RingPress):
             self.agent.ring(event)
+            if self.voice is not None and event.first:
+                self.voice.ring()
         elif isinstance(event, LongPress) and self.cfg.button.long_press_action == "privacy":
             self.agent.owner_request(Action.PRIVACY_OFF if self.agent.privacy
                                      else Action.PRIVACY_ON)
@@ -162,6 +166,8 @@ class Service:
     def close(self) -> None:
         if self.rtc is not None:
             self.rtc.close()
+        if self.voice is not None:
+            self.voice.close()
         self.agent.close()
         if self.uplink is not None:
             self.uplink.stop()

@@ -5,6 +5,7 @@ import * as db from "/static/js/db.js";
 import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
 import * as rtc from "/static/js/rtc.js";
+import * as replies from "/static/js/replies.js";
 import { notify, describe, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -110,7 +111,7 @@ function cards() {
       if (!items.some((e) => e.device === it.device && opened.get(`${e.device}/${e.seq}`)?.body?.clip_seq === it.seq)) {
         out.push({ it, type: "clip", body: null, cutShort: it.kind === "clip_partial" });
       }
-    }
+    } else if (it.kind === "voicemail") out.push({ it, type: "voicemail", body: null });
   }
   return out;
 }
@@ -141,8 +142,9 @@ const clock = (t) => new Date(t * 1000).toLocaleTimeString(undefined, { hour: "2
 function cardView(card) {
   const { it, type, body } = card;
   const thumb = thumbFor(card);
-  const target = type === "clip" ? `#clip/${it.device}/${body ? body.clip_seq : it.seq}` : `#event/${it.device}/${it.seq}`;
-  const title = type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
+  const target = type === "clip" ? `#clip/${it.device}/${body ? body.clip_seq : it.seq}` :
+    type === "voicemail" ? `#voicemail/${it.device}/${it.seq}` : `#event/${it.device}/${it.seq}`;
+  const title = type === "voicemail" ? "Voicemail" : type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
     describe(body || { type }).title;
   return h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
     thumb ? h("img", { src: thumb, alt: "" }) : h("div", { class: "noimg" }, type === "tampered" ? "⚠" : "▶"),
@@ -339,7 +341,7 @@ async function devicesView() {
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " ")))), answer,
-      rtc.controls(d.id, h));
+      rtc.controls(d.id, h), replies.controls(d.id, h));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }
@@ -387,6 +389,7 @@ async function route() {
     if (view === "event") await eventView(device, Number(seq));
     else if (view === "clip") await clipView(device, Number(seq));
     else if (view === "snapshot") await snapshotView(device, Number(seq));
+    else if (view === "voicemail") await replies.voicemailView(device, Number(seq), main(), h);
     else if (view === "devices") await devicesView();
     else if (view === "settings") await settingsView();
     else await timelineView();
