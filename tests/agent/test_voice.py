@@ -23,12 +23,14 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
+from doorstep.agent.replies import ReplyError, ReplyStore
 from doorstep.agent.run import RingPress
 from doorstep.agent.service import Service
 from doorstep.agent.voice import Voice
 from doorstep.agent.wiring import build
 from doorstep.broker import Mosquitto
 from doorstep.capture.frames import Frame
+from doorstep.cli import main as cli_main
 from doorstep.config import parse_config
 from doorstep.core.errors import SealError
 from doorstep.owner.command import next_counter
@@ -36,7 +38,7 @@ from doorstep.protocol.age import X25519Identity
 from doorstep.protocol.connect import Broker, make_client
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.kinds import Action
-from doorstep.protocol.reply import parts_of, seal_part
+from doorstep.protocol.reply import ReplyOffer, parts_of, seal_part
 from doorstep.protocol.wire import (
     Ack,
     Command,
@@ -84,6 +86,22 @@ def decoded(data: bytes | Path) -> tuple[np.ndarray, int]:
     elif chans > 1:
         samples = samples.reshape(-1, chans)[:, 0]
     return samples, rate
+
+
+def test_the_reply_store_is_bounded_private_and_survives_a_restart(tmp_path: Path) -> None:
+    def offer(name: str, auto: bool = False) -> ReplyOffer:
+        return ReplyOffer(name=name, size=3, sha256="0" * 64, label=name, auto=auto)
+
+    store = ReplyStore(tmp_path / "replies", max_replies=2)
+    store.put(offer("a", auto=True), b"abc", 1.0)
+    store.put(offer("b"), b"abc", 1.0)
+    with pytest.raises(ReplyError, match="2 replies are stored already"):
+        store.put(offer("c"), b"abc", 1.0)
+    store.put(offer("b"), b"xyz", 1.0)                # replacing one is not one more
+    again = ReplyStore(tmp_path / "replies", max_replies=2)
+    assert [r.name for r in again.list()] == ["a", "b"] and again.auto == "a"
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "replies").iterdir()} == {0o600}
+    assert again.delete("a") and again.auto == "" and not again.delete("a")
 
 
 @dataclass
@@ -268,6 +286,13 @@ def test_an_unanswered_ring_plays_the_reply_then_seals_the_visitors_voicemail(
     samples, rate = decoded(plain)
     assert abs(len(samples) / rate - 2.0) < 0.1
     assert abs(dominant_hz(samples) - 700) < 10
+    # `doorstep open` verifies it and writes it out as an Ogg file a player opens
+    out = tmp_path / "opened"
+    assert cli_main(["open", str(vm.path), "-i", str(bell.party.root / "owner.key"),
+                     "--device-key", bell.party.device.public_text(),
+                     "--out-dir", str(out)]) == 0
+    (written,) = out.glob("*.voicemail.ogg")
+    assert written.read_bytes() == plain
 
 
 @pytest.mark.slow
