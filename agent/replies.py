@@ -172,6 +172,12 @@ class Transfers:
                         "(a forged or corrupted part)", t.offer.name)
             t.done("refused: the audio received does not have the SHA-256 the command signed")
             return
+        # decoding it to check it is audio takes a while on a small Pi: not on paho's thread
+        # (one short thread per complete transfer, each of which took a signed command)
+        threading.Thread(target=self._complete, args=(t,), name="reply-check",
+                         daemon=True).start()
+
+    def _complete(self, t: _Transfer) -> None:
         try:
             self._finish(t.offer, bytes(t.data))
         except ReplyError as exc:
@@ -181,6 +187,10 @@ class Transfers:
         except OSError as exc:
             log.error("replies: %r not stored: %s", t.offer.name, exc)
             t.done(f"refused: could not store it ({exc.strerror or exc})")
+            return
+        except Exception:  # the owner must still get an answer
+            log.exception("replies: %r could not be checked", t.offer.name)
+            t.done("refused: the doorbell could not check it (see its log)")
             return
         t.done(None)
 

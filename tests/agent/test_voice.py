@@ -23,7 +23,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from doorstep.agent.replies import ReplyError, ReplyStore
+from doorstep.agent.replies import ReplyError, ReplyStore, Transfers
 from doorstep.agent.run import RingPress
 from doorstep.agent.service import Service
 from doorstep.agent.voice import Voice
@@ -39,6 +39,7 @@ from doorstep.protocol.connect import Broker, make_client
 from doorstep.protocol.keys import SigningKey
 from doorstep.protocol.kinds import Action
 from doorstep.protocol.reply import ReplyOffer, parts_of, seal_part
+from doorstep.protocol.seal import identity_of
 from doorstep.protocol.wire import (
     Ack,
     Command,
@@ -102,6 +103,46 @@ def test_the_reply_store_is_bounded_private_and_survives_a_restart(tmp_path: Pat
     assert [r.name for r in again.list()] == ["a", "b"] and again.auto == "a"
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "replies").iterdir()} == {0o600}
     assert again.delete("a") and again.auto == "" and not again.delete("a")
+
+
+def test_a_transfer_takes_parts_in_order_once_and_times_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The transfer's rules without a broker: sealed parts as the hub makes them, a clock
+    stepped by the test."""
+    key = SigningKey.generate()
+    clock = {"now": 0.0}
+    stored: list[bytes] = []
+    outcomes: dict[int, str | None] = {}
+    transfers = Transfers(identity_of(key), lambda offer, data: stored.append(data),
+                          now=lambda: clock["now"], seconds=60)
+    audio = bytes(range(256)) * 200                     # 51,200 bytes: four parts
+    parts = [seal_part(7, off, data, key.public_key) for off, data in parts_of(audio)]
+    offer = ReplyOffer(name="a", size=len(audio), sha256=hashlib.sha256(audio).hexdigest(),
+                       label="", auto=False)
+    transfers.begin(7, offer, lambda outcome: outcomes.__setitem__(7, outcome))
+    transfers.on_part(parts[0])
+    transfers.on_part(parts[0])                         # a QoS 1 duplicate: ignored
+    transfers.on_part(parts[2])                         # out of place: dropped
+    transfers.on_part(b"DS2P" + bytes(40))              # does not open: dropped
+    for part in parts[1:]:
+        transfers.on_part(part)
+    wait_for(lambda: 7 in outcomes, 10, "the transfer's outcome")
+    assert outcomes[7] is None and stored == [audio]
+    assert "offset 32768, expected 16384" in caplog.text
+    assert "reply part: cannot be opened" in caplog.text
+    # parts that stop coming: refused once its time is up, and late parts find nothing
+    transfers.begin(8, offer, lambda outcome: outcomes.__setitem__(8, outcome))
+    transfers.on_part(seal_part(8, 0, audio[:16384], key.public_key))
+    clock["now"] = 61
+    transfers.tick()
+    assert outcomes[8] == "refused: incomplete after 60 s (16384 of 51200 bytes)"
+    transfers.on_part(seal_part(8, 16384, audio[16384:32768], key.public_key))
+    assert "no transfer under way" in caplog.text
+    # a part past the signed size ends the transfer
+    small = ReplyOffer(name="b", size=100, sha256="0" * 64, label="", auto=False)
+    transfers.begin(9, small, lambda outcome: outcomes.__setitem__(9, outcome))
+    transfers.on_part(seal_part(9, 0, audio[:200], key.public_key))
+    assert outcomes[9] == "refused: the audio is longer than the 100 bytes signed"
 
 
 @dataclass

@@ -104,8 +104,9 @@ export function controls(device, h) {
     p = { recorder: null, take: null };
     p.button = h("button", { id: `reply-record-${device}` }, "record");
     p.button.onclick = record(p);
-    p.name = h("input", { id: `reply-name-${device}`, placeholder: "name (a-z, 0-9)", pattern: "[a-z0-9][a-z0-9_-]{0,31}" });
-    p.label = h("input", { id: `reply-label-${device}`, placeholder: "what it says" });
+    p.name = h("input", { id: `reply-name-${device}`, placeholder: "name (a-z, 0-9)", maxlength: "32",
+      pattern: "[a-z0-9][a-z0-9_-]{0,31}" });
+    p.label = h("input", { id: `reply-label-${device}`, placeholder: "what it says", maxlength: "80" });
     p.auto = h("input", { id: `reply-auto-${device}`, type: "checkbox" });
     p.status = h("p", { id: `reply-status-${device}`, class: "answer" });
     p.list = h("ul", { id: `reply-list-${device}` });
