@@ -27,6 +27,7 @@ from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.agent.status import Status
 from doorstep.agent.voice import Voice
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.frames import Frame, FrameSource
 from doorstep.config.schema import Config
 from doorstep.protocol.keys import SigningKey
@@ -62,6 +63,7 @@ class Service:
     night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
     rtc: RtcService | None = None        # WebRTC live view and talk (rtc.enabled)
     voice: Voice | None = None           # quick replies and voicemail (docs/talk.md)
+    clip_audio: AudioTap | None = None   # the microphone for clips with sound (clip.audio)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -168,6 +170,8 @@ class Service:
             self.rtc.close()
         if self.voice is not None:
             self.voice.close()
+        if self.clip_audio is not None:
+            self.clip_audio.close()
         self.agent.close()
         if self.uplink is not None:
             self.uplink.stop()

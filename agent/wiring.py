@@ -21,6 +21,8 @@ from doorstep.agent.sealing import Sealer
 from doorstep.agent.service import Service
 from doorstep.agent.status import ClockSync, Status
 from doorstep.agent.voice import Voice
+from doorstep.capture.audio import open_source as open_audio_source
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.encoder import open_encoder
 from doorstep.capture.frames import FrameSource
 from doorstep.capture.source import open_source
@@ -159,6 +161,10 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
         agent.packet_consumers.append(rtc.feed)
         commands[Action.RTC_OFFER] = rtc.on_offer
         commands[Action.RTC_HANGUP] = rtc.on_hangup
+    if cfg.clip.audio:
+        spec = cfg.voice.microphone or cfg.rtc.microphone
+        own_sealer.audio = AudioTap(lambda: open_audio_source(spec),
+                                    keep=cfg.clip.preroll_seconds + 5).start()
     voice = _voice(cfg, key, outbox, data_dir, lambda: own_sealer.recipients,
                    lambda: agent.privacy, commands)
     if connect:
@@ -169,7 +175,8 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
                         on_part=voice.transfers.on_part if voice else None)
         outbox.on_commit = uplink.notify
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
-                   bell_events, night=night, rtc=rtc, voice=voice)
+                   bell_events, night=night, rtc=rtc, voice=voice,
+                   clip_audio=own_sealer.audio)
 
 
 def _voice(cfg: Config, key: SigningKey, outbox: Outbox, data_dir: Path,

@@ -99,6 +99,9 @@ class ClipConfig:
                                 "0 (the default while the owner's app plays only whole clips) "
                                 "= one artifact per clip, after it ends")
     snapshot_quality: int = _f(90, lo=10, hi=100)
+    audio: bool = _f(False, doc="record sound in clips (AAC beside the video) from "
+                     "voice.microphone or rtc.microphone; off by default: in many places "
+                     "recording sound needs consent (docs/talk.md)")
     thumbnail_width: int = _f(320, lo=32, hi=1280)
 
 

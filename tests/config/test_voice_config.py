@@ -13,6 +13,7 @@ def test_voice_is_off_by_default() -> None:
     cfg = parse_config(OWNER)
     assert cfg.voice.answer_seconds == 0 and cfg.voice.voicemail_seconds == 0
     assert cfg.voice.reply_max_kb == 256 and cfg.voice.max_replies == 8
+    assert cfg.clip.audio is False
 
 
 def test_a_whole_voice_section_is_accepted() -> None:
@@ -32,6 +33,9 @@ def test_a_whole_voice_section_is_accepted() -> None:
     ("[voice]\nreply_max_kb = 1024\n", "voice.reply_max_kb: 1024 is out of range"),
     ("[voice]\nvoicemail_seconds = 600\n", "voice.voicemail_seconds: 600.0 is out of range"),
     ("[voice]\nspeak = 1\n", "voice.speak: unknown key"),
+    ("[clip]\naudio = true\n", "clip.audio: true, but there is no microphone"),
+    ('[clip]\naudio = true\nsegment_seconds = 2\n[voice]\nmicrophone = "alsa:default"\n',
+     "clip.audio: sound is recorded in whole clips only"),
 ])
 def test_voice_problems_name_their_keys(extra: str, message: str) -> None:
     found = problems_of(extra)
