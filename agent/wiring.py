@@ -182,9 +182,14 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
 def _voice(cfg: Config, key: SigningKey, outbox: Outbox, data_dir: Path,
            recipients: Callable[[], list[X25519Recipient]], privacy: Callable[[], bool],
            commands: Commands) -> Voice | None:
-    """Quick replies and voicemail (docs/talk.md), on a doorbell with a speaker and an owner
-    command key; without them, reply commands are refused as nothing handles them."""
-    if not (cfg.voice.speaker or cfg.rtc.speaker) or not cfg.owner.command_key:
+    """Quick replies and voicemail (docs/talk.md), on a doorbell with a speaker; without one,
+    reply commands are refused, saying so."""
+    if not (cfg.voice.speaker or cfg.rtc.speaker):
+        def no_speaker(cmd: Command, done: Done) -> None:
+            done(f"{cmd.action}: this doorbell has no speaker (voice.speaker, rtc.speaker)")
+
+        for action in (Action.REPLY_PUT, Action.REPLY_PLAY, Action.REPLY_DELETE):
+            commands[action] = no_speaker
         return None
     voice = Voice(cfg.voice, cfg.rtc, data_dir, identity=identity_of(key), outbox=outbox,
                   recipients=recipients, privacy=privacy)
