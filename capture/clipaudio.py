@@ -43,14 +43,26 @@ class AudioTap:
             self.failed = str(exc)
             log.error("clip audio: no microphone, clips stay silent: %s", exc)
             return
+        # Each frame's time is the microphone's own clock: where the stream began plus the
+        # samples before it. Frames read in a burst after a stall (a busy CPU; ALSA buffers
+        # meanwhile) keep their true times, so no clip gets more sound than its span. The
+        # start is set again when that clock runs ahead of the wall clock or falls a second
+        # behind it (samples lost).
+        base: float | None = None
+        samples = 0
         try:
             while not self._stop.is_set():
                 frame = source.read()
                 if frame is None:
                     break
-                end = self._wall()
+                now = self._wall()
+                end = base + (samples + frame.samples) / RATE if base is not None else now
+                if base is None or end > now + 0.05 or now - end > 1.0:
+                    base, samples, end = now - frame.samples / RATE, 0, now
+                start = base + samples / RATE
+                samples += frame.samples
                 with self._lock:
-                    self._frames.append((end - frame.samples / RATE, frame))
+                    self._frames.append((start, frame))
                     while self._frames and self._frames[0][0] < end - self._keep:
                         self._frames.popleft()
         except AudioUnavailable as exc:
