@@ -66,6 +66,7 @@ class Voice:
         self._ring_lock = threading.Lock()
         self._ring_at = 0.0          # monotonic time of the ring waiting for an answer, or 0
         self.played = 0              # replies played (tests and status)
+        self.played_frames = 0       # of the reply playing or played last
         self.voicemails = 0          # voicemails committed
         self._thread = threading.Thread(target=self._loop, name="voice", daemon=True)
         self._thread.start()
@@ -91,7 +92,16 @@ class Voice:
         if not self.speaker:
             reply("reply_play: this doorbell has no speaker (voice.speaker, rtc.speaker)")
             return
-        self._submit(lambda: reply(self._play(name)), reply)
+        answered: list[bool] = []
+
+        def started(outcome: str | None) -> None:
+            # the owner hears once it plays (a 30 s reply would outlast the hub's wait), or why
+            # it could not start
+            if not answered:
+                answered.append(True)
+                reply(outcome)
+
+        self._submit(lambda: started(self._play(name, started)), reply)
 
     def on_delete(self, cmd: Command, reply: Reply) -> None:
         name = cmd.param("name")
@@ -178,8 +188,10 @@ class Voice:
         if item is not None:
             self.voicemails += 1
 
-    def _play(self, name: str) -> str | None:
-        """Play one stored reply on the speaker; None, or why it could not."""
+    def _play(self, name: str,
+              started: Callable[[str | None], None] = lambda outcome: None) -> str | None:
+        """Play one stored reply on the speaker; None, or why it could not. ``started`` is
+        told when its first sound has gone to the speaker."""
         path = self.store.path(name)
         if path is None:
             return f"no reply named {name!r}"
@@ -189,12 +201,16 @@ class Voice:
         except (OSError, AudioUnavailable) as exc:
             log.error("voice: cannot play reply %r: %s", name, exc)
             return f"cannot play it: {exc}"
+        self.played_frames = 0
         try:
             frames = _decode(data)
             for frame in frames:
                 if self._stop.is_set():
                     break
                 sink.write(frame)
+                if not self.played_frames:
+                    started(None)
+                self.played_frames += 1
         except (AudioUnavailable, ReplyError) as exc:
             log.error("voice: reply %r stopped playing: %s", name, exc)
             return f"it stopped playing: {exc}"

@@ -297,7 +297,8 @@ def test_a_reply_is_stored_private_and_plays_on_a_signed_command(
     assert stored.stat().st_mode & 0o777 == 0o600
     assert (stored.parent / "index.json").stat().st_mode & 0o777 == 0o600
     ack = bell.call("reply_play", {"name": "hello"})
-    assert ack.ok, ack.reason
+    assert ack.ok, ack.reason                     # answered once it has started playing
+    wait_for(lambda: bell.voice.played == 1, 10, "the reply to finish playing")
     samples, rate = decoded(bell.speaker)
     assert abs(len(samples) / rate - 1.5) < 0.1
     assert abs(dominant_hz(samples) - 440) < 10

@@ -90,6 +90,7 @@ def test_a_reply_recorded_in_the_app_plays_at_the_door_and_voicemail_plays_in_th
     driver.find_element("id", "reply-play-demo-away").click()
     wait_for(lambda: state(driver) in ("played", "failed"), 60, "the play answer")
     assert state(driver) == "played", driver.find_element("id", "reply-status-demo").text
+    wait_for(lambda: voice.played == 1, 20, "the reply to finish playing")
     seconds, hz = speaker_hz(home["speaker"])
     assert 2.0 < seconds < 3.5 and abs(hz - 440) < 15, (seconds, hz)
     # a ring nobody answers: the reply plays by itself, then the visitor leaves a voicemail

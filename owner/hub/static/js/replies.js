@@ -91,7 +91,7 @@ function act(device, p, h, action, name) {
         await db.put(`replies/${device}`, ((await db.get(`replies/${device}`)) || []).filter((x) => x.name !== name));
         await list(device, p, h);
       }
-      p.status.textContent = action === "reply_play" ? `Played ${name}.` : `Deleted ${name}.`;
+      p.status.textContent = action === "reply_play" ? `${name} is playing at the door.` : `Deleted ${name}.`;
       p.el.dataset.state = action === "reply_play" ? "played" : "deleted";
     } catch (err) { p.status.textContent = err.message; p.el.dataset.state = "failed"; }
   };
