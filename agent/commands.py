@@ -153,6 +153,9 @@ class Commands:
         self._key = key
         self._reply = reply
         self._table: dict[Action, Handler] = {}
+        # told of every verified command before it is carried out (the automatic reply
+        # after a ring waits for one: docs/talk.md)
+        self.observers: list[Callable[[Command], None]] = []
 
     def __setitem__(self, action: Action, handler: Handler) -> None:
         self._table[action] = handler
@@ -171,6 +174,8 @@ class Commands:
         if refusal is not None:
             self._answer(cmd, refusal)
             return
+        for observe in self.observers:
+            observe(cmd)
         handler = self._table.get(cmd.action)
         if handler is None:
             self._answer(cmd, f"{cmd.action}: nothing handles it on this doorbell")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.capture.mp4 import FragmentedMp4Writer
 from doorstep.protocol.age import AgeWriter, X25519Recipient, encrypt
@@ -31,6 +32,7 @@ class Sealer:
         self.outbox = outbox
         self.recipients = list(recipients)
         self.clock_synced = clock_synced
+        self.audio: AudioTap | None = None   # the microphone, when clips have sound (clip.audio)
 
     def event(self, kind: EventType, body: dict[str, Any], *, priority: Priority) -> Item:
         """A sealed JSON event: ``{"v": 1, "type": kind, "time": ..., ...body}``. It carries no
@@ -64,7 +66,7 @@ class Sealer:
         pending = self.outbox.open(Kind.CLIP, priority=priority)
         pending.may_evict = evict
         try:
-            return ClipWriter(pending, self.recipients, info)
+            return ClipWriter(pending, self.recipients, info, self.audio)
         except BaseException:
             # the age header did not fit (a full disk): no empty file is left in tmp/, and no
             # open file in the outbox's pending list
@@ -76,10 +78,10 @@ class ClipWriter:
     """An MP4 being recorded: packets -> fragmented MP4 muxer -> age stream -> outbox file."""
 
     def __init__(self, pending: PendingArtifact, recipients: Sequence[X25519Recipient],
-                 info: StreamInfo) -> None:
+                 info: StreamInfo, audio: AudioTap | None = None) -> None:
         self._pending = pending
         self._age = AgeWriter(pending, recipients)
-        self._mp4 = FragmentedMp4Writer(self._age, info)
+        self._mp4 = FragmentedMp4Writer(self._age, info, audio)
         self._info = info
         self.first: EncodedPacket | None = None
         self.last: EncodedPacket | None = None

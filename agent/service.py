@@ -27,6 +27,8 @@ from doorstep.agent.rtc import RtcService
 from doorstep.agent.run import Agent, RingPress
 from doorstep.agent.sdnotify import FrameWatchdog, Notifier
 from doorstep.agent.status import Status
+from doorstep.agent.voice import Voice
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.frames import Frame, FrameSource
 from doorstep.config.schema import Config
 from doorstep.protocol.keys import SigningKey
@@ -62,6 +64,8 @@ class Service:
     night: NightSwitch | None = None     # the IR-cut filter and IR LEDs, if configured
     live: LiveSessions | None = None     # live view through the broker (agent/live.py)
     rtc: RtcService | None = None        # WebRTC live view and talk (rtc.enabled)
+    voice: Voice | None = None           # quick replies and voicemail (docs/talk.md)
+    clip_audio: AudioTap | None = None   # the microphone for clips with sound (clip.audio)
 
     def press(self, press: RingPress) -> None:
         """Hand a press to the ring thread (never blocks the caller)."""
@@ -82,6 +86,8 @@ class Service:
             event = RingPress(event.at_wall, event.at_mono, event.count, event.first)
         if isinstance(event, RingPress):
             self.agent.ring(event)
+            if self.voice is not None and event.first:
+                self.voice.ring()
         elif isinstance(event, LongPress) and self.cfg.button.long_press_action == "privacy":
             self.agent.owner_request(Action.PRIVACY_OFF if self.agent.privacy
                                      else Action.PRIVACY_ON)
@@ -166,6 +172,10 @@ class Service:
     def close(self) -> None:
         if self.rtc is not None:
             self.rtc.close()
+        if self.voice is not None:
+            self.voice.close()
+        if self.clip_audio is not None:
+            self.clip_audio.close()
         self.agent.close()
         if self.live is not None:
             self.live.close()

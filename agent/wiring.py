@@ -21,6 +21,9 @@ from doorstep.agent.run import Agent, Mode
 from doorstep.agent.sealing import Sealer
 from doorstep.agent.service import Service
 from doorstep.agent.status import ClockSync, Status
+from doorstep.agent.voice import Voice
+from doorstep.capture.audio import open_source as open_audio_source
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.encoder import open_encoder
 from doorstep.capture.frames import FrameSource
 from doorstep.capture.source import open_source
@@ -32,6 +35,7 @@ from doorstep.motion.detector import MotionDetector
 from doorstep.protocol.age import X25519Recipient
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.kinds import Action
+from doorstep.protocol.seal import identity_of
 from doorstep.protocol.wire import Command, Topics
 from doorstep.uplink.mqtt import Uplink
 from doorstep.uplink.outbox import Outbox
@@ -158,13 +162,42 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
         agent.packet_consumers.append(rtc.feed)
         commands[Action.RTC_OFFER] = rtc.on_offer
         commands[Action.RTC_HANGUP] = rtc.on_hangup
+    if cfg.clip.audio:
+        spec = cfg.voice.microphone or cfg.rtc.microphone
+        own_sealer.audio = AudioTap(lambda: open_audio_source(spec),
+                                    keep=cfg.clip.preroll_seconds + 5).start()
+    voice = _voice(cfg, key, outbox, data_dir, lambda: own_sealer.recipients,
+                   lambda: agent.privacy, commands)
     if connect:
         uplink = Uplink(cfg.mqtt, Topics(cfg.topic_prefix), outbox,
                         client_id=cfg.mqtt.client_id or f"doorstep-{cfg.device.id}",
                         sealing=Sealing(key, inbox_public), status=status.body,
-                        on_command=commands.on_payload, secrets_dir=data_dir)
+                        on_command=commands.on_payload, secrets_dir=data_dir,
+                        on_part=voice.transfers.on_part if voice else None)
         outbox.on_commit = uplink.notify
     live = attach_live(cfg, agent, key=key, recipients=lambda: own_sealer.recipients,
                        uplink=uplink, commands=commands)
     return Service(cfg, src, agent, outbox, uplink, doorbell, key, status, commands,
-                   bell_events, night=night, live=live, rtc=rtc)
+                   bell_events, night=night, live=live, rtc=rtc, voice=voice,
+                   clip_audio=own_sealer.audio)
+
+
+def _voice(cfg: Config, key: SigningKey, outbox: Outbox, data_dir: Path,
+           recipients: Callable[[], list[X25519Recipient]], privacy: Callable[[], bool],
+           commands: Commands) -> Voice | None:
+    """Quick replies and voicemail (docs/talk.md), on a doorbell with a speaker; without one,
+    reply commands are refused, saying so."""
+    if not (cfg.voice.speaker or cfg.rtc.speaker):
+        def no_speaker(cmd: Command, done: Done) -> None:
+            done(f"{cmd.action}: this doorbell has no speaker (voice.speaker, rtc.speaker)")
+
+        for action in (Action.REPLY_PUT, Action.REPLY_PLAY, Action.REPLY_DELETE):
+            commands[action] = no_speaker
+        return None
+    voice = Voice(cfg.voice, cfg.rtc, data_dir, identity=identity_of(key), outbox=outbox,
+                  recipients=recipients, privacy=privacy)
+    commands[Action.REPLY_PUT] = voice.on_put
+    commands[Action.REPLY_PLAY] = voice.on_play
+    commands[Action.REPLY_DELETE] = voice.on_delete
+    commands.observers.append(voice.on_command)
+    return voice

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any, Protocol
 
 import av
 
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.core.errors import CaptureError
 
@@ -17,6 +19,9 @@ log = logging.getLogger(__name__)
 # One fragment per GOP, the moov written up front (with no samples), and fragments that address
 # their own data: each fragment is self-contained and nothing is ever rewritten.
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+AUDIO_RATE = 48000
+AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
+AUDIO_BITRATE = 64000             # AAC, mono: clip.audio (docs/talk.md)
 
 
 class ByteSink(Protocol):
@@ -51,7 +56,11 @@ class FragmentedMp4Writer:
     so the first packet must be a keyframe (packets before one are dropped, with a log line).
     """
 
-    def __init__(self, sink: ByteSink, info: StreamInfo, *, movflags: str = MOVFLAGS) -> None:
+    def __init__(self, sink: ByteSink, info: StreamInfo, audio: AudioTap | None = None, *,
+                 movflags: str = MOVFLAGS) -> None:
+        """``audio``: the microphone (clip.audio): its frames from the first packet's wall
+        time on are encoded to AAC beside the video, each before the video packet it precedes.
+        ``movflags``: how the MP4 is fragmented (live view cuts a fragment per frame)."""
         if info.codec != "h264":
             raise CaptureError(f"mp4 writer: codec {info.codec!r} is not supported, only h264")
         self.info = info
@@ -62,6 +71,11 @@ class FragmentedMp4Writer:
             self._stream = self._container.add_mux_stream(
                 "h264", rate=info.fps, width=info.width, height=info.height)
             self._stream.time_base = info.time_base
+            self._audio = audio
+            if audio is not None:
+                self._astream = self._container.add_stream("aac", rate=AUDIO_RATE)
+                self._astream.layout = "mono"
+                self._astream.bit_rate = AUDIO_BITRATE
         except (av.FFmpegError, ValueError) as e:
             raise CaptureError(f"mp4 writer: cannot set up the muxer: {e}") from e
         self._origin: int | None = None  # first packet's dts, in info.time_base
@@ -70,6 +84,9 @@ class FragmentedMp4Writer:
         self.packets = 0
         self.dropped = 0
         self._closed = False
+        self._audio_after = 0.0        # wall time of the last audio frame taken
+        self._audio_pts = 0            # samples of sound written so far
+        self.audio_frames = 0
 
     @property
     def bytes_written(self) -> int:
@@ -105,6 +122,8 @@ class FragmentedMp4Writer:
         if self._last_dts is not None and dts <= self._last_dts - self._origin:
             raise CaptureError(f"mp4 writer: packet dts {dts} does not follow "
                                f"{self._last_dts - self._origin} (time base {tb})")
+        if self._audio is not None:
+            self._write_audio(packet.wall)
         av_packet = av.Packet(packet.data)
         av_packet.pts = pts
         av_packet.dts = dts
@@ -118,12 +137,35 @@ class FragmentedMp4Writer:
         self._last_dts = dts + self._origin
         self.packets += 1
 
+    def _write_audio(self, until: float) -> None:
+        """The microphone's frames up to ``until`` (wall time). The first frame's time sets
+        where the sound starts against the video; after it, samples follow one another (the
+        microphone's own clock), so a frame lost on the way never makes time run backwards."""
+        assert self._audio is not None and self.start_wall is not None
+        after = self._audio_after or self.start_wall
+        for wall, frame in self._audio.since(after, until):
+            if not self._audio_pts:
+                self._audio_pts = max(0, round((wall - self.start_wall) * AUDIO_RATE))
+            frame.pts = self._audio_pts
+            frame.time_base = AUDIO_TIME_BASE
+            try:
+                for p in self._astream.encode(frame):
+                    self._container.mux(p)
+            except av.FFmpegError as e:
+                raise CaptureError(f"mp4 writer: audio failed: {e}") from e
+            self._audio_pts += frame.samples
+            self._audio_after = wall
+            self.audio_frames += 1
+
     def close(self) -> None:
         """Write the last fragment and the trailer. Does not close the sink."""
         if self._closed:
             return
         self._closed = True
         try:
+            if self._audio is not None and self.start_wall is not None:
+                for p in self._astream.encode(None):
+                    self._container.mux(p)
             self._container.close()
         except av.FFmpegError as e:
             raise CaptureError(f"mp4 writer: finishing the file failed: {e}") from e

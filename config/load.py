@@ -223,6 +223,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     _check_camera(config, problems)
     _check_night(config, problems)
     _check_rtc(config, problems)
+    _check_voice(config, problems)
     for i, text in enumerate(config.update.keys):
         try:
             parse_public_key(text)
@@ -252,6 +253,30 @@ def _check_rtc(config: Config, problems: list[str]) -> None:
         if value and (not value.startswith(AUDIO_SCHEMES) or len(value.partition(":")[2]) < 1):
             problems.append(f"rtc.{key}: {_show(value)} is not \"alsa:DEVICE\" or "
                             f"\"file:PATH\"")
+
+
+def _check_voice(config: Config, problems: list[str]) -> None:
+    voice = config.voice
+    for key in ("microphone", "speaker"):
+        value = getattr(voice, key)
+        if value and (not value.startswith(AUDIO_SCHEMES) or len(value.partition(":")[2]) < 1):
+            problems.append(f"voice.{key}: {_show(value)} is not \"alsa:DEVICE\" or "
+                            f"\"file:PATH\"")
+    if voice.answer_seconds and not (voice.speaker or config.rtc.speaker):
+        problems.append("voice.answer_seconds: set, but there is no speaker to play a reply "
+                        "on (set voice.speaker or rtc.speaker)")
+    if voice.voicemail_seconds and not voice.answer_seconds:
+        problems.append("voice.voicemail_seconds: voicemail follows the automatic reply; set "
+                        "voice.answer_seconds too")
+    if config.clip.audio and not (voice.microphone or config.rtc.microphone):
+        problems.append("clip.audio: true, but there is no microphone (set voice.microphone "
+                        "or rtc.microphone)")
+    if config.clip.audio and config.clip.segment_seconds:
+        problems.append("clip.audio: sound is recorded in whole clips only; set "
+                        "clip.segment_seconds = 0 (segments with sound are not built)")
+    if voice.voicemail_seconds and not (voice.microphone or config.rtc.microphone):
+        problems.append("voice.voicemail_seconds: set, but there is no microphone to record "
+                        "with (set voice.microphone or rtc.microphone)")
 
 
 HDR_SENSOR_LIMIT = (2304, 1296, 30.0)   # Camera Module 3's HDR mode: its largest size and rate

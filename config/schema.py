@@ -99,6 +99,9 @@ class ClipConfig:
                                 "so the owner's app plays it as it records; 0 = one artifact "
                                 "per clip, after it ends")
     snapshot_quality: int = _f(90, lo=10, hi=100)
+    audio: bool = _f(False, doc="record sound in clips (AAC beside the video) from "
+                     "voice.microphone or rtc.microphone; off by default: in many places "
+                     "recording sound needs consent (docs/talk.md)")
     thumbnail_width: int = _f(320, lo=32, hi=1280)
 
 
@@ -230,6 +233,27 @@ class RtcConfig:
 
 
 @dataclass(frozen=True)
+class VoiceConfig:
+    """Quick replies and voicemail (docs/talk.md): the owner's recorded replies, played on a
+    signed command or after an unanswered ring, and the visitor's message after it."""
+
+    answer_seconds: float = _f(0.0, lo=0, hi=600, doc="after a ring that nobody answers (no "
+                               "owner command, no live session) for this long, play the reply "
+                               "marked automatic; 0 = never by itself")
+    voicemail_seconds: float = _f(0.0, lo=0, hi=120, doc="after the automatic reply, record "
+                                  "the visitor this long, sealed like a clip; 0 = no voicemail")
+    max_replies: int = _f(8, lo=1, hi=32, doc="replies the doorbell keeps at most")
+    reply_max_kb: int = _f(256, lo=8, hi=256, doc="the largest reply accepted, in KiB (about "
+                           "60 s of the app's Opus)")
+    reply_max_seconds: float = _f(30.0, lo=1, hi=120, doc="the longest reply accepted")
+    speaker: str = _f("", doc='where replies play: "" = rtc.speaker, or "alsa:DEVICE" or '
+                              '"file:PATH.wav" (tests)')
+    microphone: str = _f("", doc='what voicemail records: "" = rtc.microphone, or '
+                                 '"alsa:DEVICE" or "file:PATH" (tests)')
+    bitrate_kbps: int = _f(24, lo=6, hi=128, doc="voicemail's Opus bitrate")
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)
@@ -247,6 +271,7 @@ class Config:
     update: UpdateConfig = field(default_factory=UpdateConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     rtc: RtcConfig = field(default_factory=RtcConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
 
     @property
     def topic_prefix(self) -> str:

@@ -24,7 +24,7 @@ from doorstep.protocol.keys import parse_public_key
 from doorstep.protocol.manifest import Manifest, open_envelope
 
 EXTENSIONS = {"clip": ".mp4", "clip_partial": ".mp4", "segment": ".mp4", "snapshot": ".jpg",
-              "thumbnail": ".jpg", "event": ".json"}
+              "thumbnail": ".jpg", "event": ".json", "voicemail": ".ogg"}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ class Kind(enum.StrEnum):
     # ``parent`` is the seq of the clip's first stored segment ("" on that one)
     SEGMENT = "segment"
     CLIP_PARTIAL = "clip_partial"  # a clip cut short by a crash, trimmed to whole age chunks
+    # sealed Ogg Opus: a visitor's message after an unanswered ring (docs/talk.md); ``parent``
+    # is the seq of the ring's event
+    VOICEMAIL = "voicemail"
 
 
 class EventType(enum.StrEnum):
@@ -49,6 +52,12 @@ class Action(enum.StrEnum):
     # offer and its DTLS fingerprint; the signed answer carries the doorbell's SDP
     RTC_OFFER = "rtc_offer"
     RTC_HANGUP = "rtc_hangup"     # ``params``: ``session``, the offer's counter
+    # quick replies (docs/talk.md): ``reply_put`` names a reply's audio by size and SHA-256,
+    # which follows in sealed parts (protocol/reply.py); ``reply_play`` and ``reply_delete``
+    # name a stored reply
+    REPLY_PUT = "reply_put"
+    REPLY_PLAY = "reply_play"
+    REPLY_DELETE = "reply_delete"
 
 
 # Actions only the owner's own command key may sign (not an enrolled browser's key).

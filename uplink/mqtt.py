@@ -31,6 +31,7 @@ from doorstep.core.droplog import DropLog
 from doorstep.core.errors import BrokerRefused, SealError
 from doorstep.protocol.age import X25519Recipient
 from doorstep.protocol.connect import DEVICE_MAX_PACKET, Broker, connect_properties, make_client
+from doorstep.protocol.reply import PART_MAGIC
 from doorstep.protocol.seal import identity_of
 from doorstep.protocol.wire import (
     InboxStatus,
@@ -126,6 +127,7 @@ class Uplink:
                  sealing: Sealing, status: Callable[[], dict[str, Any]],
                  require_receipt: bool = True,
                  on_command: Callable[[bytes], None] | None = None,
+                 on_part: Callable[[bytes], None] | None = None,
                  secrets_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -137,6 +139,7 @@ class Uplink:
         self._reply_to: OrderedDict[int, X25519Recipient] = OrderedDict()
         self._status = status
         self._on_command = on_command
+        self._on_part = on_part          # a quick reply's sealed parts (protocol/reply.py)
         self.client = device_client(cfg, client_id, secrets_dir=secrets_dir)
         self.client.will_set(topics.status, self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._cb_connect
@@ -408,6 +411,9 @@ class Uplink:
                 log.info("uplink: inbox confirmed seq %d; removed from the outbox", receipt.seq)
         elif topic == self.topics.inbox:
             self._on_inbox_status(payload)
+        elif topic == self.topics.cmd and self._on_part is not None and \
+                payload[:4] == PART_MAGIC:
+            self._on_part(payload)
         elif topic == self.topics.cmd and self._on_command is not None:
             try:
                 signed, reply_to = open_sealed_command(payload, self._identity)

@@ -19,6 +19,7 @@ from aiohttp import web
 from doorstep.core.errors import KeyFileError, SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.owner.hub.app import HUB, MAX_BODY, browser_of, read_json, refuse
+from doorstep.owner.hub.replies import put_reply
 from doorstep.owner.share import ShareRecord, append_audit
 from doorstep.protocol.age import X25519Recipient, read_header
 from doorstep.protocol.wire import MAX_SIGNAL
@@ -37,6 +38,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/devices", devices)
     r.add_get(f"/api/devices/{{device:{DEVICE}}}/manifests", manifests)
     r.add_post(f"/api/devices/{{device:{DEVICE}}}/command", command)
+    r.add_post(f"/api/devices/{{device:{DEVICE}}}/reply", put_reply)
     r.add_get("/api/live", live)
     r.add_post("/api/notifications", notifications)
     r.add_post("/api/shares", share)

@@ -142,8 +142,12 @@ class Relay:
                 waiter.set_result(signed)      # the browser checks the device's signature
 
     async def command(self, device: str, payload: bytes, counter: int,
-                      timeout: float = ANSWER_SECONDS) -> bytes | None:
-        """Publish a browser's signed command; the doorbell's signed answer, or None."""
+                      timeout: float = ANSWER_SECONDS,
+                      then: Callable[[Ed25519PublicKey], list[bytes]] | None = None
+                      ) -> bytes | None:
+        """Publish a browser's signed command; the doorbell's signed answer, or None.
+        ``then``: more messages for the ``cmd`` topic, made with the device's key and sent
+        right after the command (a quick reply's sealed parts)."""
         public = self.devices.get(device)
         if public is None:
             return None
@@ -153,6 +157,8 @@ class Relay:
         # sealed to the doorbell, the answer to come sealed to this hub's key
         self.client.publish(topics.cmd, seal_command(payload, public, self.identity.recipient),
                             qos=1)
+        for more in then(public) if then is not None else ():
+            self.client.publish(topics.cmd, more, qos=1)
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:

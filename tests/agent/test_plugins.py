@@ -80,7 +80,9 @@ def test_the_wired_service_routes_every_frame_loop_action(tmp_path: Path, keys: 
                     pin_factory=MockFactory(), connect=False)
     assert all(action in service.commands for action in Action)
     # recipients are the Recipients store's (agent/recipients.py), live view is
-    # agent/live.py's and WebRTC sessions agent/rtc.py's: all off the frame loop
+    # agent/live.py's, WebRTC sessions agent/rtc.py's and quick replies agent/voice.py's:
+    # all off the frame loop
     assert set(service.agent.commands) == set(Action) - OWNER_ONLY - {
-        Action.LIVE, Action.RTC_OFFER, Action.RTC_HANGUP}
+        Action.LIVE, Action.RTC_OFFER, Action.RTC_HANGUP, Action.REPLY_PUT,
+        Action.REPLY_PLAY, Action.REPLY_DELETE}
     service.close()

@@ -7,6 +7,7 @@ import * as segments from "/static/js/segments.js";
 import * as liveclip from "/static/js/liveclip.js";
 import * as shareclip from "/static/js/shareclip.js";
 import * as rtc from "/static/js/rtc.js";
+import * as replies from "/static/js/replies.js";
 import { liveView } from "/static/js/live.js";
 import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
@@ -124,7 +125,7 @@ function cards() {
       if (!items.some((e) => e.device === it.device && opened.get(`${e.device}/${e.seq}`)?.body?.clip_seq === it.seq)) {
         out.push({ it, type: "clip", body: null, cutShort: it.kind === "clip_partial" });
       }
-    }
+    } else if (it.kind === "voicemail") out.push({ it, type: "voicemail", body: null });
   }
   return out;
 }
@@ -155,8 +156,9 @@ const clock = (t) => new Date(t * 1000).toLocaleTimeString(undefined, { hour: "2
 function cardView(card) {
   const { it, type, body } = card;
   const thumb = thumbFor(card);
-  const target = type === "clip" ? `#clip/${it.device}/${body ? body.clip_seq : it.seq}` : `#event/${it.device}/${it.seq}`;
-  const title = type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
+  const target = type === "clip" ? `#clip/${it.device}/${body ? body.clip_seq : it.seq}` :
+    type === "voicemail" ? `#voicemail/${it.device}/${it.seq}` : `#event/${it.device}/${it.seq}`;
+  const title = type === "voicemail" ? "Voicemail" : type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
     describe(body || { type }).title;
   return h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
     thumb ? h("img", { src: thumb, alt: "" }) : h("div", { class: "noimg" }, type === "tampered" ? "⚠" : "▶"),
@@ -367,7 +369,7 @@ async function devicesView() {
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " "))),
         h("button", { id: `live-${d.id}`, onclick: () => { location.hash = `#live/${d.id}`; } }, "Live")), answer,
-      rtc.controls(d.id, h, s));
+      rtc.controls(d.id, h, s), replies.controls(d.id, h));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }
@@ -415,6 +417,7 @@ async function route() {
     if (view === "event") await eventView(device, Number(seq));
     else if (view === "clip") await clipView(device, Number(seq));
     else if (view === "snapshot") await snapshotView(device, Number(seq));
+    else if (view === "voicemail") await replies.voicemailView(device, Number(seq), main(), h);
     else if (view === "devices") await devicesView();
     else if (view === "live") await liveView(device, main(), h);
     else if (view === "settings") await settingsView();
