@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,36 +32,57 @@ def _pct(x: list[float], q: float) -> Stat:
     return Stat.of([float(np.percentile(x, q))] if x else [])
 
 
+@dataclass
+class Uplink:
+    """The 2 Mbit/s uplink of rows 5 and 12, as :func:`shaped_uplink` set it up."""
+
+    shape: Shape
+    shaped: ShapedLink | None   # the kernel's link, or None: bench/link.py's token bucket
+    port: int                   # the broker a device reaches over it
+    store: Path                 # the inbox store that receives what crosses it
+    why: str | None             # why the kernel's link is not used
+
+    @property
+    def kind(self) -> str:
+        return "tc tbf" if self.shaped else "token bucket"
+
+
+def shaped_uplink(stack: contextlib.ExitStack, keys: Keys, work: Path, broker_port: int,
+                  store: str, number: int) -> Uplink:
+    """The kernel's shaped link (a namespace, a veth pair, tc tbf) with its own broker and an
+    inbox on it (what crosses the link leaves the outbox on its receipts), where this machine
+    allows it; else the bench's own broker and inbox, behind bench/link.py's token bucket.
+    Everything it starts is left to ``stack``."""
+    shape = Shape(rate=LINK_BPS)
+    why = probe()
+    if os.environ.get(LINK_ENV) == "bucket":
+        why = f"{LINK_ENV}=bucket"
+    if why is None:
+        try:
+            shaped = stack.enter_context(ShapedLink(shape))
+            port = stack.enter_context(LinkBroker(shaped.host)).port
+            stack.enter_context(inbox_process(keys, work / store, port))
+            return Uplink(shape, shaped, port, work / store, None)
+        except NetnsUnavailable as exc:
+            why = str(exc)
+    log.warning("bench: row %d's 2 Mbit/s link is bench/link.py's token bucket, not the "
+                "kernel's: %s", number, why)
+    return Uplink(shape, None, broker_port, work / "inbox", why)
+
+
 def ring_row(broker_port: int, keys: Keys, work: Path, source: Path, presses: int,
              number: int = 5) -> Row:
     lines: list[Line] = []
-    shape = Shape(rate=LINK_BPS)
     with contextlib.ExitStack() as stack:
-        shaped: ShapedLink | None = None
-        link_port = broker_port
-        why = probe()
-        if os.environ.get(LINK_ENV) == "bucket":
-            why = f"{LINK_ENV}=bucket"
-        if why is None:
-            try:
-                shaped = stack.enter_context(ShapedLink(shape))
-                link_port = stack.enter_context(LinkBroker(shaped.host)).port
-                # an inbox on that broker too: the rings leave the outbox on its receipts
-                stack.enter_context(inbox_process(keys, work / "inbox-link", link_port))
-            except NetnsUnavailable as exc:
-                why = str(exc)
-                shaped = None
-        if why:
-            log.warning("bench: row 5's 2 Mbit/s link is bench/link.py's token bucket, not the "
-                        "kernel's: %s", why)
-        kind = "tc tbf" if shaped else "token bucket"
+        up = shaped_uplink(stack, keys, work, broker_port, "inbox-link", number)
+        shaped, link_port, shape, why, kind = up.shaped, up.port, up.shape, up.why, up.kind
         cases = (("idle, loopback", None, False, "< 100 ms p99"),
                  (f"2 Mbit/s ({kind}), idle", LINK_BPS, False, "p50 near the floor"),
                  (f"2 Mbit/s ({kind}), clip uploading", LINK_BPS, True, "< 300 ms p99"))
         for n, (label, link, upload, target) in enumerate(cases):
             port = broker_port if link is None else link_port
             # the inbox that stores this case's rings: the bench's own, or the shaped link's
-            store = work / ("inbox-link" if link is not None and shaped else "inbox")
+            store = work / "inbox" if link is None else up.store
             agent = ring_agent(port, keys, work / f"ring-{n}", source, presses,
                                link_bps=link, upload=upload, shaped=shaped, store=store)
             size = int(statistics.median(agent.sizes)) if agent.sizes else 20000

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import statistics
 import threading
@@ -22,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doorstep.bench.netns import LinkBroker, NetnsUnavailable, Shape, ShapedLink, probe
+from doorstep.bench.netns import ShapedLink
 from doorstep.bench.report import Line, Row, Stat
-from doorstep.bench.rig import Keys, config_text, inbox_process
+from doorstep.bench.rig import Keys, config_text
 from doorstep.bench.ring import LINK_BPS, ring_bare, via
-from doorstep.bench.ringrow import LINK_ENV
+from doorstep.bench.ringrow import shaped_uplink
 from doorstep.core.errors import DoorstepError
 
 log = logging.getLogger(__name__)
@@ -141,27 +140,9 @@ def segment_row(broker_port: int, keys: Keys, work: Path, source: Path, presses:
                 number: int = SEGMENT_ROW) -> Row:
     presses = min(presses, MAX_PRESSES)
     lines: list[Line] = []
-    shape = Shape(rate=LINK_BPS)
     with contextlib.ExitStack() as stack:
-        shaped: ShapedLink | None = None
-        link_port = broker_port
-        link_store = work / "inbox"
-        why = probe()
-        if os.environ.get(LINK_ENV) == "bucket":
-            why = f"{LINK_ENV}=bucket"
-        if why is None:
-            try:
-                shaped = stack.enter_context(ShapedLink(shape))
-                link_port = stack.enter_context(LinkBroker(shaped.host)).port
-                link_store = work / "inbox-seg-link"
-                stack.enter_context(inbox_process(keys, link_store, link_port))
-            except NetnsUnavailable as exc:
-                why = str(exc)
-                shaped = None
-        if why:
-            log.warning("bench: row %d's 2 Mbit/s link is bench/link.py's token bucket, not "
-                        "the kernel's: %s", number, why)
-        kind = "tc tbf" if shaped else "token bucket"
+        up = shaped_uplink(stack, keys, work, broker_port, "inbox-seg-link", number)
+        shaped, link_port, link_store, kind = up.shaped, up.port, up.store, up.kind
         cases = (("idle, loopback", None, broker_port, work / "inbox"),
                  (f"2 Mbit/s ({kind}), idle", LINK_BPS, link_port, link_store))
         for n, (label, link, port, store) in enumerate(cases):
@@ -170,8 +151,8 @@ def segment_row(broker_port: int, keys: Keys, work: Path, source: Path, presses:
             size = int(statistics.median(agent.sizes)) if agent.sizes else 600_000
             bare = ring_bare(port, presses, size, link_bps=link, upload=False, shaped=shaped)
             lines += _lines(label, agent, bare.latencies_ms, presses, size, link)
-    where = (shape.describe() if shaped else
-             f"bench/link.py (asyncio token bucket, 2 Mbit/s each way; no kernel link: {why})")
+    where = (up.shape.describe() if shaped else
+             f"bench/link.py (asyncio token bucket, 2 Mbit/s each way; no kernel link: {up.why})")
     return Row(number, "First playable segment",
                "a bare paho client publishing one QoS 1 payload the size of the first segment "
                "over the same path (publish -> arrival at a subscriber: the link's floor)",
