@@ -28,8 +28,8 @@ def home(tmp_path: Any) -> Iterator[dict[str, Any]]:
     speaker = tmp_path / "speaker.wav"
     house.config_text = house.config_text.replace("realtime = false",
                                                   "realtime = false\nloop = true") + (
-        # idle_seconds = 3: the call below outlasts it only if Chromium's RTCP reports arrive
-        f'\n[rtc]\nmicrophone = "file:{mic}"\nspeaker = "file:{speaker}"\nidle_seconds = 3\n')
+        # idle_seconds = 4: the call below outlasts it only if Chromium's RTCP reports arrive
+        f'\n[rtc]\nmicrophone = "file:{mic}"\nspeaker = "file:{speaker}"\nidle_seconds = 4\n')
     driver = chromium(tmp_path / "profile", extra=(
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={voice}"))
