@@ -252,8 +252,10 @@ def serve(out: Path, port: int, stop: threading.Event | None = None) -> int:
     home = out / "home"
     home.mkdir(exist_ok=True)
     store = home / "store"
-    if not store.exists():
-        store.symlink_to(out / "inbox")
+    if not store.is_symlink():
+        # relative to home/, so it holds whether --out was relative (as `make demo` gives it)
+        # or absolute, and when the folder is moved
+        store.symlink_to(Path("..") / "inbox")
     device = parse_public_key((out / "inbox" / "demo" / "device.pub").read_text())
     server = HubServer(HubConfig(home=home, devices={"demo": device},
                                  inbox_key=SigningKey.load(out / "inbox.key"),

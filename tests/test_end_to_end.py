@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import av
@@ -14,7 +16,7 @@ from gpiozero.pins.mock import MockFactory
 
 from doorstep.agent.wiring import build
 from doorstep.config import parse_config
-from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo
+from doorstep.demo import BUNDLED_CLIP, demo_config, print_summary, run_demo, serve
 from doorstep.protocol.age import decrypt
 from doorstep.protocol.manifest import open_envelope, verify_chain
 from tests.conftest import Keys, press_bell
@@ -23,8 +25,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("demo")                  # relative, as `make demo` gives it
     old_umask = os.umask(0o022)         # as in a shell: files are 0644 unless made otherwise
     try:
         result = run_demo(out, press_at=3.0, realtime=False)
@@ -74,6 +78,21 @@ def test_demo_pipeline_delivers_ring_and_clips(tmp_path: Path,
         assert clip["preroll"] <= 3.0 + 1.0 + 1e-6
         assert duration >= clip["preroll"]
         assert abs(duration - clip["duration"]) < 0.25
+
+    # `make demo` then serves what arrived with the hub: its store is the demo's inbox
+    stop = threading.Event()
+    served: list[int] = []
+    hub = threading.Thread(target=lambda: served.append(serve(out, 0, stop)), daemon=True)
+    hub.start()
+    deadline = time.monotonic() + 60
+    while "The hub is serving" not in capsys.readouterr().out and hub.is_alive():
+        assert time.monotonic() < deadline, "the demo's hub did not start"
+        time.sleep(0.1)
+    stop.set()
+    hub.join(30)
+    assert served == [0]
+    assert (out / "home" / "store" / "demo" / "device.pub").read_text() == \
+        (store / "device.pub").read_text()
 
 
 def test_nothing_plaintext_is_ever_written(tmp_path: Path, keys: Keys,
