@@ -413,9 +413,10 @@ def test_a_disk_that_fills_mid_clip_keeps_what_was_recorded_and_resumes_when_spa
     items = {item.manifest.kind: item for item in service.outbox.items()
              if item.manifest.kind.startswith("clip")}
     assert set(items) == {"clip", "clip_partial"}, items
-    # the ring's own event and snapshot are never pushed out to make room for its clip
+    # the ring's own event, thumbnail and snapshot are never pushed out to make room for its
+    # clip (the two events: the ring's and the clip's)
     kinds = sorted(item.manifest.kind for item in service.outbox.items())
-    assert kinds == ["clip", "clip_partial", "event", "event", "snapshot"], kinds   # ring, clip
+    assert kinds == ["clip", "clip_partial", "event", "event", "snapshot", "thumbnail"], kinds
 
     def frame_times(kind: str) -> list[float]:
         item = items[kind]
