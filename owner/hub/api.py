@@ -188,18 +188,28 @@ async def notifications(request: web.Request) -> web.Response:
     return web.json_response({"browser": updated.public()})
 
 
+def share_query(request: web.Request
+                ) -> tuple[str, int, X25519Recipient, str] | web.Response:
+    """What both share endpoints are asked: ``device``, ``seq``, ``to`` (the one age recipient)
+    and ``note`` (cut to 200 characters); or the 400 answer naming what is wrong."""
+    q = request.query
+    try:
+        seq = int(q.get("seq", ""))
+        recipient = X25519Recipient.parse(q.get("to", ""))
+    except (ValueError, KeyFileError) as exc:
+        return refuse(400, f"share: {exc}")
+    return q.get("device", ""), seq, recipient, q.get("note", "")[:200]
+
+
 async def share(request: web.Request) -> web.Response:
     """A copy of one artifact that the browser re-wrapped for one recipient. The hub checks
     that only the header changed (the payload is the source's, byte for byte, so nothing else
     is exposed), keeps it in shares/ and appends the audit line before it answers."""
     hub = request.app[HUB]
-    q = request.query
-    device, to, note = q.get("device", ""), q.get("to", ""), q.get("note", "")[:200]
-    try:
-        seq = int(q.get("seq", ""))
-        recipient = X25519Recipient.parse(to)
-    except (ValueError, KeyFileError) as exc:
-        return refuse(400, f"share: {exc}")
+    asked = share_query(request)
+    if isinstance(asked, web.Response):
+        return asked
+    device, seq, recipient, note = asked
     entry = hub.timeline.get(device, seq)
     if entry is None:
         return refuse(404, f"{device} has no artifact {seq} here")

@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from doorstep.core.errors import KeyFileError, SealError
+from doorstep.core.errors import SealError
 from doorstep.core.fsutil import write_atomic
-from doorstep.owner.hub.api import entry_sha
+from doorstep.owner.hub.api import entry_sha, share_query
 from doorstep.owner.hub.app import HUB, MAX_BODY, Hub, browser_of, refuse
 from doorstep.owner.share import ShareRecord, append_audit
 from doorstep.owner.shareclip import BUNDLE_SUFFIX, read_bundle
-from doorstep.protocol.age import X25519Recipient, b64decode, read_header
+from doorstep.protocol.age import b64decode, read_header
 
 FILE = re.compile(r"(\d{10})\.(segment|event)\.age")
 PER_FILE = 64 * 1024       # a file's new header and its proof, generously
@@ -30,13 +30,10 @@ PER_FILE = 64 * 1024       # a file's new header and its proof, generously
 async def share_clip(request: web.Request) -> web.Response:
     """POST /api/shares/clip?device=D&seq=FIRST&to=age1...&note=...: the bundle."""
     hub = request.app[HUB]
-    q = request.query
-    device, to, note = q.get("device", ""), q.get("to", ""), q.get("note", "")[:200]
-    try:
-        first = int(q.get("seq", ""))
-        recipient = X25519Recipient.parse(to)
-    except (ValueError, KeyFileError) as exc:
-        return refuse(400, f"share: {exc}")
+    asked = share_query(request)
+    if isinstance(asked, web.Response):
+        return asked
+    device, first, recipient, note = asked
     hub.timeline.refresh()
     head = hub.timeline.get(device, first)
     if head is None or head.kind != "segment" or head.parent:
