@@ -45,7 +45,7 @@ async function start(device, s, talk) {
     pc.addTransceiver("audio", { direction: "recvonly" });
   }
   const stream = new MediaStream();
-  pc.addEventListener("track", (e) => { stream.addTrack(e.track); s.video.srcObject = stream; });
+  pc.addEventListener("track", (e) => { stream.addTrack(e.track); s.video.srcObject = stream; s.video.hidden = false; });
   pc.addEventListener("connectionstatechange", () => {
     s.status.textContent = `${talk ? "Talk" : "Live"}: ${pc.connectionState}`;
     s.el.dataset.state = pc.connectionState;
@@ -73,6 +73,7 @@ async function stop(device, s) {
   }
   if (pc) pc.close();
   s.video.srcObject = null;
+  s.video.hidden = true;           // no empty black box on the page between calls
   s.el.dataset.state = "closed";
   s.status.textContent = "Hung up.";
 }
@@ -84,6 +85,7 @@ export function controls(device, h, status = {}) {
     s = { pc: null, id: null };
     s.video = h("video", { id: `rtc-video-${device}`, class: "rtc", autoplay: "", playsinline: "" });
     s.video.muted = false;
+    s.video.hidden = true;           // shown when the doorbell's video arrives
     s.status = h("p", { id: `rtc-status-${device}`, class: "answer" });
     const go = (talk) => async () => {
       if (s.pc) await stop(device, s);
