@@ -102,8 +102,15 @@ async function loadMore() {
 
 // An event's picture (a data: URL): its own thumbnail artifact, or, for an event stored before
 // pictures travelled apart, the thumbnail inside its body.
+// "device/parent" -> its thumbnail's item, rebuilt when items grow (they only ever grow): a
+// clip card asks for the picture of every event near it, so a scan per call was quadratic.
+let thumbs = { n: -1, by: new Map() };
 function pictureOf(device, seq, body) {
-  const t = items.find((i) => i.kind === "thumbnail" && i.device === device && i.parent === String(seq));
+  if (thumbs.n !== items.length) {
+    thumbs = { n: items.length, by: new Map(items.filter((i) => i.kind === "thumbnail")
+      .map((i) => [`${i.device}/${i.parent}`, i])) };
+  }
+  const t = thumbs.by.get(`${device}/${seq}`);
   const got = t && opened.get(`${device}/${t.seq}`);
   // the parent the doorbell signed, not the hub's listing of it
   if (got?.picture && got.manifest.parent === String(seq)) return got.picture;
