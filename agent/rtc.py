@@ -91,14 +91,18 @@ class RtcService:
     """The doorbell's WebRTC sessions. ``on_offer`` and ``on_hangup`` are command handlers
     (uplink thread); ``feed`` is a packet consumer (frame thread); everything else runs on the
     rtc loop. ``privacy``: true while privacy mode is on (no session then). ``monotonic`` is
-    the clock every timeout is measured on."""
+    the clock every timeout is measured on. ``keyframe(who)`` asks the shared encoder for an
+    IDR (capture/keyframes.py ``KeyframeGate.ask``, which rate-limits it): called on a
+    viewer's PLI/FIR, when a viewer connects, and when one fell behind and lost packets."""
 
     def __init__(self, cfg: RtcConfig, *, data_dir: Path,
                  privacy: Callable[[], bool] = lambda: False,
                  monotonic: Callable[[], float] = time.monotonic,
                  open_source: Callable[[str], AudioSource] = open_audio_source,
-                 open_sink: Callable[[str], AudioSink] = open_audio_sink) -> None:
+                 open_sink: Callable[[str], AudioSink] = open_audio_sink,
+                 keyframe: Callable[[str], bool] = lambda who: False) -> None:
         self.cfg = cfg
+        self._keyframe = keyframe      # a viewer's keyframe request, to the (rate-limited) encoder
         self._data_dir = data_dir
         self._privacy = privacy
         self._monotonic = monotonic
@@ -219,10 +223,14 @@ class RtcService:
             # only (the encoder's packets), audio is the microphone if there is one
             video: PacketTrack | None = None
             if re.search(r"^m=video ", sdp, re.MULTILINE):
-                video = PacketTrack(VIDEO_QUEUE)
+                who = f"session {cmd.counter}"
+                video = PacketTrack(VIDEO_QUEUE,
+                                    on_loss=lambda: self._keyframe(f"{who} (it fell behind)"))
                 h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs
                         if c.mimeType.lower() in ("video/h264", "video/rtx")]
-                pc.addTransceiver(video, direction="sendonly").setCodecPreferences(h264)
+                transceiver = pc.addTransceiver(video, direction="sendonly")
+                transceiver.setCodecPreferences(h264)
+                self._hear_keyframe_requests(transceiver.sender, who)
             if re.search(r"^m=audio ", sdp, re.MULTILINE) and self.cfg.microphone:
                 if self._mic is None:
                     self._mic = Microphone(self._open_mic, asyncio.get_running_loop())
@@ -256,6 +264,8 @@ class RtcService:
                 session.connected = True
                 session.heard = self._monotonic()
                 log.info("rtc: session %d connected", session.id)
+                if video is not None:     # its first picture now, not at the next scheduled IDR
+                    self._keyframe(f"session {session.id} (connected)")
             elif pc.connectionState in ("failed", "closed"):
                 await self._end(session.id, f"the connection {pc.connectionState}")
 
@@ -269,6 +279,22 @@ class RtcService:
                  "yes" if video else "no", "on" if self.cfg.microphone else "none",
                  "on" if self.cfg.speaker else "none")
         return str(pc.localDescription.sdp)
+
+    def _hear_keyframe_requests(self, sender: Any, who: str) -> None:
+        """A viewer's PLI or FIR reaches the encoder. aiortc answers both by calling the
+        sender's ``_send_keyframe`` (aiortc 1.9 to 1.16, ``RTCRtpSender._handle_rtcp_packet``),
+        which only flags its own encoder, unused on the packet path; so that call is extended
+        here to ask ours."""
+        own = getattr(sender, "_send_keyframe", None)
+        if not callable(own):
+            log.warning("rtc: %s: this aiortc has no RTCRtpSender._send_keyframe, so the "
+                        "viewer's keyframe requests go unanswered", who)
+            return
+
+        def requested() -> None:
+            own()
+            self._keyframe(who)
+        sender._send_keyframe = requested
 
     def _open_mic(self) -> AudioSource:
         return self._open_source(self.cfg.microphone)

@@ -27,12 +27,14 @@ class PacketTrack(MediaStreamTrack):
 
     It starts at the next keyframe, since a viewer cannot decode anything before one. A viewer
     that falls ``limit`` packets behind loses them up to the next keyframe, never single
-    packets, so it never sees a broken reference chain."""
+    packets, so it never sees a broken reference chain, and ``on_loss`` is called to ask for
+    that keyframe sooner."""
 
     kind = "video"
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_loss: Callable[[], object] = lambda: None) -> None:
         super().__init__()
+        self._on_loss = on_loss
         self._queue: collections.deque[EncodedPacket] = collections.deque()
         self._limit = limit
         self._ready = asyncio.Event()
@@ -51,6 +53,7 @@ class PacketTrack(MediaStreamTrack):
             self._queue.clear()
             if not packet.keyframe:
                 self._waiting_key = True
+                self._on_loss()
                 return
         self._queue.append(packet)
         self._ready.set()

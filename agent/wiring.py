@@ -26,6 +26,7 @@ from doorstep.capture.audio import open_source as open_audio_source
 from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.encoder import open_encoder
 from doorstep.capture.frames import FrameSource
+from doorstep.capture.keyframes import KeyframeGate
 from doorstep.capture.source import open_source
 from doorstep.config import resolve_secret
 from doorstep.config.schema import Config
@@ -158,7 +159,8 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
     members.register(commands.__setitem__)
     rtc = None
     if cfg.rtc.enabled:
-        rtc = RtcService(cfg.rtc, data_dir=data_dir, privacy=lambda: agent.privacy)
+        rtc = RtcService(cfg.rtc, data_dir=data_dir, privacy=lambda: agent.privacy,
+                         keyframe=KeyframeGate(encoder).ask)
         agent.packet_consumers.append(rtc.feed)
         commands[Action.RTC_OFFER] = rtc.on_offer
         commands[Action.RTC_HANGUP] = rtc.on_hangup

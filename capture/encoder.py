@@ -58,11 +58,14 @@ def _codec_context(codec: str, s: EncoderSettings) -> Any:
         params = (f"keyint={g}:min-keyint={g}:scenecut=0:bframes=0:open-gop=0:"
                   f"repeat-headers=1:vbv-maxrate={s.bitrate_kbps}:"
                   f"vbv-bufsize={2 * s.bitrate_kbps}")
-        ctx.options = {"preset": s.preset, "tune": "zerolatency",
+        # forced-idr: a frame sent with picture type I (a viewer's keyframe request,
+        # capture/keyframes.py) becomes an IDR, which a decoder can start at, not an open I.
+        ctx.options = {"preset": s.preset, "tune": "zerolatency", "forced-idr": "1",
                        "x264-params": params if s.subpel else params + ":subme=0"}
     else:
         # h264_v4l2m2m: the Pi's (and other SoCs') stateful encoder. It has no repeat-headers
-        # switch; FFmpeg emits SPS/PPS in-band when no global header is requested.
+        # switch; FFmpeg emits SPS/PPS in-band when no global header is requested. A frame
+        # of picture type I makes FFmpeg set the device's FORCE_KEY_FRAME control.
         ctx.options = {"num_output_buffers": "8", "num_capture_buffers": "8"}
     return ctx
 
@@ -93,6 +96,13 @@ class PyAvEncoder:
         self._walls: dict[int, float] = {}
         self._last_pts = -1
         self._closed = False
+        self._key_wanted = False
+
+    def request_keyframe(self) -> bool:
+        """Make the next frame encoded an IDR (capture/keyframes.py). Any thread; the frame
+        thread picks it up in ``encode``."""
+        self._key_wanted = True
+        return True
 
     @property
     def info(self) -> StreamInfo:
@@ -106,6 +116,9 @@ class PyAvEncoder:
         pts = max(round(frame.pts / TIME_BASE), self._last_pts + 1)
         self._last_pts = pts
         vf = _video_frame(frame)
+        if self._key_wanted:
+            self._key_wanted = False
+            vf.pict_type = PictureType.I
         vf.pts = pts
         vf.time_base = TIME_BASE
         self._walls[pts] = frame.wall

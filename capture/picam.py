@@ -406,6 +406,7 @@ class PicameraEncoder:
         self._offset = 0
         self._last_pts = -1
         self._step_us = round(1e6 / float(source.fps))
+        self._no_forced_key_said = False
         self._encoder = H264Encoder(bitrate=bitrate_kbps * 1000, repeat=True,
                                     iperiod=self.gop_frames, framerate=float(source.fps))
         self._output = _annexb_output_class(Output)(self._arrived)
@@ -426,6 +427,28 @@ class PicameraEncoder:
 
     def close(self) -> None:
         self.source.detach_encoder(self._encoder)
+
+    def request_keyframe(self) -> bool:
+        """An IDR on the next frame (capture/keyframes.py). picamera2's H264Encoder has no
+        public call for it; its V4L2 encoder (Pi 4 and earlier) keeps the device open as
+        ``vd`` while it runs, and the V4L2 control FORCE_KEY_FRAME on that device does it.
+        Without that device (libav's encoder on a Pi 5, or not running) it cannot: False, said
+        once. Verified only against a fake picamera2 and a fake ioctl."""
+        from doorstep.capture.keyframes import force_v4l2_keyframe
+
+        device = getattr(self._encoder, "vd", None)
+        if device is None or getattr(device, "closed", False):
+            if not self._no_forced_key_said:
+                self._no_forced_key_said = True
+                log.info("encoder picamera2: %s has no V4L2 device open, so it cannot make a "
+                         "keyframe on request", type(self._encoder).__name__)
+            return False
+        try:
+            force_v4l2_keyframe(device)
+        except OSError as exc:
+            log.warning("encoder picamera2: the keyframe request failed: %s", exc)
+            return False
+        return True
 
     def _arrived(self, data: bytes, keyframe: bool, timestamp: int | None) -> None:
         """Runs on picamera2's camera thread: only stamps the packet and queues it."""

@@ -61,6 +61,7 @@ class Viewer:
         self.voice = voice
         self.frames: list[Any] = []          # decoded video frames (the last 50)
         self.video_frames = 0
+        self.keyframes: list[float] = []     # when each decoded keyframe arrived (monotonic)
         self.audio: list[np.ndarray] = []    # the doorbell's microphone, mono
         self.pc: RTCPeerConnection | None = None
         self.states: list[str] = []
@@ -100,6 +101,8 @@ class Viewer:
                 frame = await track.recv()
                 if track.kind == "video":
                     self.video_frames += 1
+                    if frame.key_frame:
+                        self.keyframes.append(time.monotonic())
                     self.frames = [*self.frames[-49:], frame]
                 else:
                     mono = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
@@ -111,6 +114,16 @@ class Viewer:
         assert self.pc is not None
         self.run(self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer,
                                                                     type="answer")))
+
+    def pli(self) -> None:
+        """Send the doorbell an RTCP Picture Loss Indication for its video, as aiortc's receiver
+        itself does when it finds a frame missing."""
+        async def send() -> None:
+            assert self.pc is not None
+            receiver = next(t.receiver for t in self.pc.getTransceivers() if t.kind == "video")
+            ssrc = receiver.getSynchronizationSources()[0].source
+            await receiver._send_rtcp_pli(ssrc)
+        self.run(send())
 
     def freeze(self, seconds: float) -> None:
         """Stop answering anything (no RTCP, no ICE) for ``seconds``."""
