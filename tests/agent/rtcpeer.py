@@ -54,7 +54,8 @@ def dominant_hz(samples: np.ndarray, rate: int = 48000) -> float:
 
 
 class Viewer:
-    def __init__(self, voice: Path | None = None) -> None:
+    def __init__(self, voice: Path | None = None, config: Any = None) -> None:
+        self.config = config                 # an RTCConfiguration (ICE servers, policy)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -75,7 +76,7 @@ class Viewer:
         return self.run(self._offer())  # type: ignore[no-any-return]
 
     async def _offer(self) -> tuple[str, str]:
-        pc = self.pc = RTCPeerConnection()
+        pc = self.pc = RTCPeerConnection(self.config)
         pc.addTransceiver("video", direction="recvonly")
         if self.voice is not None:
             player = MediaPlayer(str(self.voice), loop=True)
