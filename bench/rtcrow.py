@@ -10,12 +10,18 @@ does, decodes the doorbell's H.264 and reads each stamp back; latency = the view
 the frame is decoded - the stamp. Both run on one machine, so they share one clock.
 
 CPU: all the child's threads, pinned to one core, over the same window with no session (the
-baseline), with one session, and after it hung up."""
+baseline), with one session, and after it hung up.
+
+Bad input (bench/rtcbad.py): the pipeline's frame rate and the ring latency (mock button press
+-> ring event at a subscriber of its head) with one healthy session, then with that session's
+viewer frozen mid-call while forged and replayed offers arrive at 50/s, as a ratio."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -88,13 +94,18 @@ class StampedSource:
 
 def serve(config: Path) -> int:
     """The child: `doorstep run`'s wiring on the stamped source, until SIGTERM."""
+    from gpiozero.pins.mock import MockFactory
+
     from doorstep.agent.wiring import build
+    from doorstep.bench.rtcbad import ring_button, rings_file
     from doorstep.capture.source import open_source
     from doorstep.config import load_config
 
     cfg = load_config(config)
-    service = build(cfg, source=StampedSource(open_source(cfg.camera)))
+    factory = MockFactory()
+    service = build(cfg, source=StampedSource(open_source(cfg.camera)), pin_factory=factory)
     signal.signal(signal.SIGTERM, lambda *a: service.stop_event.set())
+    ring_button(service, factory, rings_file(config))     # SIGUSR1: a press (rtcbad.py)
     counts = frames_file(config)
 
     def count() -> None:       # frames processed so far, for the bench's CPU per frame
@@ -156,12 +167,21 @@ class Viewer:
     def offer(self) -> str:
         return str(self.run(self._offer()))
 
+    def freeze(self) -> None:
+        """Stop answering anything (no RTCP, no ICE, no DTLS) until ``close``: a phone that
+        dropped off the network mid-call."""
+        self._thaw = threading.Event()
+        self.loop.call_soon_threadsafe(self._thaw.wait, 300)
+
     def accept(self, sdp: str) -> None:
         from aiortc import RTCSessionDescription
 
         self.run(self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer")))
 
     def close(self) -> None:
+        thaw = getattr(self, "_thaw", None)
+        if thaw is not None:
+            thaw.set()
         if self.pc is not None:
             self.run(self.pc.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -187,12 +207,15 @@ def _cpu_over(pid: int, counts: Path, seconds: float) -> tuple[float, float]:
 
 def rtc_row(bench: Bench) -> Row:
     from doorstep.agent.rtc import fingerprints
+    from doorstep.bench.ring import head_subscriber
+    from doorstep.bench.rtcbad import RingPhase, Signalling, ring_phase, rings_file
+    from doorstep.config import load_config
     from doorstep.owner.command import NoAnswer, next_counter, send_command
     from doorstep.protocol.connect import Broker
     from doorstep.protocol.keys import SigningKey
 
     cfg = bench.config(bench.inputs.video["720p"], realtime=True, loop=True, motion=True,
-                       button=False)
+                       button=True, repeat_window=0.0)
     device = next(line.split('"')[1] for line in cfg.read_text().splitlines()
                   if line.startswith("id = "))
     window = 3.0 if bench.plan.quick else 10.0
@@ -205,7 +228,13 @@ def rtc_row(bench: Bench) -> Row:
     fps: list[float] = []
     latency: list[float] = []
     counts = frames_file(cfg)
-    with open(bench.log, "ab") as out:
+    presses = min(bench.plan.presses, 20)
+    quiet: list[RingPhase] = []        # rings with one healthy session, no flood (baseline)
+    bad: list[RingPhase] = []          # rings during a flood of offers and a frozen viewer
+    flooded = 0
+    rng = random.Random(13)
+    sub = head_subscriber(bench.port, bench.keys, load_config(cfg).topic_prefix)
+    with open(bench.log, "ab") as out, contextlib.closing(sub):
         for _ in range(rounds):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "doorstep.bench.rtcrow", "serve", str(cfg)],
@@ -254,6 +283,35 @@ def rtc_row(bench: Bench) -> Row:
                 ms, rate = _cpu_over(proc.pid, counts, window)
                 after.append(ms)
                 fps.append(rate)
+                # bad input (rtcbad.py): rings and frame rate with one healthy session, then
+                # with the same session's viewer frozen mid-call and a flood of forged and
+                # replayed offers
+                rings = rings_file(cfg)
+                frozen = Viewer()
+                signalling = Signalling(bench.port, device, bench.keys.device_public, key,
+                                        counter)
+                try:
+                    sdp = frozen.offer()
+                    fp = next(f for f in sorted(fingerprints(sdp)) if f.startswith("sha-256 "))
+                    ack = signalling.offer(sdp, fp)
+                    if not ack.ok:
+                        raise DoorstepError(f"row {ROW}: the doorbell did not take the "
+                                            f"offer of the viewer to freeze: {ack.reason}")
+                    frozen.accept(ack.data)
+                    deadline = time.monotonic() + 30
+                    while frozen.frames < 10 and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    quiet.append(ring_phase(proc.pid, rings, sub, presses,
+                                            lambda: _frames(counts), rng))
+                    frozen.freeze()
+                    signalling.start_flood(sdp, fp)
+                    bad.append(ring_phase(proc.pid, rings, sub, presses,
+                                          lambda: _frames(counts), rng))
+                    signalling.stop_flood()
+                    flooded += signalling.sent
+                finally:
+                    signalling.close()
+                    frozen.close()
             finally:
                 viewer.close()
                 proc.send_signal(signal.SIGTERM)
@@ -282,7 +340,31 @@ def rtc_row(bench: Bench) -> Row:
                         note=f"{len(latency)} frames read back"),
                    Line("CPU after hanging up", "ms/frame", Stat.of(after), Stat.of(base),
                         note="returns to the baseline"),
+                   *_bad_input_lines(quiet, bad, flooded),
                ))
+
+
+def _bad_input_lines(quiet: list[Any], bad: list[Any], flooded: int) -> tuple[Line, ...]:
+    """Frame rate and ring latency during bad input, each against the same with none."""
+    def pct(phases: list[Any], q: float) -> Stat:
+        pooled = [x for p in phases for x in p.latencies_ms]
+        return Stat.of([float(np.percentile(pooled, q))] if pooled else [])
+
+    presses = sum(len(p.latencies_ms) + p.missed for p in bad)
+    missed = sum(p.missed for p in quiet + bad)
+    during = (f"{flooded} forged (unknown key) and replayed offers at 50/s through the broker, "
+              "and a viewer frozen mid-call (it is hung up on after rtc.idle_seconds)")
+    return (
+        Line("frame rate during a flood and a frozen viewer", "frames/s",
+             Stat.of([p.fps for p in bad]), Stat.of([p.fps for p in quiet]),
+             note=during + "; baseline: the same doorbell and session just before, the viewer "
+             "still answering and no flood"),
+        Line("ring latency p50 during them", "ms", pct(bad, 50), pct(quiet, 50),
+             note=f"mock button press -> ring event at a subscriber of its head, {presses} "
+             "presses during, as many before"),
+        Line("ring latency p99 during them", "ms", pct(bad, 99), pct(quiet, 99),
+             note=f"{missed} presses missed in all"),
+    )
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
