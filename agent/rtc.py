@@ -352,6 +352,10 @@ class RtcService:
                 if now - session.started > cfg.connect_seconds:
                     why = (f"the viewer did not connect within {cfg.connect_seconds:g} s "
                            "(rtc.connect_seconds)")
+            elif session.video is not None and session.video.sent == 0:
+                # nothing sent yet (waiting for a keyframe the encoder could not make on
+                # request), so no report is due: the viewer is not silent, the doorbell is
+                session.heard = now
             else:
                 report = await self._last_report(session)
                 if report is not None and report != session.last_report:

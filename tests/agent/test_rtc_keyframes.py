@@ -23,17 +23,34 @@ from tests.faults.harness import wait_for
 GOP = 10.0
 
 
-@pytest.fixture
-def long_gop(tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
-             ) -> Iterator[Doorbell]:
+def with_gop(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     from tests.agent import test_rtc
     from tests.faults import harness
 
     def toml(*args: Any, **kwargs: Any) -> str:
         return harness.agent_toml(*args, **kwargs).replace("gop_seconds = 0.5",
-                                                           f"gop_seconds = {GOP:g}")
+                                                           f"gop_seconds = {seconds:g}")
     monkeypatch.setattr(test_rtc, "agent_toml", toml)
+
+
+@pytest.fixture
+def long_gop(tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[Doorbell]:
+    with_gop(monkeypatch, GOP)
     yield from doorbell(tmp_path, broker, "max_sessions = 2")
+
+
+@pytest.fixture
+def cannot_force(tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[Doorbell]:
+    """An encoder that cannot make a keyframe on request (picamera2's libav encoder on a Pi 5),
+    a GOP longer than rtc.idle_seconds."""
+    from doorstep.agent import wiring
+    from doorstep.capture.keyframes import KeyframeGate
+
+    with_gop(monkeypatch, 6.0)
+    monkeypatch.setattr(wiring, "KeyframeGate", lambda encoder: KeyframeGate(object()))
+    yield from doorbell(tmp_path, broker, "idle_seconds = 2")
 
 
 @pytest.mark.slow
@@ -80,5 +97,27 @@ def test_a_pli_brings_an_idr_long_before_the_next_scheduled_one(
                    for r in caplog.records)
         frames = viewer.video_frames
         wait_for(lambda: viewer.video_frames > frames + 10, 20, "the picture to go on")
+    finally:
+        viewer.close()
+
+
+@pytest.mark.slow
+def test_a_viewer_waiting_for_the_first_keyframe_is_not_hung_up_on_as_silent(
+        cannot_force: Doorbell) -> None:
+    """It sends no RTCP report before it has received anything; the doorbell used to take
+    that for a viewer gone and hung up before the first picture whenever the GOP was longer
+    than rtc.idle_seconds."""
+    rtc = cannot_force.service.rtc
+    assert rtc is not None
+    viewer = Viewer()
+    try:
+        sdp, fp = viewer.offer()
+        cmd, ack = cannot_force.call("rtc_offer", {"sdp": sdp, "fingerprint": fp})
+        assert ack.ok, ack.reason
+        viewer.accept(ack.data)
+        wait_for(lambda: viewer.video_frames >= 10 or cmd.counter not in rtc.sessions, 30,
+                 "the first picture at the next scheduled keyframe")
+        assert cmd.counter in rtc.sessions, rtc.ended
+        assert viewer.video_frames >= 10
     finally:
         viewer.close()
