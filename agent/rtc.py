@@ -249,6 +249,12 @@ class RtcService:
             await pc.close()
             raise
         self._pending -= 1
+        local = str(pc.localDescription.sdp)
+        turn = [u for u in self.cfg.ice_servers if u.startswith(("turn:", "turns:"))]
+        if turn and not re.search(r"^a=candidate:.* typ relay", local, re.MULTILINE):
+            log.warning("rtc: session %d: no relay candidate from the TURN server (%s): it is "
+                        "unreachable or refused rtc.turn_username / rtc.turn_password_file; "
+                        "answering without a relay", cmd.counter, ", ".join(turn))
         now = self._monotonic()
         session = Session(cmd.counter, pc, video, started=now, heard=now)
         self.sessions[cmd.counter] = session
@@ -278,7 +284,7 @@ class RtcService:
                  "speaker %s)", session.id, len(self.sessions), self.cfg.max_sessions,
                  "yes" if video else "no", "on" if self.cfg.microphone else "none",
                  "on" if self.cfg.speaker else "none")
-        return str(pc.localDescription.sdp)
+        return local
 
     def _hear_keyframe_requests(self, sender: Any, who: str) -> None:
         """A viewer's PLI or FIR reaches the encoder. aiortc answers both by calling the

@@ -7,6 +7,7 @@ coturn`)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import shutil
 import subprocess
@@ -149,3 +150,29 @@ async def _peer_fingerprint(viewer: Viewer) -> str:
     assert dtls.state == "connected"
     cert = dtls._ssl.get_peer_certificate(as_cryptography=True)
     return f"sha-256 {certificate_digest(cert, 'sha-256')}"
+
+
+@pytest.mark.slow
+def test_a_turn_server_that_refuses_the_doorbell_is_named_and_the_lan_still_works(
+        tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with coturn(tmp_path / "turn", {"doorbell": "door-pass"}) as turn:
+        secret = tmp_path / "turn-password"
+        secret.write_text("not-the-password\n")
+        rtc = (f'ice_servers = ["{turn.url}"]\nturn_username = "doorbell"\n'
+               f'turn_password_file = "{secret}"')
+        for bell in doorbell(tmp_path, broker, rtc):
+            viewer = Viewer()
+            try:
+                sdp, fp = viewer.offer()
+                cmd, ack = bell.call("rtc_offer", {"sdp": sdp, "fingerprint": fp})
+                assert ack.ok, ack.reason
+                assert " typ relay" not in ack.data
+                viewer.accept(ack.data)
+                wait_for(lambda: viewer.video_frames >= 5, 30, "video over the LAN")
+            finally:
+                viewer.close()
+    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING
+              and f"session {cmd.counter}: no relay candidate" in r.message]
+    assert len(warned) == 1 and turn.url in warned[0]
+    assert "rtc.turn_password_file" in warned[0]
