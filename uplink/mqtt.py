@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,21 +336,32 @@ class Uplink:
 
     # -- sender thread ------------------------------------------------------------------------
     def _send_loop(self) -> None:
+        # Messages (commands, receipts) are handled one per turn, after every other event and
+        # a send round: a flood of commands (forged ones cost a decryption and a signature
+        # check each) must not hold a ring's "wake" or a PUBACK behind up to
+        # MAX_WAITING_MESSAGES of them (bench row 13, docs/rtc.md).
+        messages: deque[_Event] = deque()
         while not self._stop.is_set():
             deadline = self.sender.next_deadline()
             timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             try:
-                event: _Event | None = self._events.get(timeout=timeout)
+                event: _Event | None = self._events.get(timeout=0.0 if messages else timeout)
             except queue.Empty:
                 event = None
             try:
                 while event is not None:
-                    self._handle(event)
+                    if event.kind == "message":
+                        messages.append(event)
+                    else:
+                        self._handle(event)
                     try:
                         event = self._events.get_nowait()
                     except queue.Empty:
                         event = None
                 self._pump()
+                if messages:
+                    event = messages.popleft()
+                    self._handle(event)
             except Exception:  # this thread must outlive any one event: log it and go on
                 log.exception("uplink: handling %s failed", event.kind if event else "a send")
                 self._stop.wait(0.5)
