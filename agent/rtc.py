@@ -288,9 +288,9 @@ class RtcService:
 
     def _hear_keyframe_requests(self, sender: Any, who: str) -> None:
         """A viewer's PLI or FIR reaches the encoder. aiortc answers both by calling the
-        sender's ``_send_keyframe`` (aiortc 1.9 to 1.16, ``RTCRtpSender._handle_rtcp_packet``),
-        which only flags its own encoder, unused on the packet path; so that call is extended
-        here to ask ours."""
+        sender's ``_send_keyframe`` (``RTCRtpSender._handle_rtcp_packet``; checked in aiortc
+        1.16, not in 1.9), which only flags its own encoder, unused on the packet path; so that
+        call is extended here to ask ours. Without the method a warning says so."""
         own = getattr(sender, "_send_keyframe", None)
         if not callable(own):
             log.warning("rtc: %s: this aiortc has no RTCRtpSender._send_keyframe, so the "
