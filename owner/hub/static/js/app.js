@@ -257,7 +257,9 @@ async function clipView(device, seq) {
       const doc = await r.json();
       if (!r.ok) throw new Error(doc.error);
       result.replaceChildren("Shared. Audit line: ", h("code", { id: "audit-line" }, JSON.stringify(doc.share)), " ",
-        h("a", { href: doc.url, download: doc.share.shared }, "download the copy"));
+        h("a", { href: doc.url, download: doc.share.shared }, "download the copy"),
+        ...(doc.proof ? [" and ", h("a", { id: "share-proof", href: doc.proof, download: doc.proof.split("/").pop() },
+          "its proof"), " (give both: `doorstep verify-share` checks the doorbell made it)"] : []));
     } catch (err) { result.textContent = "Share refused: " + err.message; }
   };
   main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
@@ -269,7 +271,8 @@ async function clipView(device, seq) {
     video, h("h3", {}, "Share this clip with one person"),
     h("p", {}, parts ? "Every segment of this clip is re-wrapped for their age key, in one file with the doorbell's " +
       "signed manifests (`doorstep verify-share` checks and joins it); the hub keeps the audit line."
-      : "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
+      : "Only this clip is re-wrapped for their age key, with a proof file (the doorbell's signed manifest) " +
+        "that `doorstep verify-share` checks; the hub keeps the audit line."),
     to, note, h("button", { id: "share", onclick: share }, "Share"), result));
 }
 
