@@ -97,10 +97,11 @@ def test_a_reply_recorded_in_the_app_plays_at_the_door_and_voicemail_plays_in_th
     service.press(RingPress(time.time(), time.monotonic(), 1, True))
     wait_for(lambda: voice.voicemails == 1 and voice.played == 2, 60, "the voicemail")
     driver.get(house.url + "#timeline")
-    card = wait_for(lambda: driver.find_elements("css selector", "a.card.voicemail"), 60,
-                    f"the voicemail's card: {console(driver)}")
-    seq = int(card[0].get_attribute("data-seq"))
-    card[0].click()
+    # on its ring's card (its signed parent), which opens it
+    card = wait_for(lambda: driver.find_elements("css selector", ".card-group .vm-inline"), 60,
+                    f"the voicemail on its ring's card: {console(driver)}")
+    seq = int(card[0].get_attribute("data-voicemail"))
+    driver.get(house.url + f"#voicemail/demo/{seq}")
     wait_for(lambda: driver.find_elements("id", "voicemail-audio"), 30,
              f"the voicemail player: {console(driver)}")
     # what the page decrypted is the doorbell's 2 s of 700 Hz, and it plays

@@ -87,7 +87,7 @@ async function openItem(it) {
       const { manifest, plain, cutShort } = await seal.fetchOpen(it.device, it.seq);
       opened.set(key, manifest.kind === "event" ? { manifest, body: JSON.parse(new TextDecoder().decode(plain)) }
         : manifest.kind === "thumbnail" ? { manifest, plain, picture: pictureUrl(plain) }
-        : { manifest, cutShort, blob: new Blob([plain], { type: manifest.kind === "snapshot" ? "image/jpeg" : "video/mp4" }) });
+        : { manifest, cutShort, blob: new Blob([plain], { type: { snapshot: "image/jpeg", voicemail: "audio/ogg" }[manifest.kind] || "video/mp4" }) });
     } catch (err) { opened.set(key, { error: err, tampered: err instanceof seal.Tampered }); }
   }
   return opened.get(key);
@@ -119,13 +119,15 @@ function pictureOf(device, seq, body) {
 
 function cards() {
   const out = [];
+  const rings = new Set(), vm = replies.voicemailsByRing(items);
   for (const it of items) {
     const got = opened.get(`${it.device}/${it.seq}`);
     if (it.kind === "event") {
       if (got?.error) { out.push({ it, type: got.tampered ? "tampered" : "unreadable", got }); continue; }
       const body = got?.body;
       if (!body || body.type === "motion_end") continue;
-      out.push({ it, type: body.type, body });
+      if (body.type === "ring") rings.add(`${it.device}/${it.seq}`);
+      out.push({ it, type: body.type, body, voicemail: body.type === "ring" ? vm.get(`${it.device}/${it.seq}`) : null });
     } else if (it.kind === "clip" || it.kind === "clip_partial" || (it.kind === "segment" && !it.parent)) {
       // a whole clip, or the first segment of one (issue 15): shown as a clip until its
       // clip event comes, which then stands for it
@@ -134,7 +136,8 @@ function cards() {
       }
     } else if (it.kind === "voicemail") out.push({ it, type: "voicemail", body: null });
   }
-  return out;
+  // a voicemail is shown on the ring it answers (its signed parent), if that ring is listed
+  return out.filter((c) => c.type !== "voicemail" || !rings.has(`${c.it.device}/${c.it.parent}`));
 }
 
 // A clip's picture: the thumbnail of the ring or motion event that started it (its trigger
@@ -167,10 +170,11 @@ function cardView(card) {
     type === "voicemail" ? `#voicemail/${it.device}/${it.seq}` : `#event/${it.device}/${it.seq}`;
   const title = type === "voicemail" ? "Voicemail" : type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
     describe(body || { type }).title;
-  return h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
+  const a = h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
     thumb ? h("img", { src: thumb, alt: "" }) : h("div", { class: "noimg" }, type === "tampered" ? "⚠" : "▶"),
     h("div", {}, h("strong", {}, title), h("span", {}, `${it.device} · ${clock(body?.time || it.created)}`),
       type === "tampered" ? h("em", { class: "bad" }, "tampered: " + card.got.error.message) : null));
+  return card.voicemail ? h("div", { class: "card-group" }, a, replies.voicemailOnRing(it.device, card.voicemail.seq, it.seq, h)) : a;
 }
 
 async function timelineView() {
@@ -196,11 +200,13 @@ async function eventView(device, seq) {
   const snap = items.find((i) => i.device === device && i.kind === "snapshot" && i.parent === String(seq));
   const clipEvent = items.map((e) => opened.get(`${e.device}/${e.seq}`)?.body).find((b) => b?.type === "clip" &&
     b.start_wall <= body.time + 1 && body.time <= b.start_wall + b.duration + 1);
+  const vm = body.type === "ring" && replies.voicemailsByRing(items).get(`${device}/${seq}`);
   main().replaceChildren(h("section", { id: "event" }, h("h2", {}, d.title),
     h("p", {}, `${device} · ${new Date(body.time * 1000).toLocaleString()} · seq ${seq} · signed by the doorbell`),
     picture ? h("img", { class: "big", src: picture, alt: "thumbnail" }) : null,
     h("p", {}, snap ? h("a", { href: `#snapshot/${device}/${snap.seq}`, id: "open-snapshot" }, "Full snapshot") : null, " ",
-      clipEvent ? h("a", { href: `#clip/${device}/${clipEvent.clip_seq}`, id: "open-clip" }, "Play the clip") : null)));
+      clipEvent ? h("a", { href: `#clip/${device}/${clipEvent.clip_seq}`, id: "open-clip" }, "Play the clip") : null),
+    vm ? replies.voicemailOnRing(device, vm.seq, seq, h) : null));
 }
 
 function refusedView(got) {
@@ -454,6 +460,10 @@ function listen() {
           { motion }).catch(() => false);
       }
       if (got.picture && location.hash === `#event/${it.device}/${got.manifest.parent}`) route();
+    }
+    if (it.kind === "voicemail") {
+      const got = await openItem(it);
+      if (!got.error) await replies.notifyVoicemail(it.device, got).catch(() => false);
     }
     window.dispatchEvent(new CustomEvent("doorstep:stored", { detail: it }));   // a clip playing as it records
     if (["", "#timeline"].includes(location.hash)) timelineView();
