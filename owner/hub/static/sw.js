@@ -10,7 +10,7 @@ import { addPicture, notify, notifyVoicemail } from "/static/js/notify.js";
 // they import.
 const CACHE = "shell-v2";
 const SHELL = ["/", "/static/app.css", "/manifest.webmanifest", "/static/icon-192.png",
-  ...["app", "db", "live", "liveclip", "notify", "replies", "rtc", "seal", "segments", "shareclip"].map(
+  ...["app", "db", "live", "liveclip", "notify", "replies", "rtc", "seal", "segments", "shareclip", "watch"].map(
     (m) => `/static/js/${m}.js`)];
 
 async function precache() {

@@ -6,9 +6,8 @@ import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
 import * as liveclip from "/static/js/liveclip.js";
 import * as shareclip from "/static/js/shareclip.js";
-import * as rtc from "/static/js/rtc.js";
 import * as replies from "/static/js/replies.js";
-import { liveView } from "/static/js/live.js";
+import { watchView } from "/static/js/watch.js";
 import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -384,8 +383,10 @@ async function devicesView() {
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " "))),
-        h("button", { id: `live-${d.id}`, onclick: () => { location.hash = `#live/${d.id}`; } }, "Live")), answer,
-      rtc.controls(d.id, h, s), replies.controls(d.id, h));
+        // one Live button: direct (WebRTC, with Talk) when it connects, else the broker (watch.js)
+        h("button", { id: `live-${d.id}`, class: "live", title: "See and talk to the door: direct when possible, " +
+          "through the broker otherwise", onclick: () => { location.hash = `#live/${d.id}`; } }, "▶ Live")), answer,
+      replies.controls(d.id, h));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }
@@ -435,7 +436,7 @@ async function route() {
     else if (view === "snapshot") await snapshotView(device, Number(seq));
     else if (view === "voicemail") await replies.voicemailView(device, Number(seq), main(), h);
     else if (view === "devices") await devicesView();
-    else if (view === "live") await liveView(device, main(), h);
+    else if (view === "live") await watchView(device, main(), h, { via: seq });
     else if (view === "settings") await settingsView();
     else await timelineView();
   } catch (err) { main().replaceChildren(h("p", { class: "bad" }, err.message)); }
