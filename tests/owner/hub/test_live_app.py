@@ -82,7 +82,8 @@ def test_the_live_button_plays_the_doorbell_live_and_leaving_stops_it(
     # the page names the path in use, and why it is not the direct one
     assert driver.find_element("id", "watch").get_attribute("data-path") == "broker"
     assert driver.find_element("id", "live-path").text.startswith("Through the broker")
-    assert "The direct connection did not work (demo refused: rtc_offer" in \
+    assert "The direct connection did not work (demo refused: rtc_offer: live view and talk " \
+        "over WebRTC are off on this doorbell (rtc.enabled))" in \
         driver.find_element("id", "live-why").text
     s = wait_for(lambda: (s := stats(driver)).get("time", 0) > 1.0 and s, 30,
                  "playback to move on")
