@@ -23,7 +23,7 @@ export async function watchView(device, root, h, { via = "" } = {}) {
   const path = h("p", { id: "live-path", class: "path" }, "Connecting…");
   const note = h("p", { id: "live-why", class: "answer" });
   const body = h("div", { id: "live-body" });
-  const talk = h("button", { id: "live-talk", hidden: true, "aria-pressed": "false" }, "🎤 Talk");
+  const talk = h("button", { id: "live-talk", hidden: true, "aria-pressed": "false" }, "Talk");
   const other = h("button", { id: "live-switch", hidden: true });
   const hangup = h("button", { id: "live-hangup", hidden: true }, "Stop");
   const section = h("section", { id: "watch", "data-path": "connecting" },
@@ -89,7 +89,7 @@ export async function watchView(device, root, h, { via = "" } = {}) {
     try {
       await rtc.talk(s, on);
       talk.setAttribute("aria-pressed", String(on));
-      talk.textContent = on ? "🎤 Talking: tap to stop" : "🎤 Talk";
+      talk.textContent = on ? "Talking: tap to stop" : "Talk";
       talk.classList.toggle("on", on);
       note.textContent = on ? "Your microphone is on: the visitor hears you." : "";
     } catch (err) { note.textContent = `Talk: ${err.message}`; }
