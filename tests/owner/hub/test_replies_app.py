@@ -104,8 +104,9 @@ def test_a_reply_recorded_in_the_app_plays_at_the_door_and_voicemail_plays_in_th
     service.press(RingPress(time.time(), time.monotonic(), 1, True))
     wait_for(lambda: voice.voicemails == 1 and voice.played == 2, 60, "the voicemail")
     # the app is open (the live channel): it says so too, once it has verified the message
+    # (120 s: on a loaded machine the upload, the hub and the page's decryption take a while)
     wait_for(lambda: [n for n in notifications(driver) if n["title"] == "Voicemail from demo"],
-             60, f"the voicemail's notification: {console(driver)}")
+             120, f"the voicemail's notification: {console(driver)}")
     driver.get(house.url + "#timeline")
     # on its ring's card (its signed parent), which opens it
     card = wait_for(lambda: driver.find_elements("css selector", ".card-group .vm-inline"), 60,

@@ -82,7 +82,7 @@ def test_a_voicemail_is_pushed_and_plays_on_its_rings_card(home: dict[str, Any])
             return [p for p in push.received if "plaintext" in p
                     and json.loads(p["plaintext"])["k"] == "voicemail"]
 
-        (got,) = wait_for(pushed, 60, "the voicemail's push")
+        (got,) = wait_for(pushed, 120, "the voicemail's push")
         # the push service saw ciphertext only; inside, which sealed file to fetch (or the
         # sealed file itself): never the Ogg audio in clear
         assert got["authorization"].startswith("vapid t=") and got["urgency"] == "high"
@@ -90,7 +90,7 @@ def test_a_voicemail_is_pushed_and_plays_on_its_rings_card(home: dict[str, Any])
         msg = json.loads(got["plaintext"])
         vm_seq = msg["s"]
         shown = wait_for(lambda: [n for n in notifications(driver)
-                                  if n["title"] == "Voicemail from demo"], 60,
+                                  if n["title"] == "Voicemail from demo"], 120,
                          "the voicemail's notification")
         assert shown[0]["data"]["open"] == f"#voicemail/demo/{vm_seq}"
         ring_seq = int(shown[0]["data"]["ring"])        # the signed parent, as the worker read it
