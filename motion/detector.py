@@ -125,7 +125,8 @@ class MotionDetector:
         self._small_px = max(3, math.ceil(self._zone_area * tu.small_area_pct / 100.0))
         self._tracker = Tracker(tu.travel_px, self._small_px, tu.travel_seconds,
                                 tu.linger_seconds, lost=0.7, pace=tu.pace,
-                                least=tu.travel_least_seconds)
+                                least=tu.travel_least_seconds, frame=self.work,
+                                large_px=self._min_px)
         self._rate = self._rates(tu, self.fps)
         self.reset()
 

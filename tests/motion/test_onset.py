@@ -64,3 +64,16 @@ def test_a_small_walkers_own_steps_do_not_make_its_ground_busy(shared_data: Path
     s = score(on, clip.labels)
     assert s.caught == s.events == 3
     assert s.onsets[2] <= 10
+
+
+def test_a_small_walker_coming_in_from_the_edge_is_measured_by_its_leading_edge(
+        shared_data: Path) -> None:
+    # the second walker of the 30 s small-walkers scene walks in from the frame's edge at about
+    # 0.19 work px a frame: the centre of what shows moves at half that while the edge cuts it
+    # off, and each step in its growing size restarted the measurement (onset 13 frames)
+    (clip,) = synth_clips(shared_data / "motion", 30.0, ("small-walkers",))
+    on, _ = run(ours(MotionConfig(), synth.SIZE), list(clip.frames()), clip.labels.fps)
+    s = score(on, clip.labels)
+    assert s.caught == s.events == 3
+    assert s.onsets[1] <= 10
+    assert s.false_starts == 0
