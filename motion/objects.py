@@ -56,6 +56,7 @@ class Track:
     since: float = 0.0  # media time it was first judged a thing (see thing)
     centre: tuple[float, float] = (0.0, 0.0)  # of its regions last seen (path holds the
     # points it is measured by, which differ while it comes into view: Tracker._lead)
+    halfway: bool = False  # its path is half way through a first stretch (see making_way)
     side: tuple[int, int] = (0, 0)  # the frame edges a small region coming into view touches
     # (-1 left or top, 1 right or bottom, 0 neither): see Tracker.entering
 
@@ -146,14 +147,18 @@ class Tracker:
         return found
 
     def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
-        area = sum(r.area for r in regions)
-        real = sum(r.real for r in regions)
-        cx = sum(r.cx * r.area for r in regions) / area
-        cy = sum(r.cy * r.area for r in regions) / area
-        tr.x0 = min(r.x for r in regions)
-        tr.y0 = min(r.y for r in regions)
-        tr.x1 = max(r.x + r.w for r in regions)
-        tr.y1 = max(r.y + r.h for r in regions)
+        r = regions[0]
+        area, real, sx, sy = r.area, r.real, r.cx * r.area, r.cy * r.area
+        x0, y0, x1, y1 = r.x, r.y, r.x + r.w, r.y + r.h
+        for r in regions[1:]:  # usually none: one pass, no generators
+            area += r.area
+            real += r.real
+            sx += r.cx * r.area
+            sy += r.cy * r.area
+            x0, y0 = min(x0, r.x), min(y0, r.y)
+            x1, y1 = max(x1, r.x + r.w), max(y1, r.y + r.h)
+        cx, cy = sx / area, sy / area
+        tr.x0, tr.y0, tr.x1, tr.y1 = x0, y0, x1, y1
         side = self._side(tr, area)
         steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
         if side != tr.side:  # it came into view, or is all in view now: measure afresh
@@ -180,6 +185,9 @@ class Tracker:
             tr.travelled = t
             tr.stretches += 1
             tr.path = tr.path[-ENDS:]  # the next stretch starts where this one ended
+        # worked out once per sighting, not every frame it is asked
+        tr.halfway = (tr.stretches == 0 and len(tr.path) >= 2 * ENDS
+                      and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0), 0.5))
 
     def _side(self, tr: Track, area: int) -> tuple[int, int]:
         """The frame edges a small region touches (see Track.side), if it is coming into view
@@ -257,8 +265,7 @@ class Tracker:
         half the way, steadily, in half the least time. Its own steps (a gait starts and stops
         the pixels at its edges) must not teach its ground to be busy before it can count."""
         return (tr.stretches == 0 and not tr.scene and tr.thing is None
-                and t - tr.seen <= 1.5 * self.least and len(tr.path) >= 2 * ENDS
-                and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0), 0.5))
+                and t - tr.seen <= 1.5 * self.least and tr.halfway)
 
     def lingers(self, tr: Track, t: float) -> bool:
         """Whether a track arrived and its last stretch is recent enough to keep it."""
@@ -287,6 +294,8 @@ def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray, least
     big = np.flatnonzero(areas[1:] >= least) + 1
     if big.size > 4 * MAX_REGIONS:
         big = big[np.argsort(areas[big])[-4 * MAX_REGIONS:]]
+    if not keep:  # only the count outside busy places decides: pick in numpy
+        big = big[real[big] >= least]
     found = []
     for i, (x, y, w, h, a), (cx, cy) in zip(big.tolist(), stats[big].tolist(),
                                             centroids[big].tolist(), strict=True):
