@@ -78,6 +78,7 @@ class _Stream:
 class _Cut:
     """A segment decided at a keyframe, waiting for the muxer's fragments up to it."""
 
+    index: int
     fragments: int                 # the clip's fragments (GOPs) up to and including its last
     start: float
     duration: float
@@ -114,7 +115,8 @@ class Mp4Segmenter:
         self._keyframes = 0                   # GOPs begun in the clip (one fragment each)
         self._cuts: list[_Cut] = []           # segments decided, their last fragment to come
         self._last = 0.0
-        self.index = 0                        # the open segment's index
+        self.index = 0                        # the open segment's index (those before it may
+                                              # still wait for their last fragment: _cuts)
         self._closed = False
 
     @property
@@ -142,8 +144,9 @@ class Mp4Segmenter:
         self._mp4.write_packet(packet)           # a keyframe flushes the GOP before it
         if due:
             # (the keyframe that closed a segment is counted in the next one)
-            self._cuts.append(_Cut(self._keyframes, self._seg_start, t - self._seg_start,
-                                   self._seg_packets))
+            self._cuts.append(_Cut(self.index, self._keyframes, self._seg_start,
+                                   t - self._seg_start, self._seg_packets))
+            self.index += 1
             self._seg_start = t
             self._seg_packets = 0
             self._gops = 0
@@ -165,14 +168,15 @@ class Mp4Segmenter:
             return []
         done = self._ready()
         if self._cuts:
-            raise CaptureError(f"segmenter: segment {self.index} closed with "
+            raise CaptureError(f"segmenter: segment {self._cuts[0].index} closed with "
                                f"{self._out.emitted} fragments from the muxer, "
                                f"{self._cuts[0].fragments} expected")
         if not self._out.fragments:
             return done
-        return [*done, self._cut(_Cut(self._out.emitted, self._seg_start,
-                                      self._last + self._frame - self._seg_start,
-                                      self._seg_packets))]
+        last = _Cut(self.index, self._out.emitted, self._seg_start,
+                    self._last + self._frame - self._seg_start, self._seg_packets)
+        self.index += 1
+        return [*done, self._cut(last)]
 
     def _ready(self) -> list[Segment]:
         """The decided segments whose fragments have all come from the muxer."""
@@ -186,10 +190,8 @@ class Mp4Segmenter:
         have = self._out.fragments
         mine = len(have) - (self._out.emitted - cut.fragments)
         if mine <= 0 or not self._out.init:
-            raise CaptureError(f"segmenter: segment {self.index} closed with no fragment from "
+            raise CaptureError(f"segmenter: segment {cut.index} closed with no fragment from "
                                "the muxer")
         self._out.fragments = have[mine:]
-        seg = Segment(self.index, self._out.init, b"".join(have[:mine]), cut.start,
-                      cut.duration, cut.packets)
-        self.index += 1
-        return seg
+        return Segment(cut.index, self._out.init, b"".join(have[:mine]), cut.start,
+                       cut.duration, cut.packets)
