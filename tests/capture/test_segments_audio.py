@@ -57,13 +57,17 @@ def packets(frames: int, gop_seconds: float = 0.5, stall: tuple[int, float] = (0
 
 
 def segment(pkts: list[EncodedPacket], seconds: float, audio: AudioTap | None,
-            during: list[int] | None = None) -> list[Segment]:
-    """``during``: gets how many segments had come out before close()."""
+            during: list[int] | None = None, at: list[int] | None = None) -> list[Segment]:
+    """``during``: gets how many segments had come out before close(); ``at``: the index of
+    the packet whose write handed each one out."""
     seg = Mp4Segmenter(PyAvEncoder("libx264", width=320, height=240, fps=Fraction(FPS)).info,
                        seconds=seconds, audio=audio)
     out = []
-    for p in pkts:                       # one at a time, as the frame loop feeds it
-        out += seg.write([p])
+    for i, p in enumerate(pkts):         # one at a time, as the frame loop feeds it
+        got = seg.write([p])
+        out += got
+        if at is not None:
+            at += [i] * len(got)
     if during is not None:
         during.append(len(out))
     return out + seg.close()
@@ -93,9 +97,13 @@ def decoded(mp4: bytes) -> tuple[list[float], float, float, np.ndarray]:
 def test_each_segment_carries_both_tracks_and_the_sound_of_its_own_span(
         tmp_path: Path) -> None:
     mic = tone_mic(tmp_path, 10)
-    segs = segment(packets(100), 2.0, mic)
+    at: list[int] = []
+    segs = segment(packets(100), 2.0, mic, at=at)
     # the same cuts as without sound: 4 GOPs of 8 frames, then the rest
     assert [s.packets for s in segs] == [32, 32, 32, 4]
+    # each handed out within two frames of the keyframe that closed it (packets 32, 64, 96):
+    # the muxer held that keyframe only until the sound reached it
+    assert len(at) == 3 and all(0 < a - k <= 2 for a, k in zip(at, (32, 64, 96), strict=True)), at
     spans = []
     for s in segs:
         assert s.data[4:8] == b"ftyp"
