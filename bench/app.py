@@ -248,7 +248,8 @@ class HubProcess:
     """`doorstep home` as its own process, as the owner runs it (not in the bench process,
     whose agent and browser driver would share its interpreter)."""
 
-    def __init__(self, home: Path, keys: Keys, broker_port: int, log: Path) -> None:
+    def __init__(self, home: Path, keys: Keys, broker_port: int, log: Path, *,
+                 device: str = APP_DEVICE) -> None:
         from doorstep.bench.child import doorstep_command
         from doorstep.protocol.keys import public_text
 
@@ -261,7 +262,7 @@ class HubProcess:
             [*doorstep_command(), "home", "--home", str(home), "--port", "0",
              "--host", "127.0.0.1", "--mqtt-port", str(broker_port),
              "--key", str(keys.inbox_key),
-             "--device", f"{APP_DEVICE}={public_text(keys.device_public)}"],
+             "--device", f"{device}={public_text(keys.device_public)}"],
             stdout=self._out, stderr=self._out)
         _wait(lambda: url_file.exists() or self.proc.poll() is not None, 120, "the hub")
         if self.proc.poll() is not None:

@@ -88,10 +88,12 @@ class _Cut:
 class Mp4Segmenter:
     """Feed it a clip's packets (from a keyframe); it returns each segment as it closes.
 
-    A segment closes at the first keyframe at which it holds at least ``seconds`` of video,
-    so it is one or more whole GOPs (one GOP when the GOP is ``seconds`` or longer).
-    ``close()`` returns the last one. The first packet must be a keyframe, as for
-    FragmentedMp4Writer (packets before one are dropped).
+    The first segment closes after one GOP, so the start of a clip (its pre-roll, all at hand
+    at the trigger) leaves as soon and as small as it can, and the owner's app can start
+    playing it sooner on a slow uplink. Every later segment closes at the first keyframe at
+    which it holds at least ``seconds`` of video, so it is one or more whole GOPs (one GOP
+    when the GOP is ``seconds`` or longer). ``close()`` returns the last one. The first
+    packet must be a keyframe, as for FragmentedMp4Writer (packets before one are dropped).
 
     ``audio``: the microphone (clip.audio), muxed beside the video. The muxer then holds a
     keyframe back until the sound has caught up with it (a few frames; at most the writer's
@@ -140,7 +142,7 @@ class Mp4Segmenter:
             self._origin = packet.seconds
         t = packet.seconds - self._origin
         due = (packet.keyframe and self._gops > 0
-               and t - self._seg_start >= self.seconds - self._frame / 2)
+               and (self.index == 0 or t - self._seg_start >= self.seconds - self._frame / 2))
         self._mp4.write_packet(packet)           # a keyframe flushes the GOP before it
         if due:
             # (the keyframe that closed a segment is counted in the next one)

@@ -117,6 +117,7 @@ class MotionDetector:
         self.coarse = (ww // 2, wh // 2)
         zone = rasterize(cfg.zones, ww, wh) if cfg.zones else np.ones((wh, ww), bool)
         self._zone = zone.astype(np.uint8) * np.uint8(255)
+        self._zoned = bool(cfg.zones)  # else every pixel is watched: no mask to apply
         self._zone_area = max(1, int(zone.sum()))
         self._kernel3 = np.ones((3, 3), np.uint8)
         side = 2 * tu.shift_px + 1
@@ -125,7 +126,8 @@ class MotionDetector:
         self._small_px = max(3, math.ceil(self._zone_area * tu.small_area_pct / 100.0))
         self._tracker = Tracker(tu.travel_px, self._small_px, tu.travel_seconds,
                                 tu.linger_seconds, lost=0.7, pace=tu.pace,
-                                least=tu.travel_least_seconds)
+                                least=tu.travel_least_seconds, frame=self.work,
+                                large_px=self._min_px)
         self._rate = self._rates(tu, self.fps)
         self.reset()
 
@@ -244,7 +246,7 @@ class MotionDetector:
 
         # What moves: changed, differing now, in a zone, and dense enough to be an object.
         stirring = cv2.bitwise_and(changed, near)
-        moving = cv2.bitwise_and(stirring, self._zone)
+        moving = cv2.bitwise_and(stirring, self._zone) if self._zoned else stirring
         dense = _above(cv2.blur(moving, (3, 3)), 255.0 * tu.density)
         mask = cv2.bitwise_and(moving, dense)
         mask_c = _above(cv2.resize(mask, self.coarse, interpolation=cv2.INTER_AREA), 0.0)
@@ -270,13 +272,16 @@ class MotionDetector:
             cv2.accumulateWeighted(flux, allow, a)
         else:
             quiet = cv2.bitwise_not(changed)
-            still = cv2.bitwise_and(changed, cv2.bitwise_not(near))
+            still = cv2.subtract(changed, near)  # changed and not near (masks are 0 or 255)
             cv2.accumulateWeighted(x, bg, rate["bg"], mask=quiet)
             cv2.accumulateWeighted(x, bg, rate["absorb"], mask=still)
             cv2.accumulateWeighted(x, bg, rate["moving"], mask=stirring)
-            calm = cv2.bitwise_not(cv2.dilate(mask_c, self._kernel3))
-            rise = cv2.bitwise_and(cv2.compare(flux, allow, cv2.CMP_GT), calm)
-            fall = cv2.bitwise_and(cv2.bitwise_not(rise), calm)
+            # calm: nothing moves nearby; rise where the pixel varies more than its allowance,
+            # fall elsewhere (one saturating subtract is an and-not of two 0/255 masks)
+            moved = cv2.dilate(mask_c, self._kernel3)
+            more = cv2.compare(flux, allow, cv2.CMP_GT)
+            rise = cv2.subtract(more, moved)
+            fall = cv2.bitwise_not(cv2.bitwise_or(more, moved))
             cv2.accumulateWeighted(flux, allow, rate["rise"], mask=rise)
             cv2.accumulateWeighted(flux, allow, rate["fall"], mask=fall)
         for box, before in zip(self._guarded, held, strict=True):
@@ -316,7 +321,7 @@ class MotionDetector:
         blinking light, leaves), where someone walking past starts it once or twice. Returns
         the busy places at the work size (u8)."""
         tu, act = self.tuning, self._activity
-        starts = cv2.bitwise_and(mask_c, cv2.bitwise_not(self._was))
+        starts = cv2.subtract(mask_c, self._was)  # moving now, not last frame
         self._was = mask_c
         found = self._tracker.boxes(t)
         # a small track half way through its first stretch out in quiet ground: its own steps
@@ -343,7 +348,7 @@ class MotionDetector:
         a thing that large moves (not light, not a blur at the lens), or a followed region has
         travelled (or travelled and now stirs in place)."""
         # Nothing outside busy places moves, and no visitor lingers: no regions to follow.
-        outside = cv2.countNonZero(cv2.bitwise_and(mask_c, cv2.bitwise_not(busy)))
+        outside = cv2.countNonZero(cv2.subtract(mask_c, busy))
         if 4 * outside < self._small_px and not self._kept_bg:
             self._seen = self._tracker.update([], t, learning)
             self._proven = False
@@ -353,7 +358,7 @@ class MotionDetector:
         # Each region's pixels outside busy places (busy is half size: each of its pixels
         # stands for four).
         real = stats[:, cv2.CC_STAT_AREA].copy()
-        if cv2.countNonZero(cv2.bitwise_and(mask_c, busy)):
+        if cv2.countNonZero(mask_c) > outside:  # some of it moves in busy places
             real -= 4 * np.bincount(labels[::2, ::2][busy > 0], minlength=n)
             np.maximum(real, 0, out=real)
         keep = [(tr.x0, tr.y0, tr.x1, tr.y1) for tr in self._tracker.tracks if tr.arrived]

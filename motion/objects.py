@@ -54,6 +54,11 @@ class Track:
     # it light on it or a blur in front of the lens (False)? None: never large
     regions: list[Region] = field(default_factory=list)  # matched this frame
     since: float = 0.0  # media time it was first judged a thing (see thing)
+    centre: tuple[float, float] = (0.0, 0.0)  # of its regions last seen (path holds the
+    # points it is measured by, which differ while it comes into view: Tracker._lead)
+    halfway: bool = False  # its path is half way through a first stretch (see making_way)
+    side: tuple[int, int] = (0, 0)  # the frame edges a small region coming into view touches
+    # (-1 left or top, 1 right or bottom, 0 neither): see Tracker.entering
 
     @property
     def arrived(self) -> bool:
@@ -78,7 +83,10 @@ class Tracker:
     """
 
     def __init__(self, travel_px: float, small_px: int, window: float, linger: float,
-                 lost: float, pace: float, least: float) -> None:
+                 lost: float, pace: float, least: float,
+                 frame: tuple[int, int] = (0, 0), large_px: int = 0) -> None:
+        self.frame = frame  # work pixels (w, h); (0, 0): no edge is special
+        self.large_px = large_px  # a region this large is judged as a thing, not measured so
         self.travel_px = travel_px
         self.least = least  # seconds: the shortest stretch (a twig's or a shrug's swing is
         # shorter, and turns back)
@@ -110,7 +118,9 @@ class Tracker:
                 seen.append(tr)
         for r in fresh:
             tr = Track(r.x, r.y, r.x + r.w, r.y + r.h, t, r.area, r.real, float(r.area),
-                       r.area, scene=learning, path=[(t, r.cx, r.cy)], regions=[r])
+                       r.area, scene=learning, regions=[r])
+            tr.centre, tr.side = (r.cx, r.cy), self._side(tr, r.area)
+            tr.path = [(t, *self._lead(r.cx, r.cy, tr.side))]
             self.tracks.append(tr)
             seen.append(tr)
         # a visitor who arrived may pause between gestures for longer than a walker is lost
@@ -122,7 +132,7 @@ class Tracker:
         """For each region, the index of the track it belongs to (its box, widened by a
         slack, overlaps the region's; the nearest centre wins), or -1. A handful of boxes:
         plain Python is quicker than numpy here."""
-        gates = [(tr.x0 - sl, tr.y0 - sl, tr.x1 + sl, tr.y1 + sl, tr.path[-1][1], tr.path[-1][2])
+        gates = [(tr.x0 - sl, tr.y0 - sl, tr.x1 + sl, tr.y1 + sl, *tr.centre)
                  for tr in self.tracks
                  for sl in (2 + (tr.x1 - tr.x0 + tr.y1 - tr.y0) // 8,)]
         found = []
@@ -137,15 +147,24 @@ class Tracker:
         return found
 
     def _advance(self, tr: Track, regions: list[Region], t: float) -> None:
-        area = sum(r.area for r in regions)
-        real = sum(r.real for r in regions)
-        cx = sum(r.cx * r.area for r in regions) / area
-        cy = sum(r.cy * r.area for r in regions) / area
-        tr.x0 = min(r.x for r in regions)
-        tr.y0 = min(r.y for r in regions)
-        tr.x1 = max(r.x + r.w for r in regions)
-        tr.y1 = max(r.y + r.h for r in regions)
+        r = regions[0]
+        area, real, sx, sy = r.area, r.real, r.cx * r.area, r.cy * r.area
+        x0, y0, x1, y1 = r.x, r.y, r.x + r.w, r.y + r.h
+        for r in regions[1:]:  # usually none: one pass, no generators
+            area += r.area
+            real += r.real
+            sx += r.cx * r.area
+            sy += r.cy * r.area
+            x0, y0 = min(x0, r.x), min(y0, r.y)
+            x1, y1 = max(x1, r.x + r.w), max(y1, r.y + r.h)
+        cx, cy = sx / area, sy / area
+        tr.x0, tr.y0, tr.x1, tr.y1 = x0, y0, x1, y1
+        side = self._side(tr, area)
         steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
+        if side != tr.side:  # it came into view, or is all in view now: measure afresh
+            steady, tr.side = False, side
+        elif side != (0, 0) and area >= 0.5 * tr.mean_area:
+            steady = True  # coming into view grows it, step by step: that is no new shape
         if area > 3.0 * tr.mean_area + 4 * self.small_px:
             # something much larger swept over it (a headlight over where a visitor stood):
             # a new thing, judged afresh
@@ -158,13 +177,45 @@ class Tracker:
         tr.seen, tr.area, tr.real = t, area, real
         if not steady:  # it split, merged or changed shape: measure afresh from here
             tr.path = []
-        tr.path.append((t, cx, cy))
+        tr.centre = (cx, cy)
+        tr.path.append((t, *self._lead(cx, cy, side)))
         while tr.path[0][0] < t - self.window:
             tr.path.pop(0)
         if 2 * real >= area and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0)):
             tr.travelled = t
             tr.stretches += 1
             tr.path = tr.path[-ENDS:]  # the next stretch starts where this one ended
+        # worked out once per sighting, not every frame it is asked
+        tr.halfway = (tr.stretches == 0 and len(tr.path) >= 2 * ENDS
+                      and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0), 0.5))
+
+    def _side(self, tr: Track, area: int) -> tuple[int, int]:
+        """The frame edges a small region touches (see Track.side), if it is coming into view
+        there: never judged as a large thing, smaller than one, and not yet travelled."""
+        w, h = self.frame
+        if not w or tr.thing is not None or tr.stretches or area >= self.large_px:
+            return (0, 0)
+        sx = -1 if tr.x0 <= 0 else (1 if tr.x1 >= w else 0)
+        sy = -1 if tr.y0 <= 0 else (1 if tr.y1 >= h else 0)
+        if tr.x0 <= 0 and tr.x1 >= w:
+            sx = 0
+        if tr.y0 <= 0 and tr.y1 >= h:
+            sy = 0
+        return (sx, sy)
+
+    def _lead(self, cx: float, cy: float, side: tuple[int, int]) -> tuple[float, float]:
+        """The point a track is measured by. Someone walking in from the edge of the view
+        shows more of themselves each frame while the edge cuts off the rest: the centre of
+        what shows moves at half their pace. Its mirror across the edge (twice the centre's
+        distance from it) is their leading edge, and moves at their pace; it is still an
+        average over all their pixels, not a box's jumpy edge."""
+        w, h = self.frame
+        sx, sy = side
+        if sx:
+            cx = 2.0 * cx if sx < 0 else 2.0 * cx - (w - 1)
+        if sy:
+            cy = 2.0 * cy if sy < 0 else 2.0 * cy - (h - 1)
+        return cx, cy
 
     def _stretch(self, path: list[tuple[float, float, float]], size: int,
                  part: float = 1.0) -> bool:
@@ -214,8 +265,7 @@ class Tracker:
         half the way, steadily, in half the least time. Its own steps (a gait starts and stops
         the pixels at its edges) must not teach its ground to be busy before it can count."""
         return (tr.stretches == 0 and not tr.scene and tr.thing is None
-                and t - tr.seen <= 1.5 * self.least and len(tr.path) >= 2 * ENDS
-                and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0), 0.5))
+                and t - tr.seen <= 1.5 * self.least and tr.halfway)
 
     def lingers(self, tr: Track, t: float) -> bool:
         """Whether a track arrived and its last stretch is recent enough to keep it."""
@@ -244,6 +294,8 @@ def regions_of(stats: np.ndarray, centroids: np.ndarray, real: np.ndarray, least
     big = np.flatnonzero(areas[1:] >= least) + 1
     if big.size > 4 * MAX_REGIONS:
         big = big[np.argsort(areas[big])[-4 * MAX_REGIONS:]]
+    if not keep:  # only the count outside busy places decides: pick in numpy
+        big = big[real[big] >= least]
     found = []
     for i, (x, y, w, h, a), (cx, cy) in zip(big.tolist(), stats[big].tolist(),
                                             centroids[big].tolist(), strict=True):

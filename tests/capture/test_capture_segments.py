@@ -49,8 +49,9 @@ def times(mp4: bytes) -> list[float]:
 def test_segments_close_at_gop_boundaries_and_play_alone() -> None:
     pkts = packets(100)                          # 6.67 s, a keyframe every 8 frames
     segs = segment(pkts, 2.0)
-    # 2 s is 3.75 GOPs: a segment closes at the first keyframe at or past 2 s (4 GOPs)
-    assert [s.packets for s in segs] == [32, 32, 32, 4]
+    # the first segment is one GOP (8 frames), so a clip's start leaves at once and small;
+    # 2 s is 3.75 GOPs: every later one closes at the first keyframe at or past 2 s (4 GOPs)
+    assert [s.packets for s in segs] == [8, 32, 32, 28]
     assert [s.index for s in segs] == [0, 1, 2, 3]
     assert sum(s.packets for s in segs) == len(pkts)
     for s in segs:

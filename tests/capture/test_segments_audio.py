@@ -99,11 +99,11 @@ def test_each_segment_carries_both_tracks_and_the_sound_of_its_own_span(
     mic = tone_mic(tmp_path, 10)
     at: list[int] = []
     segs = segment(packets(100), 2.0, mic, at=at)
-    # the same cuts as without sound: 4 GOPs of 8 frames, then the rest
-    assert [s.packets for s in segs] == [32, 32, 32, 4]
-    # each handed out within two frames of the keyframe that closed it (packets 32, 64, 96):
+    # the same cuts as without sound: one GOP of 8 frames, then 4 GOPs, then the rest
+    assert [s.packets for s in segs] == [8, 32, 32, 28]
+    # each handed out within two frames of the keyframe that closed it (packets 8, 40, 72):
     # the muxer held that keyframe only until the sound reached it
-    assert len(at) == 3 and all(0 < a - k <= 2 for a, k in zip(at, (32, 64, 96), strict=True)), at
+    assert len(at) == 3 and all(0 < a - k <= 2 for a, k in zip(at, (8, 40, 72), strict=True)), at
     spans = []
     for s in segs:
         assert s.data[4:8] == b"ftyp"

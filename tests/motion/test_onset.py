@@ -6,6 +6,7 @@ trigger's start_frames are met."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,46 @@ def test_a_small_walkers_own_steps_do_not_make_its_ground_busy(shared_data: Path
     s = score(on, clip.labels)
     assert s.caught == s.events == 3
     assert s.onsets[2] <= 10
+
+
+def test_a_small_walker_coming_in_from_the_edge_is_measured_by_its_leading_edge(
+        shared_data: Path) -> None:
+    # the second walker of the 30 s small-walkers scene walks in from the frame's edge at about
+    # 0.19 work px a frame: the centre of what shows moves at half that while the edge cuts it
+    # off, and each step in its growing size restarted the measurement (onset 13 frames)
+    (clip,) = synth_clips(shared_data / "motion", 30.0, ("small-walkers",))
+    on, _ = run(ours(MotionConfig(), synth.SIZE), list(clip.frames()), clip.labels.fps)
+    s = score(on, clip.labels)
+    assert s.caught == s.events == 3
+    assert s.onsets[1] <= 10
+    assert s.false_starts == 0
+
+
+def _walk_in_from_the_edge(seed: int, speed: float) -> int | None:
+    """A small textured person (10x24 lores px, 0.3% of the frame) walking in from the left
+    edge at ``speed`` lores px a frame: frames from when three columns of them show until
+    motion turns on (None: never, within 5 s)."""
+    rng = np.random.default_rng(seed)
+    pattern = np.clip(40 + np.random.default_rng(seed + 10).normal(0, 25, (24, 10)), 0, 255)
+    bg = scene(seed=seed)
+    det = MotionDetector(MotionConfig(), (W, H), FPS)
+    enter = int(4 * FPS)
+    showing = enter + math.ceil(3 / speed)
+    for i in range(int(9 * FPS)):
+        img = bg.copy()
+        if i >= enter:
+            cols = np.arange(10) + math.floor(-10 + speed * (i - enter))
+            inside = (cols >= 0) & (cols < W)
+            img[150:174, cols[inside]] = pattern[:, inside]
+        if det.update(finish(img, rng), i / FPS).motion and i >= enter:
+            return i - showing
+    return None
+
+
+def test_a_small_slow_walker_coming_in_from_the_edge_counts_within_a_second() -> None:
+    # what shows of them grows while the edge cuts off the rest, so the centre of what shows
+    # moves at half their pace, and each jump in size restarted the measurement: before,
+    # motion turned on 21 frames after they showed (1.4 s)
+    for seed in (1, 2):
+        onset = _walk_in_from_the_edge(seed, 0.4)
+        assert onset is not None and onset <= 12, (seed, onset)

@@ -25,11 +25,11 @@ from tests.capture.conftest import synthetic_i420
 from tests.conftest import Keys
 
 FPS = 15
-FRAMES = 90          # 6 s: three 2 s segments
+FRAMES = 90          # 6 s: a first segment of one GOP, then 2 s ones (four in all)
 
 
 def store_with_a_clip(tmp_path: Path, keys: Keys) -> tuple[Path, list[int]]:
-    """A store directory as the inbox writes it: three segments and their clip event."""
+    """A store directory as the inbox writes it: four segments and their clip event."""
     outbox = Outbox(tmp_path / "outbox", device="test", key=keys.device, quota_bytes=1 << 30)
     sealer = Sealer(outbox, [keys.owner.recipient])
     enc = PyAvEncoder("libx264", width=320, height=240, fps=Fraction(FPS), gop_seconds=0.5,
@@ -64,12 +64,12 @@ def frames_of(path: Path) -> list[float]:
 def test_open_joins_a_clips_segments(tmp_path: Path, keys: Keys,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     store, seqs = store_with_a_clip(tmp_path, keys)
-    assert len(seqs) == 3
+    assert len(seqs) == 4
     out = tmp_path / "plain"
     assert main(["-q", "open", str(store), "-i", str(keys.owner_file),
                  "--out-dir", str(out)]) == 0
     said = capsys.readouterr().out
-    assert f"joined 3 segment(s) (whole) -> {out / f'{seqs[0]:010d}.clip.mp4'}" in said
+    assert f"joined 4 segment(s) (whole) -> {out / f'{seqs[0]:010d}.clip.mp4'}" in said
     times = frames_of(out / f"{seqs[0]:010d}.clip.mp4")
     assert len(times) == FRAMES and times[0] == 0.0
     assert times[-1] == pytest.approx((FRAMES - 1) / FPS)
@@ -89,8 +89,7 @@ def test_open_says_a_clip_is_missing_a_segment_and_writes_the_rest(
             in captured.err)
     assert "Traceback" not in captured.err
     times = frames_of(out / f"{seqs[0]:010d}.clip.mp4")
-    # the first and last segments, with a hole in time where the middle one (4 GOPs of 8
-    # frames) was
+    # the other segments, with a hole in time where the second one (4 GOPs of 8 frames) was
     assert len(times) == FRAMES - 32
     assert max(b - a for a, b in itertools.pairwise(times)) > 2.0
-    assert len(list(out.glob("*.segment.mp4"))) == 2
+    assert len(list(out.glob("*.segment.mp4"))) == 3

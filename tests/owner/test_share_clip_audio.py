@@ -25,11 +25,11 @@ from tests.agent.rtcpeer import dominant_hz
 from tests.capture.test_segments_audio import FPS, HZ, packets, segment, tone_mic
 from tests.conftest import Keys
 
-FRAMES = 90          # 6 s: three 2 s segments
+FRAMES = 90          # 6 s: a first segment of one GOP, then 2 s ones (four in all)
 
 
 def store_with_a_clip_with_sound(tmp_path: Path, keys: Keys) -> tuple[Path, list[int]]:
-    """A store directory as the inbox writes it: three segments with sound, and the clip
+    """A store directory as the inbox writes it: four segments with sound, and the clip
     event."""
     outbox = Outbox(tmp_path / "outbox", device="test", key=keys.device, quota_bytes=1 << 30)
     sealer = Sealer(outbox, [keys.owner.recipient])
@@ -63,11 +63,11 @@ def sound_and_video(mp4: Path) -> tuple[int, float, float, np.ndarray]:
 def test_open_joins_a_clip_with_sound_into_one_mp4_with_both_tracks(
         tmp_path: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
     store, seqs = store_with_a_clip_with_sound(tmp_path, keys)
-    assert len(seqs) == 3
+    assert len(seqs) == 4
     out = tmp_path / "plain"
     assert main(["-q", "open", str(store), "-i", str(keys.owner_file),
                  "--out-dir", str(out)]) == 0
-    assert "joined 3 segment(s) (whole)" in capsys.readouterr().out
+    assert "joined 4 segment(s) (whole)" in capsys.readouterr().out
     frames, video_end, sound_end, samples = sound_and_video(out / f"{seqs[0]:010d}.clip.mp4")
     assert frames == FRAMES
     assert abs(sound_end - video_end) < 2 / FPS, (sound_end, video_end)
@@ -88,7 +88,7 @@ def test_a_shared_clip_with_sound_verifies_and_joins_with_both_tracks(
     mp4 = tmp_path / "shared.mp4"
     assert main(["-q", "verify-share", str(bundle), "--identity", str(key),
                  "--device-key", keys.device.public_text(), "--mp4", str(mp4)]) == 0
-    assert f"3 segment(s) from seq {seqs[0]}, each signed by it: verified" in \
+    assert f"4 segment(s) from seq {seqs[0]}, each signed by it: verified" in \
         capsys.readouterr().out
     frames, video_end, sound_end, samples = sound_and_video(mp4)
     assert frames == FRAMES

@@ -255,6 +255,37 @@ def test_a_tampered_segment_is_refused_with_a_clear_message(home: dict[str, Any]
     assert got["segments"] == 2, got     # nothing of it was played
 
 
+def test_a_finished_clip_whose_segments_are_still_coming_plays_as_they_arrive(
+        home: dict[str, Any]) -> None:
+    """On a slow uplink the small clip event is stored before the clip's last segments (it goes
+    ahead of video), and they keep coming for longer than the player's grace: the clip plays
+    as they arrive and to its end, rather than "Cannot open" or an early end."""
+    house: Household = home["house"]
+    driver = home["driver"]
+    feed = Feed(house)
+    segs, event = feed.clip(_plains(house))
+    feed.put(segs[0])
+    feed.put(event)                      # finished recording; the rest is still uploading
+    driver.get("about:blank")
+    driver.get(house.url + "#timeline")
+    card = f'a.card.clip[data-seq="{event[0].seq}"]'
+    # the owner taps the clip's card once the app has opened its clip event ("Clip, 6.0 s")
+    wait_for(lambda: driver.execute_script(
+        f"const c = document.querySelector('{card}'); "
+        "return c && /Clip, [0-9]/.test(c.textContent) && (c.click(), true)"), 30,
+        f"the finished clip's card: {console(driver)}")
+    until(driver, lambda s: s["live"] and s["segments"] >= 1, 30,
+          "the player, on the segments already here")
+    driver.execute_script(PLAY)
+    for s in segs[1:]:
+        time.sleep(2.5)                  # each later than the last, 4 s grace gone by the end
+        feed.put(s)
+    end = until(driver, lambda s: s["ended"] and s["finished"], 90, "the clip's end")
+    assert end["segments"] == len(segs) and end["finished"] == "1", end
+    assert "all" in end["status"] and "never arrived" not in end["status"], end
+    assert not end["refused"], (end, console(driver))
+
+
 def test_a_clip_with_sound_plays_its_segments_with_the_aac_track(
         home: dict[str, Any], tmp_path: Path) -> None:
     """clip.audio: each segment's init has the AAC track beside the video. The player gives

@@ -227,7 +227,10 @@ async function clipView(device, seq) {
     const event = items.filter((e) => e.device === device)
       .map((e) => opened.get(`${e.device}/${e.seq}`)?.body)
       .find((b) => b?.type === "clip" && b.clip_seq === seq);
-    if (!event && window.MediaSource) return liveClipView(device, seq);   // still recording
+    // still recording, or recorded but its last segments still on their way up
+    if (window.MediaSource && (!event || !(await segments.allStored(device, event.segments || [])))) {
+      return liveClipView(device, seq);
+    }
     const seqs = segments.segmentSeqs(seq, event, items, device);
     const each = await Promise.all(seqs.map((n) => openItem({ device, seq: n, kind: "segment" })));
     const bad = each.find((g) => g.error);
@@ -273,13 +276,14 @@ async function clipView(device, seq) {
     to, note, h("button", { id: "share", onclick: share }, "Share"), result));
 }
 
-// A clip of segments that is still recording: played as its segments arrive (liveclip.js).
+// A clip of segments that is still recording, or whose last segments are still on their way
+// up: played as its segments arrive (liveclip.js).
 function liveClipView(device, seq) {
   const [status, notes, video] = liveclip.view({ h, device, first: seq, open: openItem, items, opened });
   video.addEventListener("loadeddata", () => { window.__firstFrame = performance.now() - window.__tapped; }, { once: true });
   main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
     h("p", {}, `${device}'s clip, stored as segments: each is signed, verified and decrypted here before it plays`),
-    status, notes, video, h("p", { id: "no-share" }, "It can be shared once it has finished recording.")));
+    status, notes, video, h("p", { id: "no-share" }, "It can be shared once it has finished recording and all its segments are here.")));
 }
 
 // -- the doorbells ----------------------------------------------------------------------------

@@ -69,6 +69,7 @@ export class LiveClip {
     this.appended = [];            // seqs in the SourceBuffer, in the order they went in
     this.listed = null;            // the clip event's segment seqs, once it has come
     this.finishedAt = 0;
+    this.arrivedAt = 0;            // when the last segment went in
     this.refused = null;
     this.ended = false;
     this.gapSince = 0;
@@ -112,6 +113,7 @@ export class LiveClip {
     }
     await this.append(fragments);
     this.appended.push(seq);
+    this.arrivedAt = performance.now();
     this.video.dataset.segments = String(this.appended.length);
     this.maybeEnd();
   }
@@ -143,8 +145,11 @@ export class LiveClip {
     const missing = this.listed.filter((s) => !this.appended.includes(s));
     // a listed segment not here yet may still come: the stream is ended without it only once
     // playback has caught up with what is here and GRACE_MS have passed since the clip event
+    // and since the last segment came (on a slow uplink the small clip event comes first and
+    // the segments follow it for as long as the link needs)
     const b = this.video.buffered, edge = b.length ? b.end(b.length - 1) : 0;
-    if (missing.length && (performance.now() - this.finishedAt < GRACE_MS || this.video.currentTime < edge - 0.5)) return;
+    const quiet = performance.now() - Math.max(this.finishedAt, this.arrivedAt);
+    if (missing.length && (quiet < GRACE_MS || this.video.currentTime < edge - 0.5)) return;
     this.ended = true;
     this.ms.endOfStream();
     const lost = this.lost.length ? `; the doorbell could not store segment(s) ${this.lost.map((i) => i + 1).join(", ")}` : "";

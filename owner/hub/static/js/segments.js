@@ -63,3 +63,18 @@ export function segmentSeqs(first, clipEvent, items, device) {
   return [first, ...items.filter((i) => i.device === device && i.kind === "segment" &&
     i.parent === String(first)).map((i) => i.seq)].sort((a, b) => a - b);
 }
+
+// Are all of a finished clip's segments in the hub's store yet? On a slow uplink the clip
+// event (small, and sent ahead of video) is stored before the clip's last segments; such a
+// clip is played as it still records, as its segments arrive. Asks the hub which of the
+// seqs it holds (their signed manifests, which the player checks again one by one).
+export async function allStored(device, seqs) {
+  if (!seqs.length) return true;
+  const lo = Math.min(...seqs), hi = Math.max(...seqs);
+  if (hi - lo >= 500) return true;           // more than one page: the whole-clip path says what is missing
+  const r = await fetch(`/api/devices/${encodeURIComponent(device)}/manifests?from=${lo}&to=${hi}`,
+    { credentials: "same-origin" });
+  if (!r.ok) return true;
+  const have = new Set((await r.json()).manifests.map((m) => m.seq));
+  return seqs.every((s) => have.has(s));
+}
