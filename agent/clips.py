@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.frames import EncodedPacket, StreamInfo
 from doorstep.capture.segments import Mp4Segmenter, Segment
 from doorstep.core.errors import DiskFull, OutboxError, SealError
@@ -37,11 +38,13 @@ class SegmentedClip:
 
     def __init__(self, info: StreamInfo, *, clip: int, priority: Priority, seconds: float,
                  store: Callable[[bytes, Priority, str, frozenset[int]], Item],
-                 submit: Submit) -> None:
+                 submit: Submit, audio: AudioTap | None = None) -> None:
+        """``audio``: the microphone, when clips have sound (clip.audio): every segment then
+        carries its span's sound beside the video."""
         self.clip = clip
         self.priority = priority
         self._info = info
-        self._segmenter = Mp4Segmenter(info, seconds=seconds)
+        self._segmenter = Mp4Segmenter(info, seconds=seconds, audio=audio)
         self._store = store
         self._submit = submit
         self.first: EncodedPacket | None = None

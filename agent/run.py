@@ -288,7 +288,8 @@ class Agent:
             self._clip = SegmentedClip(self.encoder.info, clip=self._want.clip,
                                        priority=priority, seconds=seconds,
                                        store=self.sealer.segment,
-                                       submit=self._committer.submit)
+                                       submit=self._committer.submit,
+                                       audio=self.sealer.audio)
             self._write_clip(self.preroll.since(self._resume_at))
             return
         try:

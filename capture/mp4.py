@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 import av
+import numpy as np
 
 from doorstep.capture.clipaudio import AudioTap
 from doorstep.capture.frames import EncodedPacket, StreamInfo
@@ -22,6 +23,12 @@ MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 AUDIO_RATE = 48000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 AUDIO_BITRATE = 64000             # AAC, mono: clip.audio (docs/talk.md)
+# With sound, the muxer holds each video packet until the sound has reached its time (so a
+# fragment holds its GOP's sound); a microphone that falls silent would hold the video, and so
+# every fragment and segment, until the clip ends. FFmpeg's limit on that wait (10 s by
+# default), in microseconds: past it, the video goes on without the sound.
+INTERLEAVE_US = "300000"
+AUDIO_SLACK = 0.1                 # seconds the sound may drift from the video's clock
 
 
 class ByteSink(Protocol):
@@ -67,7 +74,8 @@ class FragmentedMp4Writer:
         self._out = _ForwardOnly(sink)
         try:
             self._container: Any = av.open(self._out, "w", format="mp4",
-                                           options={"movflags": movflags})
+                                           options={"movflags": movflags,
+                                                    "max_interleave_delta": INTERLEAVE_US})
             self._stream = self._container.add_mux_stream(
                 "h264", rate=info.fps, width=info.width, height=info.height)
             self._stream.time_base = info.time_base
@@ -86,7 +94,9 @@ class FragmentedMp4Writer:
         self._closed = False
         self._audio_after = 0.0        # wall time of the last audio frame taken
         self._audio_pts = 0            # samples of sound written so far
+        self._last_wall = 0.0          # wall time of the last packet written
         self.audio_frames = 0
+        self.audio_dropped = 0         # frames left out to keep the sound to the video
 
     @property
     def bytes_written(self) -> int:
@@ -123,7 +133,7 @@ class FragmentedMp4Writer:
             raise CaptureError(f"mp4 writer: packet dts {dts} does not follow "
                                f"{self._last_dts - self._origin} (time base {tb})")
         if self._audio is not None:
-            self._write_audio(packet.wall)
+            self._write_audio(packet.wall, float(pts * tb))
         av_packet = av.Packet(packet.data)
         av_packet.pts = pts
         av_packet.dts = dts
@@ -135,27 +145,54 @@ class FragmentedMp4Writer:
         except av.FFmpegError as e:
             raise CaptureError(f"mp4 writer: muxing failed at packet {self.packets}: {e}") from e
         self._last_dts = dts + self._origin
+        self._last_wall = packet.wall
         self.packets += 1
 
-    def _write_audio(self, until: float) -> None:
-        """The microphone's frames up to ``until`` (wall time). The first frame's time sets
-        where the sound starts against the video; after it, samples follow one another (the
-        microphone's own clock), so a frame lost on the way never makes time run backwards."""
+    def _write_audio(self, until: float, at: float) -> None:
+        """The microphone's frames up to ``until``: the wall time of the video at clip time
+        ``at``. A frame's wall time puts it against that video. Samples follow one another
+        (the microphone's own clock) while they stay within AUDIO_SLACK of where the video
+        puts them; past that the sound is set back in step: a frame that would come too late
+        is left out (the video fell behind the wall clock: a source that stalled), and a gap
+        before one that comes too early is filled with silence (frames the microphone lost).
+        The sound starts with the video, in silence until the microphone's first frame."""
         assert self._audio is not None and self.start_wall is not None
         after = self._audio_after or self.start_wall
         for wall, frame in self._audio.since(after, until):
-            if not self._audio_pts:
-                self._audio_pts = max(0, round((wall - self.start_wall) * AUDIO_RATE))
+            self._audio_after = wall
+            place = round((at - (until - wall)) * AUDIO_RATE)   # by the video's clock
+            if place - self._audio_pts > AUDIO_SLACK * AUDIO_RATE or not self.audio_frames:
+                self._audio_silence(place)
+            elif self._audio_pts - place > AUDIO_SLACK * AUDIO_RATE:
+                self.audio_dropped += 1
+                continue
             frame.pts = self._audio_pts
             frame.time_base = AUDIO_TIME_BASE
-            try:
-                for p in self._astream.encode(frame):
-                    self._container.mux(p)
-            except av.FFmpegError as e:
-                raise CaptureError(f"mp4 writer: audio failed: {e}") from e
+            self._encode_audio(frame)
             self._audio_pts += frame.samples
-            self._audio_after = wall
             self.audio_frames += 1
+
+    def _audio_silence(self, until: int) -> None:
+        """Silence from where the sound has got to up to sample ``until``. (At the start,
+        without it the muxer would start the sound at 0 anyway, the first AAC frame stretched
+        over the gap, and a player would hear a jump there.)"""
+        samples = until - self._audio_pts
+        if samples <= 0:
+            return
+        quiet = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.int16), format="s16",
+                                           layout="mono")
+        quiet.sample_rate = AUDIO_RATE
+        quiet.pts = self._audio_pts
+        quiet.time_base = AUDIO_TIME_BASE
+        self._encode_audio(quiet)
+        self._audio_pts = until
+
+    def _encode_audio(self, frame: Any) -> None:
+        try:
+            for p in self._astream.encode(frame):
+                self._container.mux(p)
+        except av.FFmpegError as e:
+            raise CaptureError(f"mp4 writer: audio failed: {e}") from e
 
     def close(self) -> None:
         """Write the last fragment and the trailer. Does not close the sink."""
@@ -164,8 +201,15 @@ class FragmentedMp4Writer:
         self._closed = True
         try:
             if self._audio is not None and self.start_wall is not None:
-                for p in self._astream.encode(None):
-                    self._container.mux(p)
+                # the sound of the last frame too: what the microphone has of it by now,
+                # and silence for the little it has not read yet, so the sound ends with
+                # the video
+                end = self.duration + float(1 / self.info.fps)
+                self._write_audio(self._last_wall + end - self.duration, end)
+                if self.audio_frames:
+                    self._audio_silence(min(round(end * AUDIO_RATE),
+                                            self._audio_pts + round(AUDIO_SLACK * AUDIO_RATE)))
+                self._encode_audio(None)
             self._container.close()
         except av.FFmpegError as e:
             raise CaptureError(f"mp4 writer: finishing the file failed: {e}") from e

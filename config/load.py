@@ -271,9 +271,6 @@ def _check_voice(config: Config, problems: list[str]) -> None:
     if config.clip.audio and not (voice.microphone or config.rtc.microphone):
         problems.append("clip.audio: true, but there is no microphone (set voice.microphone "
                         "or rtc.microphone)")
-    if config.clip.audio and config.clip.segment_seconds:
-        problems.append("clip.audio: sound is recorded in whole clips only; set "
-                        "clip.segment_seconds = 0 (segments with sound are not built)")
     if voice.voicemail_seconds and not (voice.microphone or config.rtc.microphone):
         problems.append("voice.voicemail_seconds: set, but there is no microphone to record "
                         "with (set voice.microphone or rtc.microphone)")

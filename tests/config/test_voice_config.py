@@ -34,12 +34,23 @@ def test_a_whole_voice_section_is_accepted() -> None:
     ("[voice]\nvoicemail_seconds = 600\n", "voice.voicemail_seconds: 600.0 is out of range"),
     ("[voice]\nspeak = 1\n", "voice.speak: unknown key"),
     ("[clip]\naudio = true\n", "clip.audio: true, but there is no microphone"),
-    ('[clip]\naudio = true\nsegment_seconds = 2\n[voice]\nmicrophone = "alsa:default"\n',
-     "clip.audio: sound is recorded in whole clips only"),
+    ("[clip]\naudio = true\nsegment_seconds = 2\n",
+     "clip.audio: true, but there is no microphone"),
 ])
 def test_voice_problems_name_their_keys(extra: str, message: str) -> None:
     found = problems_of(extra)
     assert any(message in p for p in found), found
+
+
+def test_sound_is_recorded_in_segmented_clips_too() -> None:
+    """clip.audio with clips as segments (the default segment_seconds = 2) and with one-file
+    clips: both accepted, and sound stays off unless asked for."""
+    for seconds in (2, 0.5, 0):
+        cfg = parse_config(f'{OWNER}[clip]\naudio = true\nsegment_seconds = {seconds}\n'
+                           '[voice]\nmicrophone = "alsa:hw:1,0"\n')
+        assert cfg.clip.audio and cfg.clip.segment_seconds == seconds
+    cfg = parse_config(f'{OWNER}[voice]\nmicrophone = "alsa:hw:1,0"\n')
+    assert cfg.clip.audio is False and cfg.clip.segment_seconds == 2
 
 
 def test_rtcs_speaker_serves_voice_too() -> None:

@@ -284,3 +284,35 @@ def test_a_finished_clip_whose_segments_are_still_coming_plays_as_they_arrive(
     assert end["segments"] == len(segs) and end["finished"] == "1", end
     assert "all" in end["status"] and "never arrived" not in end["status"], end
     assert not end["refused"], (end, console(driver))
+
+
+def test_a_clip_with_sound_plays_its_segments_with_the_aac_track(
+        home: dict[str, Any], tmp_path: Path) -> None:
+    """clip.audio: each segment's init has the AAC track beside the video. The player gives
+    MediaSource both codecs, the SourceBuffer takes every segment, and the <video> plays past
+    the second segment to the clip's end, decoding sound as it goes."""
+    from doorstep.core.fmp4 import split_init
+    from tests.capture.test_segments_audio import packets, segment, tone_mic
+
+    house: Household = home["house"]
+    driver = home["driver"]
+    plains = [s.data for s in segment(packets(75), 1.0, tone_mic(tmp_path, 10))]
+    assert len(plains) >= 4 and b"mp4a" in split_init(plains[0])[0]
+    feed = Feed(house)
+    segs, event = feed.clip(plains)
+    feed.put(segs[0])
+    _open_live(driver, house, segs[0][0].seq)
+    for s in segs[1:]:
+        feed.put(s)
+    feed.put(event)
+    end = until(driver, lambda s: s["ended"] and s["finished"], 90, "the clip's end")
+    assert end["segments"] == len(segs) and not end["refused"] and not end["skipped"], end
+    assert end["t"] > 2.0 and end["duration"] == pytest.approx(5.0, abs=0.2), end
+    got = driver.execute_script("""
+        const v = document.getElementById('player');
+        return {codecs: v.dataset.codecs, error: v.error && v.error.message,
+                audio: v.webkitAudioDecodedByteCount, video: v.webkitVideoDecodedByteCount};
+    """)
+    assert got["codecs"].startswith('video/mp4; codecs="avc1.'), got
+    assert got["codecs"].endswith(', mp4a.40.2"'), got
+    assert got["error"] is None and got["audio"] > 0 and got["video"] > 0, got

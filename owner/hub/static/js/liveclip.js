@@ -13,15 +13,49 @@ import * as segments from "/static/js/segments.js";
 export const GRACE_MS = 4000;
 
 // The MIME type with codecs for MediaSource, from the init segment's avcC box
-// (AVCProfileIndication, profile_compatibility, AVCLevelIndication follow its version byte).
+// (AVCProfileIndication, profile_compatibility, AVCLevelIndication follow its version byte),
+// and its AAC track's when the clip has sound (clip.audio): `avc1.xxxxxx, mp4a.40.2`.
 export function mimeOf(init) {
-  for (let i = 4; i + 8 <= init.length; i++) {
-    if (init[i] === 0x61 && init[i + 1] === 0x76 && init[i + 2] === 0x63 && init[i + 3] === 0x43) {
-      const hex = (b) => b.toString(16).padStart(2, "0");
-      return `video/mp4; codecs="avc1.${hex(init[i + 5])}${hex(init[i + 6])}${hex(init[i + 7])}"`;
-    }
+  const at = find(init, "avcC");
+  if (at < 0) throw new Error("fMP4: the clip's init segment has no avcC box (not H.264)");
+  const hex = (b) => b.toString(16).padStart(2, "0");
+  const codecs = [`avc1.${hex(init[at + 5])}${hex(init[at + 6])}${hex(init[at + 7])}`];
+  if (find(init, "mp4a") >= 0) codecs.push(audioCodecOf(init));
+  return `video/mp4; codecs="${codecs.join(", ")}"`;
+}
+
+// Where a box's type first appears in bytes (-1: nowhere).
+function find(bytes, type) {
+  const t = [...type].map((c) => c.charCodeAt(0));
+  for (let i = 4; i + 4 <= bytes.length; i++) {
+    if (bytes[i] === t[0] && bytes[i + 1] === t[1] && bytes[i + 2] === t[2] && bytes[i + 3] === t[3]) return i;
   }
-  throw new Error("fMP4: the clip's init segment has no avcC box (not H.264)");
+  return -1;
+}
+
+// "mp4a.OTI.AOT" from the esds box: the DecoderConfigDescriptor's object type (0x40, MPEG-4
+// audio) and the first 5 bits of its AudioSpecificConfig (2, AAC-LC); "mp4a.40.2" if the
+// descriptors cannot be read.
+export function audioCodecOf(init) {
+  const esds = find(init, "esds");
+  let pos = esds + 8;                      // past the type and the version/flags
+  const descriptor = (tag) => {            // a descriptor's body offset, or -1
+    if (init[pos] !== tag) return -1;
+    pos++;
+    for (let n = 0; n < 4 && init[pos++] & 0x80; n++) { /* the size's bytes */ }
+    return pos;
+  };
+  if (esds < 0 || descriptor(0x03) < 0) return "mp4a.40.2";
+  const flags = init[pos + 2];             // after the ES_ID: which optional fields follow
+  pos += 3;
+  if (flags & 0x80) pos += 2;              // dependsOn_ES_ID
+  if (flags & 0x40) pos += 1 + init[pos];  // URL
+  if (flags & 0x20) pos += 2;              // OCR_ES_Id
+  if (descriptor(0x04) < 0) return "mp4a.40.2";
+  const oti = init[pos];
+  pos += 13;
+  if (descriptor(0x05) < 0) return `mp4a.${oti.toString(16)}.2`;
+  return `mp4a.${oti.toString(16)}.${init[pos] >> 3}`;
 }
 
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -69,7 +103,9 @@ export class LiveClip {
     if (!this.sb) {
       await this.opened;
       this.init = init;
-      this.sb = this.ms.addSourceBuffer(mimeOf(init));
+      const mime = mimeOf(init);
+      this.video.dataset.codecs = mime;
+      this.sb = this.ms.addSourceBuffer(mime);
       this.sb.mode = "segments";
       await this.append(init);
     } else if (!same(init, this.init)) {
