@@ -59,6 +59,9 @@ class Track:
     halfway: bool = False  # its path is half way through a first stretch (see making_way)
     side: tuple[int, int] = (0, 0)  # the frame edges a small region coming into view touches
     # (-1 left or top, 1 right or bottom, 0 neither): see Tracker.entering
+    born: float = 0.0  # media time first seen
+    settled: bool = False  # when judged a thing, it lay where something had stirred in place
+    # before, away from the frame's edge (Tracker.stirred_under): someone sitting there
 
     @property
     def arrived(self) -> bool:
@@ -96,9 +99,11 @@ class Tracker:
         self.linger = linger
         self.lost = lost
         self.tracks: list[Track] = []
+        self.stirs: list[tuple[float, int, int, int, int]] = []  # (t, box): see stirred_under
 
     def reset(self) -> None:
         self.tracks = []
+        self.stirs = []
 
     def update(self, regions: list[Region], t: float, learning: bool = False) -> list[Track]:
         """Match this frame's regions to tracks; returns the tracks seen this frame."""
@@ -118,15 +123,38 @@ class Tracker:
                 seen.append(tr)
         for r in fresh:
             tr = Track(r.x, r.y, r.x + r.w, r.y + r.h, t, r.area, r.real, float(r.area),
-                       r.area, scene=learning, regions=[r])
+                       r.area, scene=learning, regions=[r], born=t)
             tr.centre, tr.side = (r.cx, r.cy), self._side(tr, r.area)
             tr.path = [(t, *self._lead(r.cx, r.cy, tr.side))]
             self.tracks.append(tr)
             seen.append(tr)
         # a visitor who arrived may pause between gestures for longer than a walker is lost
-        self.tracks = [tr for tr in self.tracks
-                       if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost)]
+        kept = []
+        for tr in self.tracks:
+            if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost):
+                kept.append(tr)
+            elif (not tr.stretches and not tr.scene and tr.thing is not False
+                  and tr.seen - tr.born >= self.least):
+                # it stirred in place as long as a stretch takes, and went without travelling:
+                # remember where, for a while
+                self.stirs.append((tr.seen, tr.x0, tr.y0, tr.x1, tr.y1))
+        self.tracks = kept
+        if self.stirs and t - self.stirs[0][0] > self.linger:
+            self.stirs = [s for s in self.stirs if t - s[0] <= self.linger]
         return seen
+
+    def stirred_under(self, tr: Track) -> bool:
+        """Whether a track that has not travelled covers the middle of a place where something
+        stirred in place and went, within the last ``linger`` seconds, and is away from the
+        frame's edge. A person sitting nearly still shows as fragments now and then in one
+        place; when a posture shift joins them into one large region, that is the same person,
+        not someone who came: it counts only once it travels. Someone arriving comes in at the
+        edge, or travels."""
+        w, h = self.frame
+        if tr.stretches or tr.x0 <= 0 or tr.y0 <= 0 or (w and tr.x1 >= w) or (h and tr.y1 >= h):
+            return False
+        return any(tr.x0 <= (x0 + x1) // 2 < tr.x1 and tr.y0 <= (y0 + y1) // 2 < tr.y1
+                   for _, x0, y0, x1, y1 in self.stirs)
 
     def _match(self, regions: list[Region]) -> list[int]:
         """For each region, the index of the track it belongs to (its box, widened by a
