@@ -15,6 +15,8 @@ import numpy as np
 MAX_TRACKS = 12
 MAX_REGIONS = 12  # the largest regions of a frame that are followed
 ENDS = 2  # centres averaged at each end of the window a stretch is measured over
+UNPINNED = (False, False, False, False)
+NO_CUT: tuple[float | None, float | None] = (None, None)
 
 
 @dataclass
@@ -195,26 +197,30 @@ class Tracker:
             x0, y0 = min(x0, r.x), min(y0, r.y)
             x1, y1 = max(x1, r.x + r.w), max(y1, r.y + r.h)
         cx, cy = sx / area, sy / area
-        f, p, m = tr.first, tr.pinned, tr.smooth
-        tr.pinned = (p[0] and x0 == f[0], p[1] and y0 == f[1], p[2] and x1 == f[2],
-                     p[3] and y1 == f[3])
-        tr.smooth = (m[0] and abs(x0 - tr.x0) <= 1, m[1] and abs(y0 - tr.y0) <= 1,
-                     m[2] and abs(x1 - tr.x1) <= 1, m[3] and abs(y1 - tr.y1) <= 1)
+        # once no side of its box is where it was first seen, it cannot be coming into view
+        # from behind anything: skip the bookkeeping
+        watch = tr.pinned != UNPINNED
+        if watch:
+            f, p, m = tr.first, tr.pinned, tr.smooth
+            tr.pinned = (p[0] and x0 == f[0], p[1] and y0 == f[1], p[2] and x1 == f[2],
+                         p[3] and y1 == f[3])
+            tr.smooth = (m[0] and abs(x0 - tr.x0) <= 1, m[1] and abs(y0 - tr.y0) <= 1,
+                         m[2] and abs(x1 - tr.x1) <= 1, m[3] and abs(y1 - tr.y1) <= 1)
         tr.x0, tr.y0, tr.x1, tr.y1 = x0, y0, x1, y1
         side = self._side(tr, area)
         steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
-        cut = self._cut(tr, area) if side == (0, 0) else (None, None)
+        cut = self._cut(tr, area) if watch and side == (0, 0) else NO_CUT
         if side != tr.side:  # it came into view, or is all in view now: measure afresh
             steady, tr.side = False, side
         elif cut != tr.cut:
-            if cut != (None, None) and tr.cut == (None, None):
+            if cut != NO_CUT and tr.cut == NO_CUT:
                 # its near side stayed put all along: what was measured so far by its centre
                 # is measured by its leading edge from the start
                 tr.path = [(ts, *self._across(px, py, cut)) for ts, px, py in tr.path]
                 steady = area >= 0.5 * tr.mean_area
             else:  # it is all in view now, or is not coming into view after all
                 steady = False
-        elif (side != (0, 0) or cut != (None, None)) and area >= 0.5 * tr.mean_area:
+        elif (side != (0, 0) or cut != NO_CUT) and area >= 0.5 * tr.mean_area:
             steady = True  # coming into view grows it, step by step: that is no new shape
         tr.cut = cut
         if area > 3.0 * tr.mean_area + 4 * self.small_px:
