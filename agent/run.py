@@ -151,21 +151,23 @@ class Agent:
         self._snapshot_decided: Trigger | None = None
 
     # -- inputs from other threads ------------------------------------------------------------
-    def ring(self, press: RingPress) -> None:
+    def ring(self, press: RingPress) -> int | None:
         """The fast path: seal and commit the ring event now (under a kilobyte, nothing to
         encode first), then its thumbnail and the full snapshot, each with ``parent`` = the
-        event's seq; the clip is started or marked on the next frame. Safe from any thread."""
+        event's seq; the clip is started or marked on the next frame. Safe from any thread.
+        The event's seq (a voicemail after it names it as its parent), or None."""
         if press.first:
             self._rings.put(press)       # first, so the recorder never waits for the sealing
         with self._ring_lock:
             frame = None if self.privacy else self._latest
             body = {"count": press.count, "first": press.first, "pressed": press.wall,
                     "privacy": self.privacy}
+            item = None
             try:
                 item = self.sealer.event(EventType.RING, body, priority=Priority.RING)
                 self.events.append((EventType.RING, item.seq))
                 if frame is None:
-                    return
+                    return item.seq
                 # on the ring lane right behind the event: the notification is up before the
                 # picture's ~20 KB have crossed a slow uplink, and the picture follows it
                 self.sealer.blob(Kind.THUMBNAIL,
@@ -177,6 +179,8 @@ class Agent:
                                      parent=str(item.seq))
             except DiskFull as exc:
                 log.error("ring: could not store the ring event or its pictures: %s", exc)
+                return item.seq if item is not None else None
+            return item.seq
 
     def owner_request(self, action: Action, done: Done | None = None) -> None:
         """A verified owner command, carried out on the next frame by ``commands[action]``;

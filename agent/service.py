@@ -85,9 +85,9 @@ class Service:
         if isinstance(event, Ring):
             event = RingPress(event.at_wall, event.at_mono, event.count, event.first)
         if isinstance(event, RingPress):
-            self.agent.ring(event)
+            seq = self.agent.ring(event)
             if self.voice is not None and event.first:
-                self.voice.ring()
+                self.voice.ring(seq)
         elif isinstance(event, LongPress) and self.cfg.button.long_press_action == "privacy":
             self.agent.owner_request(Action.PRIVACY_OFF if self.agent.privacy
                                      else Action.PRIVACY_ON)

@@ -10,6 +10,7 @@ and queues, and the frame loop never waits for audio.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import queue
@@ -65,6 +66,7 @@ class Voice:
         self._answered = threading.Event()
         self._ring_lock = threading.Lock()
         self._ring_at = 0.0          # monotonic time of the ring waiting for an answer, or 0
+        self._ring_seq: int | None = None    # that ring's event seq, if it was stored
         self.played = 0              # replies played (tests and status)
         self.played_frames = 0       # of the reply playing or played last
         self.voicemails = 0          # voicemails committed
@@ -118,8 +120,10 @@ class Voice:
         if cmd.action not in NOT_ANSWERING:
             self._answered.set()
 
-    def ring(self) -> None:
-        """The first press of a ring: from now, ``answer_seconds`` to answer it."""
+    def ring(self, event_seq: int | None = None) -> None:
+        """The first press of a ring: from now, ``answer_seconds`` to answer it.
+        ``event_seq``: the ring event's seq, which a voicemail after it names as its
+        ``parent`` (signed), so the owner's app puts the message on that ring."""
         if not self.cfg.answer_seconds:
             return
         with self._ring_lock:
@@ -127,6 +131,7 @@ class Voice:
                 return                   # a ring already waits: a second press changes nothing
             self._answered.clear()
             self._ring_at = time.monotonic()
+            self._ring_seq = event_seq
         log.info("voice: ring; the automatic reply plays in %.0f s unless it is answered",
                  self.cfg.answer_seconds)
 
@@ -163,9 +168,10 @@ class Voice:
                 if time.monotonic() - at < self.cfg.answer_seconds:
                     continue
                 self._ring_at = 0.0
-            self._submit(self._unanswered)
+                seq = self._ring_seq
+            self._submit(functools.partial(self._unanswered, seq))
 
-    def _unanswered(self) -> None:
+    def _unanswered(self, ring_seq: int | None = None) -> None:
         name = self.store.auto
         if not name or self.store.path(name) is None:
             log.info("voice: the ring was not answered, but no reply is marked automatic")
@@ -184,7 +190,8 @@ class Voice:
         item = record_voicemail(self.microphone, self.cfg.voicemail_seconds,
                                 outbox=self._outbox, recipients=self._recipients(),
                                 bitrate=self.cfg.bitrate_kbps * 1000,
-                                open_source=self._open_source, stop=self._stop)
+                                open_source=self._open_source, stop=self._stop,
+                                parent="" if ring_seq is None else str(ring_seq))
         if item is not None:
             self.voicemails += 1
 

@@ -162,6 +162,9 @@ def _wire(cfg: Config, src: FrameSource, key: SigningKey, outbox: Outbox,
         agent.packet_consumers.append(rtc.feed)
         commands[Action.RTC_OFFER] = rtc.on_offer
         commands[Action.RTC_HANGUP] = rtc.on_hangup
+    else:     # the app then shows the broker's live view, and says why (docs/app.md)
+        commands[Action.RTC_OFFER] = lambda cmd, done: done(
+            "rtc_offer: live view and talk over WebRTC are off on this doorbell (rtc.enabled)")
     if cfg.clip.audio:
         spec = cfg.voice.microphone or cfg.rtc.microphone
         own_sealer.audio = AudioTap(lambda: open_audio_source(spec),

@@ -276,7 +276,7 @@ def live_row(bench: Bench) -> Row:
             try:
                 _enrol(driver, hub, keys, bench.port)
                 driver.execute_script("window.__liveMeasure = true; "
-                                      f"location.hash = '#live/{APP_DEVICE}';")
+                                      f"location.hash = '#live/{APP_DEVICE}/broker';")
                 _wait(lambda: len(driver.execute_script(
                     "return (window.__liveStats || {shown: []}).shown") or []) > fps, 60,
                       "the app's first live frames")

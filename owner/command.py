@@ -29,6 +29,7 @@ from doorstep.protocol.connect import (
 )
 from doorstep.protocol.keys import SigningKey, parse_public_key
 from doorstep.protocol.kinds import OWNER_ONLY, Action
+from doorstep.protocol.reply import NAME as REPLY_NAME
 from doorstep.protocol.wire import (
     COMMAND_ACTIONS,
     Ack,
@@ -149,8 +150,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # adding and removing recipients is `doorstep enroll`'s (it knows the member's keys);
     # a WebRTC session is a WebRTC peer's, which signs its own SDP (docs/rtc.md), and live
     # view is the app's (a session needs a viewer to renew and watch it)
+    # and a reply's upload (`reply_put`) is the app's: its audio follows in sealed parts
     p.add_argument("action", choices=sorted(COMMAND_ACTIONS - OWNER_ONLY - {
-        Action.RTC_OFFER, Action.RTC_HANGUP, Action.LIVE}))
+        Action.RTC_OFFER, Action.RTC_HANGUP, Action.LIVE, Action.REPLY_PUT}))
+    p.add_argument("--name", metavar="REPLY",
+                   help="for reply_play and reply_delete: the stored quick reply's name "
+                   "(1-32 of a-z, 0-9, _ and -, as the app shows it)")
     p.add_argument("--key", default="owner-command.key", metavar="FILE",
                    help="the owner's Ed25519 command key (from `doorstep keys owner`)")
     p.add_argument("--device", required=True, metavar="ID", help="the device id")
@@ -171,15 +176,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+NAMED = frozenset({Action.REPLY_PLAY, Action.REPLY_DELETE})    # act on one stored reply
+
+
+def params_of(action: str, name: str | None) -> dict[str, str]:
+    """The command's params from the command line; DoorstepError naming what is wrong."""
+    if action not in NAMED:
+        if name is not None:
+            raise DoorstepError(f"--name is only for {' and '.join(sorted(NAMED))}, "
+                                f"not {action}")
+        return {}
+    if name is None:
+        raise DoorstepError(f"{action} needs --name REPLY: the quick reply to "
+                            f"{'play' if action == Action.REPLY_PLAY else 'delete'}")
+    if not REPLY_NAME.fullmatch(name):
+        raise DoorstepError(f"--name {name[:40]!r}: a reply's name is 1-32 of a-z, 0-9, _ "
+                            "and -, starting with a letter or digit")
+    return {"name": name}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        params = params_of(args.action, args.name)
         cfg = broker_from_args(args)
         device_public = parse_public_key(args.device_key)
         key = SigningKey.load(args.key)
         counter = next_counter(Path(args.counter_file) if args.counter_file else None)
         cmd, ack = send_command(key, args.device, args.action, mqtt_cfg=cfg, counter=counter,
                                 prefix=args.prefix, device_public=device_public,
-                                wait=not args.no_wait, answer_timeout=args.wait)
+                                wait=not args.no_wait, answer_timeout=args.wait,
+                                params=params)
     except (DoorstepError, OSError) as exc:
         print(f"doorstep cmd: {exc}", file=sys.stderr)
         return 1

@@ -20,8 +20,8 @@ from doorstep.core.errors import KeyFileError, SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.owner.hub.app import HUB, MAX_BODY, browser_of, read_json, refuse
 from doorstep.owner.hub.replies import put_reply
-from doorstep.owner.share import ShareRecord, append_audit
-from doorstep.protocol.age import X25519Recipient, read_header
+from doorstep.owner.share import ShareRecord, append_audit, proof_path
+from doorstep.protocol.age import X25519Recipient, b64encode, read_header
 from doorstep.protocol.wire import MAX_SIGNAL
 
 DEVICE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -46,6 +46,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/shares", shares)
     r.add_get("/api/shares/{name:[0-9a-z_.-]{1,120}\\.age}", shared_file)
     r.add_get("/api/shares/{name:[0-9a-z_.-]{1,120}\\.share\\.tar}", shared_file)
+    r.add_get("/api/shares/{name:[0-9a-z_.-]{1,120}\\.proof\\.json}", shared_file)
 
 
 async def timeline(request: web.Request) -> web.Response:
@@ -232,14 +233,22 @@ async def share(request: web.Request) -> web.Response:
     folder = hub.dir / "shares"
     folder.mkdir(exist_ok=True, mode=0o700)
     browser = browser_of(request)
+    env = hub.store / device / f"{entry.name}.env"
+    # the proof `doorstep share` writes beside its copy, made from the store (it holds no
+    # key): the doorbell's signed manifest and the header it signed, so the recipient checks
+    # with `doorstep verify-share` that the doorbell made what they were given
+    proof = {"v": 1, "manifest": env.read_text(),
+             "original_header": b64encode(source[:src_len]).decode()}
     record = ShareRecord(time=time.time(), source=f"{device}/{entry.name}.age",
-                         source_sha256=entry_sha(hub.store / device / f"{entry.name}.env"),
+                         source_sha256=entry_sha(env),
                          recipient=str(recipient), shared=name, shared_sha256=shared_sha,
                          note=(f"{note} (by {browser.label}, {browser.id})").strip())
     write_atomic(folder / name, data, mode=0o600)
+    proof_file = proof_path(folder / name)
+    write_atomic(proof_file, json.dumps(proof, sort_keys=True).encode(), mode=0o600)
     append_audit(hub.dir / "share-audit.jsonl", record)
-    return web.json_response({"share": record.__dict__, "url": f"/api/shares/{name}"},
-                             status=201)
+    return web.json_response({"share": record.__dict__, "url": f"/api/shares/{name}",
+                              "proof": f"/api/shares/{proof_file.name}"}, status=201)
 
 
 def entry_sha(env: Path) -> str:

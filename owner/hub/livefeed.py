@@ -28,9 +28,12 @@ MAX_VIEWERS = 16           # streams open at once, over all devices
 
 
 class LiveFeeds:
-    """Who watches which (device, session). Called on the hub's asyncio loop only."""
+    """Who watches which (device, session). Called on the hub's asyncio loop only.
+    ``idle_seconds``: a stream with no segment for this long is closed (a test sets it
+    shorter; the hub's is IDLE_SECONDS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.idle_seconds = idle_seconds
         self._viewers: dict[tuple[str, str], set[asyncio.Queue[bytes]]] = {}
         self.relayed = 0
         self.dropped = 0
@@ -85,10 +88,10 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
         await response.write(b"")
         while True:
             try:
-                payload = await asyncio.wait_for(q.get(), IDLE_SECONDS)
+                payload = await asyncio.wait_for(q.get(), feeds.idle_seconds)
             except TimeoutError:
-                log.info("hub: live session %s of %s: nothing for %.0f s; stream closed",
-                         session, device, IDLE_SECONDS)
+                log.info("hub: live session %s of %s: nothing for %g s; stream closed",
+                         session, device, feeds.idle_seconds)
                 break
             await response.write(struct.pack(">I", len(payload)) + payload)
     except (ConnectionResetError, asyncio.CancelledError):

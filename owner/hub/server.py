@@ -178,10 +178,11 @@ class HubServer:
         events, and then their thumbnails, to the browsers that want them. A ring's event
         fits inside its push message and shows at once; its picture is fetched from the hub
         by the service worker when the thumbnail's push comes, and added to the same
-        notification."""
+        notification. A visitor's voicemail is pushed too (the push says which sealed file to
+        fetch; the worker verifies and decrypts it before it says "Voicemail")."""
         for entry in self.hub.timeline.refresh(device):
             self.hub.bus.publish({"type": "stored", **entry.json()})
-            if entry.kind in ("event", "thumbnail") and entry.priority <= 1:
+            if entry.kind in ("event", "thumbnail", "voicemail") and entry.priority <= 1:
                 self.loop.create_task(self._push(entry))
 
     async def _push(self, entry: Entry) -> None:

@@ -321,6 +321,11 @@ def test_an_unanswered_ring_plays_the_reply_then_seals_the_visitors_voicemail(
     assert abs(dominant_hz(samples) - 440) < 10          # the reply played at the door
     (vm,) = voicemails(bell)
     assert vm.seq not in before and vm.manifest.priority == 0
+    # it names the ring it answers, in its signed manifest: the app shows it on that ring
+    # (the ring event is the first event after the press; the clip's event comes later)
+    ring = min(i.seq for i in bell.service.outbox.items() if i.seq not in before
+               and i.manifest.kind == "event" and i.manifest.priority == 0)
+    assert vm.manifest.parent == str(ring) and ring < vm.seq
     # sealed to the owner: the real age CLI opens it, and it is the microphone's 2 s of 700 Hz
     plain = subprocess.run(["age", "-d", "-i", str(bell.party.root / "owner.key"),
                             str(vm.path)], check=True, capture_output=True).stdout

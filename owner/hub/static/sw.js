@@ -3,14 +3,14 @@
 // hub). It is verified and decrypted here, with the keys in IndexedDB, and shown with the
 // visitor's picture. Tapping it opens the event.
 import * as seal from "/static/js/seal.js";
-import { addPicture, notify } from "/static/js/notify.js";
+import { addPicture, notify, notifyVoicemail } from "/static/js/notify.js";
 
 // Every module of the app is in the shell: one missing (segments.js, live.js, rtc.js were) and
 // the app cannot start offline, since app.js imports them all; so are the vendored age modules
 // they import.
 const CACHE = "shell-v2";
 const SHELL = ["/", "/static/app.css", "/manifest.webmanifest", "/static/icon-192.png",
-  ...["app", "db", "live", "liveclip", "notify", "replies", "rtc", "seal", "segments", "shareclip"].map(
+  ...["app", "db", "live", "liveclip", "notify", "replies", "rtc", "seal", "segments", "shareclip", "watch"].map(
     (m) => `/static/js/${m}.js`)];
 
 async function precache() {
@@ -51,7 +51,10 @@ async function onPush(msg) {
       ? await seal.open(device, seal.unb64(msg.env), seal.unb64(msg.ct))
       : await seal.fetchOpen(device, seq);
     let shown;
-    if (opened.manifest.kind === "thumbnail") {
+    if (opened.manifest.kind === "voicemail") {
+      // the visitor's message, verified and decrypted here like everything else
+      shown = await notifyVoicemail(device, opened);
+    } else if (opened.manifest.kind === "thumbnail") {
       // the visitor's picture, after its event: the same notification again, with it
       shown = await addPicture(device, opened, async (parent) => eventBody(await seal.fetchOpen(device, parent)),
         { motion: true });

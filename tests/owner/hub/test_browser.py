@@ -6,6 +6,7 @@ share, commands confirmed by the doorbell's signed answer, and a tampered file r
 
 from __future__ import annotations
 
+import base64
 import datetime
 import io
 import json
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
+from doorstep.cli import main as cli_main
 from doorstep.owner.hub.enrol import new_code
 from doorstep.owner.hub.enroll import remove
 from doorstep.protocol.age import (
@@ -151,7 +153,8 @@ def test_a_clip_plays_past_3_seconds(home: dict[str, Any]) -> None:
     assert abs(seek_to(driver, 1.0) - 1.0) < 0.6
 
 
-def test_a_share_rewraps_one_clip_for_one_recipient(home: dict[str, Any]) -> None:
+def test_a_share_rewraps_one_clip_for_one_recipient(home: dict[str, Any],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     house: Household = home["house"]
     driver = home["driver"]
     friend = X25519Identity.generate()
@@ -172,6 +175,36 @@ def test_a_share_rewraps_one_clip_for_one_recipient(home: dict[str, Any]) -> Non
     assert len(header.stanzas) == 1       # nobody else can open the copy
     audit = (house.root / "home" / "hub" / "share-audit.jsonl").read_text().splitlines()
     assert json.loads(audit[-1])["shared_sha256"] == record["shared_sha256"]
+    # the proof beside it, as `doorstep share` writes one: the friend checks with the
+    # doorbell's key that the doorbell made it, through the command line's own check
+    proof = driver.find_element("id", "share-proof").get_attribute("href")
+    assert proof.endswith(shared.name.removesuffix(".age") + ".proof.json")
+    received = house.root / "friend"
+    received.mkdir()
+    (received / "clip.age").write_bytes(data)
+    (received / "clip.proof.json").write_bytes(fetched(driver, proof))
+    (received / "friend.key").write_text(str(friend) + "\n")
+    args = ["verify-share", str(received / "clip.age"), "--identity",
+            str(received / "friend.key"), "--device-key", house.device_key.public_text()]
+    assert cli_main(args) == 0, capsys.readouterr().err
+    assert "made by demo" in capsys.readouterr().out
+    # a proof of another artifact does not pass
+    (received / "clip.proof.json").write_bytes(json.dumps(
+        {**json.loads((received / "clip.proof.json").read_bytes()),
+         "original_header": "AAAA"}).encode())
+    assert cli_main(args) == 1 and "NOT verified" in capsys.readouterr().err
+
+
+def fetched(driver: Any, url: str) -> bytes:
+    """What the page downloads from ``url`` (with its session), as bytes."""
+    got = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0], {credentials: 'same-origin'}).then(async (r) => done(
+            {status: r.status, b64: btoa(String.fromCharCode(...new Uint8Array(
+                await r.arrayBuffer())))}));
+    """, url)
+    assert got["status"] == 200, got
+    return base64.b64decode(got["b64"])
 
 
 def _click(driver: Any, element_id: str) -> bool:

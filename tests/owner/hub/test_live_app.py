@@ -27,7 +27,10 @@ def running_agent(house: Household) -> tuple[Service, threading.Thread]:
 
     from doorstep.agent.wiring import build
 
-    text = house.config_text.replace("realtime = false", "realtime = true\nloop = true")
+    # WebRTC off on this doorbell: the Live button falls back to the broker at once, the path
+    # tested here (the direct one is test_rtc_app's, the fallback on a timeout test_watch_app's)
+    text = house.config_text.replace("realtime = false", "realtime = true\nloop = true") + \
+        "\n[rtc]\nenabled = false\n"
     service = build(parse_config(text), pin_factory=MockFactory())
     runner = threading.Thread(target=lambda: service.run(connect_timeout=10.0), daemon=True)
     runner.start()
@@ -76,6 +79,12 @@ def test_the_live_button_plays_the_doorbell_live_and_leaving_stops_it(
     button[0].click()
     wait_for(lambda: stats(driver).get("segments", 0) >= 20, 60,
              "20 live segments played in the page")
+    # the page names the path in use, and why it is not the direct one
+    assert driver.find_element("id", "watch").get_attribute("data-path") == "broker"
+    assert driver.find_element("id", "live-path").text.startswith("Through the broker")
+    assert "The direct connection did not work (demo refused: rtc_offer: live view and talk " \
+        "over WebRTC are off on this doorbell (rtc.enabled))" in \
+        driver.find_element("id", "live-why").text
     s = wait_for(lambda: (s := stats(driver)).get("time", 0) > 1.0 and s, 30,
                  "playback to move on")
     assert s["width"] == 768, s                   # the doorbell's picture, decoded

@@ -5,10 +5,14 @@ browser without one is refused, and a slow browser loses the oldest messages, no
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import threading
+import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from doorstep.owner.hub.enrol import new_code
 from doorstep.owner.hub.livefeed import VIEWER_QUEUE, LiveFeeds
@@ -68,3 +72,34 @@ def test_a_slow_browser_loses_the_oldest_messages() -> None:
     out, left = asyncio.run(run())
     assert out == [str(i).encode() for i in range(10, VIEWER_QUEUE + 10)]
     assert left == 0
+
+
+def test_a_stream_with_nothing_for_its_idle_time_is_closed_and_released(
+        hub: HubServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The session ended (the doorbell stops 30 s after the last renewal): the hub closes the
+    browser's stream once nothing came for ``idle_seconds`` (40 s; 1 s here, set on the same
+    object the route reads), says so in its log, and frees the viewer's slot and queue."""
+    caplog.set_level(logging.INFO, logger="doorstep.owner.hub.livefeed")
+    feeds = hub.hub.feeds
+    feeds.idle_seconds = 1.0
+    code, _ = new_code(hub.cfg.home / "hub" / "enrol")
+    _, _, cookie = enrol(hub, code)
+    req = urllib.request.Request(hub.url.rstrip("/") + f"/api/devices/porch/live/{SESSION}",
+                                 headers={"Cookie": cookie})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        while not len(feeds):
+            time.sleep(0.01)
+        hub.loop.call_soon_threadsafe(feeds.publish, "porch", SESSION, b"DS2V one")
+        (n,) = struct.unpack(">I", r.read(4))
+        assert r.read(n) == b"DS2V one"          # a segment restarts the idle time
+        started = time.monotonic()
+        assert r.read() == b""                    # then the end of the stream, not a timeout
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 8, waited
+    deadline = time.monotonic() + 5
+    while len(feeds) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(feeds) == 0 and not feeds._viewers      # the viewer's queue is gone
+    hub.loop.call_soon_threadsafe(feeds.publish, "porch", SESSION, b"DS2V late")
+    lines = [r.getMessage() for r in caplog.records if "stream closed" in r.getMessage()]
+    assert lines == [f"hub: live session {SESSION} of porch: nothing for 1 s; stream closed"]

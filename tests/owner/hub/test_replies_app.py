@@ -17,7 +17,14 @@ import pytest
 
 from doorstep.agent.run import RingPress
 from tests.agent.rtcpeer import dominant_hz, tone
-from tests.owner.hub.rig import chromium, console, have_chromium, household, wait_for
+from tests.owner.hub.rig import (
+    chromium,
+    console,
+    have_chromium,
+    household,
+    notifications,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium and "
@@ -96,11 +103,16 @@ def test_a_reply_recorded_in_the_app_plays_at_the_door_and_voicemail_plays_in_th
     # a ring nobody answers: the reply plays by itself, then the visitor leaves a voicemail
     service.press(RingPress(time.time(), time.monotonic(), 1, True))
     wait_for(lambda: voice.voicemails == 1 and voice.played == 2, 60, "the voicemail")
+    # the app is open (the live channel): it says so too, once it has verified the message
+    # (120 s: on a loaded machine the upload, the hub and the page's decryption take a while)
+    wait_for(lambda: [n for n in notifications(driver) if n["title"] == "Voicemail from demo"],
+             120, f"the voicemail's notification: {console(driver)}")
     driver.get(house.url + "#timeline")
-    card = wait_for(lambda: driver.find_elements("css selector", "a.card.voicemail"), 60,
-                    f"the voicemail's card: {console(driver)}")
-    seq = int(card[0].get_attribute("data-seq"))
-    card[0].click()
+    # on its ring's card (its signed parent), which opens it
+    card = wait_for(lambda: driver.find_elements("css selector", ".card-group .vm-inline"), 60,
+                    f"the voicemail on its ring's card: {console(driver)}")
+    seq = int(card[0].get_attribute("data-voicemail"))
+    driver.get(house.url + f"#voicemail/demo/{seq}")
     wait_for(lambda: driver.find_elements("id", "voicemail-audio"), 30,
              f"the voicemail player: {console(driver)}")
     # what the page decrypted is the doorbell's 2 s of 700 Hz, and it plays

@@ -74,19 +74,27 @@ def video_state(driver: Any) -> dict[str, Any]:
 def test_the_app_sees_live_video_and_talks_to_the_doorbell(home: dict[str, Any]) -> None:
     house, driver, service = home["house"], home["driver"], home["service"]
     driver.get(house.url + "#devices")
-    wait_for(lambda: driver.find_elements("id", "rtc-talk-demo"), 60, "the talk button")
-    driver.find_element("id", "rtc-talk-demo").click()
+    # the one Live button: the direct path (WebRTC) connects on loopback, and says so
+    wait_for(lambda: driver.find_elements("id", "live-demo"), 60, "the Live button")
+    driver.find_element("id", "live-demo").click()
     state = wait_for(lambda: (lambda s: s if s.get("decoded", 0) >= 30 else None)(
         video_state(driver)), 60, f"30 decoded frames in the page: {console(driver)}")
     assert (state["width"], state["height"]) == (768, 576), state
     assert state["codec"] == "video/H264" and state["state"] == "connected", state
+    wait_for(lambda: driver.find_element("id", "watch").get_attribute("data-path") == "webrtc",
+             10, "the page to name the direct path")
+    assert driver.find_element("id", "live-path").text.startswith("Direct (WebRTC)")
+    # Talk puts the browser's microphone on the call already made (no new offer)
+    driver.find_element("id", "live-talk").click()
+    wait_for(lambda: driver.find_element("id", "live-talk").get_attribute("aria-pressed")
+             == "true", 20, f"talk to turn on: {console(driver)}")
     rtc = service.rtc
     assert rtc is not None and len(rtc.sessions) == 1
     (session,) = rtc.sessions.values()
     wait_for(lambda: rtc._sink is not None and rtc._sink.frames >= 250, 30,
              "5 s of the browser's voice at the doorbell's speaker")
     assert session.id in rtc.sessions, rtc.ended
-    driver.find_element("id", "rtc-hangup-demo").click()
+    driver.find_element("id", "live-hangup").click()
     wait_for(lambda: rtc.ended, 20, "the doorbell to end the session")
     assert rtc.ended[-1] == (session.id, "the owner hung up") and not rtc.sessions
     service.stop_event.set()

@@ -6,9 +6,8 @@ import * as seal from "/static/js/seal.js";
 import * as segments from "/static/js/segments.js";
 import * as liveclip from "/static/js/liveclip.js";
 import * as shareclip from "/static/js/shareclip.js";
-import * as rtc from "/static/js/rtc.js";
 import * as replies from "/static/js/replies.js";
-import { liveView } from "/static/js/live.js";
+import { watchView } from "/static/js/watch.js";
 import { addPicture, notify, describe, pictureUrl, quietNow } from "/static/js/notify.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -87,7 +86,7 @@ async function openItem(it) {
       const { manifest, plain, cutShort } = await seal.fetchOpen(it.device, it.seq);
       opened.set(key, manifest.kind === "event" ? { manifest, body: JSON.parse(new TextDecoder().decode(plain)) }
         : manifest.kind === "thumbnail" ? { manifest, plain, picture: pictureUrl(plain) }
-        : { manifest, cutShort, blob: new Blob([plain], { type: manifest.kind === "snapshot" ? "image/jpeg" : "video/mp4" }) });
+        : { manifest, cutShort, blob: new Blob([plain], { type: { snapshot: "image/jpeg", voicemail: "audio/ogg" }[manifest.kind] || "video/mp4" }) });
     } catch (err) { opened.set(key, { error: err, tampered: err instanceof seal.Tampered }); }
   }
   return opened.get(key);
@@ -119,13 +118,15 @@ function pictureOf(device, seq, body) {
 
 function cards() {
   const out = [];
+  const rings = new Set(), vm = replies.voicemailsByRing(items);
   for (const it of items) {
     const got = opened.get(`${it.device}/${it.seq}`);
     if (it.kind === "event") {
       if (got?.error) { out.push({ it, type: got.tampered ? "tampered" : "unreadable", got }); continue; }
       const body = got?.body;
       if (!body || body.type === "motion_end") continue;
-      out.push({ it, type: body.type, body });
+      if (body.type === "ring") rings.add(`${it.device}/${it.seq}`);
+      out.push({ it, type: body.type, body, voicemail: body.type === "ring" ? vm.get(`${it.device}/${it.seq}`) : null });
     } else if (it.kind === "clip" || it.kind === "clip_partial" || (it.kind === "segment" && !it.parent)) {
       // a whole clip, or the first segment of one (issue 15): shown as a clip until its
       // clip event comes, which then stands for it
@@ -134,7 +135,8 @@ function cards() {
       }
     } else if (it.kind === "voicemail") out.push({ it, type: "voicemail", body: null });
   }
-  return out;
+  // a voicemail is shown on the ring it answers (its signed parent), if that ring is listed
+  return out.filter((c) => c.type !== "voicemail" || !rings.has(`${c.it.device}/${c.it.parent}`));
 }
 
 // A clip's picture: the thumbnail of the ring or motion event that started it (its trigger
@@ -167,10 +169,11 @@ function cardView(card) {
     type === "voicemail" ? `#voicemail/${it.device}/${it.seq}` : `#event/${it.device}/${it.seq}`;
   const title = type === "voicemail" ? "Voicemail" : type === "clip" ? (card.cutShort ? "Clip, cut short" : `Clip, ${body ? body.duration.toFixed(1) + " s" : "details pending"}`) :
     describe(body || { type }).title;
-  return h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
+  const a = h("a", { class: `card ${type}`, href: target, "data-kind": type, "data-seq": it.seq, "data-device": it.device },
     thumb ? h("img", { src: thumb, alt: "" }) : h("div", { class: "noimg" }, type === "tampered" ? "⚠" : "▶"),
     h("div", {}, h("strong", {}, title), h("span", {}, `${it.device} · ${clock(body?.time || it.created)}`),
       type === "tampered" ? h("em", { class: "bad" }, "tampered: " + card.got.error.message) : null));
+  return card.voicemail ? h("div", { class: "card-group" }, a, replies.voicemailOnRing(it.device, card.voicemail.seq, it.seq, h)) : a;
 }
 
 async function timelineView() {
@@ -196,11 +199,13 @@ async function eventView(device, seq) {
   const snap = items.find((i) => i.device === device && i.kind === "snapshot" && i.parent === String(seq));
   const clipEvent = items.map((e) => opened.get(`${e.device}/${e.seq}`)?.body).find((b) => b?.type === "clip" &&
     b.start_wall <= body.time + 1 && body.time <= b.start_wall + b.duration + 1);
+  const vm = body.type === "ring" && replies.voicemailsByRing(items).get(`${device}/${seq}`);
   main().replaceChildren(h("section", { id: "event" }, h("h2", {}, d.title),
     h("p", {}, `${device} · ${new Date(body.time * 1000).toLocaleString()} · seq ${seq} · signed by the doorbell`),
     picture ? h("img", { class: "big", src: picture, alt: "thumbnail" }) : null,
     h("p", {}, snap ? h("a", { href: `#snapshot/${device}/${snap.seq}`, id: "open-snapshot" }, "Full snapshot") : null, " ",
-      clipEvent ? h("a", { href: `#clip/${device}/${clipEvent.clip_seq}`, id: "open-clip" }, "Play the clip") : null)));
+      clipEvent ? h("a", { href: `#clip/${device}/${clipEvent.clip_seq}`, id: "open-clip" }, "Play the clip") : null),
+    vm ? replies.voicemailOnRing(device, vm.seq, seq, h) : null));
 }
 
 function refusedView(got) {
@@ -260,7 +265,9 @@ async function clipView(device, seq) {
       const doc = await r.json();
       if (!r.ok) throw new Error(doc.error);
       result.replaceChildren("Shared. Audit line: ", h("code", { id: "audit-line" }, JSON.stringify(doc.share)), " ",
-        h("a", { href: doc.url, download: doc.share.shared }, "download the copy"));
+        h("a", { href: doc.url, download: doc.share.shared }, "download the copy"),
+        ...(doc.proof ? [" and ", h("a", { id: "share-proof", href: doc.proof, download: doc.proof.split("/").pop() },
+          "its proof"), " (give both: `doorstep verify-share` checks the doorbell made it)"] : []));
     } catch (err) { result.textContent = "Share refused: " + err.message; }
   };
   main().replaceChildren(h("section", { id: "clip" }, h("h2", {}, `Clip, ${device} seq ${seq}`),
@@ -272,7 +279,8 @@ async function clipView(device, seq) {
     video, h("h3", {}, "Share this clip with one person"),
     h("p", {}, parts ? "Every segment of this clip is re-wrapped for their age key, in one file with the doorbell's " +
       "signed manifests (`doorstep verify-share` checks and joins it); the hub keeps the audit line."
-      : "Only this clip is re-wrapped for their age key; the hub keeps the audit line."),
+      : "Only this clip is re-wrapped for their age key, with a proof file (the doorbell's signed manifest) " +
+        "that `doorstep verify-share` checks; the hub keeps the audit line."),
     to, note, h("button", { id: "share", onclick: share }, "Share"), result));
 }
 
@@ -379,8 +387,10 @@ async function devicesView() {
         h("dt", {}, "chain"), chainEl),
       h("div", { class: "buttons" }, ["arm", "disarm", "privacy_on", "privacy_off", "snapshot"].map((a) =>
         h("button", { id: `cmd-${d.id}-${a}`, onclick: send(a) }, a.replace("_", " "))),
-        h("button", { id: `live-${d.id}`, onclick: () => { location.hash = `#live/${d.id}`; } }, "Live")), answer,
-      rtc.controls(d.id, h, s), replies.controls(d.id, h));
+        // one Live button: direct (WebRTC, with Talk) when it connects, else the broker (watch.js)
+        h("button", { id: `live-${d.id}`, class: "live", title: "See and talk to the door: direct when possible, " +
+          "through the broker otherwise", onclick: () => { location.hash = `#live/${d.id}`; } }, "▶ Live")), answer,
+      replies.controls(d.id, h));
   }));
   main().replaceChildren(h("section", { id: "devices" }, rows.length ? rows : h("p", {}, "No doorbells yet.")));
 }
@@ -430,7 +440,7 @@ async function route() {
     else if (view === "snapshot") await snapshotView(device, Number(seq));
     else if (view === "voicemail") await replies.voicemailView(device, Number(seq), main(), h);
     else if (view === "devices") await devicesView();
-    else if (view === "live") await liveView(device, main(), h);
+    else if (view === "live") await watchView(device, main(), h, { via: seq });
     else if (view === "settings") await settingsView();
     else await timelineView();
   } catch (err) { main().replaceChildren(h("p", { class: "bad" }, err.message)); }
@@ -455,6 +465,10 @@ function listen() {
           { motion }).catch(() => false);
       }
       if (got.picture && location.hash === `#event/${it.device}/${got.manifest.parent}`) route();
+    }
+    if (it.kind === "voicemail") {
+      const got = await openItem(it);
+      if (!got.error) await replies.notifyVoicemail(it.device, got).catch(() => false);
     }
     window.dispatchEvent(new CustomEvent("doorstep:stored", { detail: it }));   // a clip playing as it records
     if (["", "#timeline"].includes(location.hash)) timelineView();

@@ -62,3 +62,18 @@ export async function addPicture(device, thumb, eventOf, { motion = false } = {}
   const body = up?.data?.event || (await eventOf(seq));
   return notify(body, { device, seq }, { motion, picture: pictureUrl(thumb.plain) });
 }
+
+// A visitor's voicemail (opened: {manifest, plain}, verified and decrypted): its own
+// notification, which opens the message to play; the ring it answers is its signed `parent`.
+export async function notifyVoicemail(device, vm) {
+  const reg = self.registration || (await navigator.serviceWorker.ready);
+  const { seq, parent, created } = vm.manifest;
+  const tag = `${device}/voicemail/${seq}`;
+  await reg.showNotification(`Voicemail from ${device}`, {
+    body: `A visitor left a message at ${new Date(created * 1000).toLocaleTimeString()}: tap to play it`,
+    tag, icon: "/static/icon-192.png", badge: "/static/icon-192.png", renotify: false,
+    data: { open: `#voicemail/${device}/${seq}`, ring: parent || null, voicemail: true },
+  });
+  (globalThis.__shown ||= []).push({ tag, at: Date.now(), voicemail: true });
+  return true;
+}

@@ -147,5 +147,50 @@ export async function voicemailView(device, seq, main, h) {
     src: URL.createObjectURL(new Blob([got.plain], { type: "audio/ogg" })) });
   main.replaceChildren(h("section", { id: "voicemail" }, h("h2", {}, `Voicemail, ${device} seq ${seq}`),
     h("p", {}, `${new Date(got.manifest.created * 1000).toLocaleString()} · signed by the doorbell, ${got.manifest.size} bytes`),
+    got.manifest.parent ? h("p", {}, h("a", { id: "voicemail-ring", href: `#event/${device}/${got.manifest.parent}` },
+      "The ring it answers")) : null,
     audio));
 }
+
+// A voicemail on its ring's card (the timeline) and page: a button that verifies, decrypts
+// and plays it there. The message's signed `parent` must be that ring, or it is refused. Kept
+// per voicemail, so a timeline re-drawn by a new arrival keeps a message that is playing.
+const inline = new Map();
+export function voicemailOnRing(device, vmSeq, ringSeq, h) {
+  const key = `${device}/${vmSeq}`;
+  if (inline.has(key)) return inline.get(key);
+  const status = h("span", { class: "vm-status" });
+  const audio = h("audio", { id: `voicemail-audio-${device}-${ringSeq}`, controls: "", hidden: true });
+  const play = async () => {
+    button.disabled = true;
+    status.textContent = "Verifying and decrypting…";
+    try {
+      const got = await seal.fetchOpen(device, vmSeq);
+      if (got.manifest.kind !== "voicemail" || got.manifest.parent !== String(ringSeq)) {
+        throw new seal.Tampered(`seq ${vmSeq} is not the doorbell's voicemail for ring ${ringSeq}`);
+      }
+      audio.src = URL.createObjectURL(new Blob([got.plain], { type: "audio/ogg" }));
+      audio.hidden = false;
+      button.hidden = true;
+      status.textContent = "";
+      el.dataset.state = "ready";
+      await audio.play().catch(() => {});
+    } catch (err) {
+      status.textContent = (err instanceof seal.Tampered ? "Tampered: " : "Cannot open: ") + err.message;
+      el.dataset.state = "refused";
+      button.disabled = false;
+    }
+  };
+  const button = h("button", { id: `voicemail-play-${device}-${ringSeq}`, onclick: play }, "▶ Play the voicemail");
+  const el = h("div", { class: "vm-inline", "data-voicemail": vmSeq }, button, audio, status);
+  inline.set(key, el);
+  return el;
+}
+
+// "device/ring seq" -> the voicemail item that names that ring as its parent (the hub's
+// listing; the signed parent is checked when it is opened).
+export function voicemailsByRing(items) {
+  return new Map(items.filter((i) => i.kind === "voicemail" && i.parent).map((i) => [`${i.device}/${i.parent}`, i]));
+}
+
+export { notifyVoicemail } from "/static/js/notify.js";
