@@ -370,7 +370,9 @@ class MotionDetector:
             if tr.real >= self._min_px and not tr.thing:
                 tr.thing = self._hides(x, labels, tr)
                 tr.since = t
-            if tr.thing and _shifts(tr) and (tr.stretches or t - tr.since <= tu.young_seconds):
+                tr.settled = bool(tr.thing) and self._tracker.stirred_under(tr)
+            if tr.thing and _shifts(tr) and (tr.stretches or (t - tr.since <= tu.young_seconds
+                                                               and not tr.settled)):
                 largest = max(largest, tr.real)
         small = [tr for tr in seen if self._tracker.counts(tr, t) and _quiet_around(busy, tr)]
         # a stretch travelled just now is already persistence: it took travel_least_seconds

@@ -15,6 +15,8 @@ import numpy as np
 MAX_TRACKS = 12
 MAX_REGIONS = 12  # the largest regions of a frame that are followed
 ENDS = 2  # centres averaged at each end of the window a stretch is measured over
+UNPINNED = (False, False, False, False)
+NO_CUT: tuple[float | None, float | None] = (None, None)
 
 
 @dataclass
@@ -59,6 +61,17 @@ class Track:
     halfway: bool = False  # its path is half way through a first stretch (see making_way)
     side: tuple[int, int] = (0, 0)  # the frame edges a small region coming into view touches
     # (-1 left or top, 1 right or bottom, 0 neither): see Tracker.entering
+    born: float = 0.0  # media time first seen
+    first: tuple[int, int, int, int] = (0, 0, 0, 0)  # its box when first seen ...
+    first_area: int = 0  # ... and its area then
+    pinned: tuple[bool, bool, bool, bool] = (True, True, True, True)  # which sides of its box
+    # (x0, y0, x1, y1) have not moved since then ...
+    smooth: tuple[bool, bool, bool, bool] = (True, True, True, True)  # ... and which moved at
+    # most a pixel a frame (a region that fills in as it is first seen jumps)
+    cut: tuple[float | None, float | None] = (None, None)  # an occluding edge inside the frame
+    # it comes into view from behind (x, y), while one is: see Tracker._cut
+    settled: bool = False  # when judged a thing, it lay where something had stirred in place
+    # before, away from the frame's edge (Tracker.stirred_under): someone sitting there
 
     @property
     def arrived(self) -> bool:
@@ -96,9 +109,11 @@ class Tracker:
         self.linger = linger
         self.lost = lost
         self.tracks: list[Track] = []
+        self.stirs: list[tuple[float, int, int, int, int]] = []  # (t, box): see stirred_under
 
     def reset(self) -> None:
         self.tracks = []
+        self.stirs = []
 
     def update(self, regions: list[Region], t: float, learning: bool = False) -> list[Track]:
         """Match this frame's regions to tracks; returns the tracks seen this frame."""
@@ -118,15 +133,39 @@ class Tracker:
                 seen.append(tr)
         for r in fresh:
             tr = Track(r.x, r.y, r.x + r.w, r.y + r.h, t, r.area, r.real, float(r.area),
-                       r.area, scene=learning, regions=[r])
+                       r.area, scene=learning, regions=[r], born=t,
+                       first=(r.x, r.y, r.x + r.w, r.y + r.h), first_area=r.area)
             tr.centre, tr.side = (r.cx, r.cy), self._side(tr, r.area)
             tr.path = [(t, *self._lead(r.cx, r.cy, tr.side))]
             self.tracks.append(tr)
             seen.append(tr)
         # a visitor who arrived may pause between gestures for longer than a walker is lost
-        self.tracks = [tr for tr in self.tracks
-                       if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost)]
+        kept = []
+        for tr in self.tracks:
+            if t - tr.seen <= (3.0 * self.lost if self.lingers(tr, t) else self.lost):
+                kept.append(tr)
+            elif (not tr.stretches and not tr.scene and tr.thing is not False
+                  and tr.seen - tr.born >= self.least):
+                # it stirred in place as long as a stretch takes, and went without travelling:
+                # remember where, for a while
+                self.stirs.append((tr.seen, tr.x0, tr.y0, tr.x1, tr.y1))
+        self.tracks = kept
+        if self.stirs and t - self.stirs[0][0] > self.linger:
+            self.stirs = [s for s in self.stirs if t - s[0] <= self.linger]
         return seen
+
+    def stirred_under(self, tr: Track) -> bool:
+        """Whether a track that has not travelled covers the middle of a place where something
+        stirred in place and went, within the last ``linger`` seconds, and is away from the
+        frame's edge. A person sitting nearly still shows as fragments now and then in one
+        place; when a posture shift joins them into one large region, that is the same person,
+        not someone who came: it counts only once it travels. Someone arriving comes in at the
+        edge, or travels."""
+        w, h = self.frame
+        if tr.stretches or tr.x0 <= 0 or tr.y0 <= 0 or (w and tr.x1 >= w) or (h and tr.y1 >= h):
+            return False
+        return any(tr.x0 <= (x0 + x1) // 2 < tr.x1 and tr.y0 <= (y0 + y1) // 2 < tr.y1
+                   for _, x0, y0, x1, y1 in self.stirs)
 
     def _match(self, regions: list[Region]) -> list[int]:
         """For each region, the index of the track it belongs to (its box, widened by a
@@ -158,13 +197,32 @@ class Tracker:
             x0, y0 = min(x0, r.x), min(y0, r.y)
             x1, y1 = max(x1, r.x + r.w), max(y1, r.y + r.h)
         cx, cy = sx / area, sy / area
+        # once no side of its box is where it was first seen, it cannot be coming into view
+        # from behind anything: skip the bookkeeping
+        watch = tr.pinned != UNPINNED
+        if watch:
+            f, p, m = tr.first, tr.pinned, tr.smooth
+            tr.pinned = (p[0] and x0 == f[0], p[1] and y0 == f[1], p[2] and x1 == f[2],
+                         p[3] and y1 == f[3])
+            tr.smooth = (m[0] and abs(x0 - tr.x0) <= 1, m[1] and abs(y0 - tr.y0) <= 1,
+                         m[2] and abs(x1 - tr.x1) <= 1, m[3] and abs(y1 - tr.y1) <= 1)
         tr.x0, tr.y0, tr.x1, tr.y1 = x0, y0, x1, y1
         side = self._side(tr, area)
         steady = 0.5 * tr.mean_area <= area <= 2.0 * tr.mean_area
+        cut = self._cut(tr, area) if watch and side == (0, 0) else NO_CUT
         if side != tr.side:  # it came into view, or is all in view now: measure afresh
             steady, tr.side = False, side
-        elif side != (0, 0) and area >= 0.5 * tr.mean_area:
+        elif cut != tr.cut:
+            if cut != NO_CUT and tr.cut == NO_CUT:
+                # its near side stayed put all along: what was measured so far by its centre
+                # is measured by its leading edge from the start
+                tr.path = [(ts, *self._across(px, py, cut)) for ts, px, py in tr.path]
+                steady = area >= 0.5 * tr.mean_area
+            else:  # it is all in view now, or is not coming into view after all
+                steady = False
+        elif (side != (0, 0) or cut != NO_CUT) and area >= 0.5 * tr.mean_area:
             steady = True  # coming into view grows it, step by step: that is no new shape
+        tr.cut = cut
         if area > 3.0 * tr.mean_area + 4 * self.small_px:
             # something much larger swept over it (a headlight over where a visitor stood):
             # a new thing, judged afresh
@@ -178,7 +236,7 @@ class Tracker:
         if not steady:  # it split, merged or changed shape: measure afresh from here
             tr.path = []
         tr.centre = (cx, cy)
-        tr.path.append((t, *self._lead(cx, cy, side)))
+        tr.path.append((t, *self._across(*self._lead(cx, cy, side), cut)))
         while tr.path[0][0] < t - self.window:
             tr.path.pop(0)
         if 2 * real >= area and self._stretch(tr.path, max(tr.y1 - tr.y0, tr.x1 - tr.x0)):
@@ -202,6 +260,35 @@ class Tracker:
         if tr.y0 <= 0 and tr.y1 >= h:
             sy = 0
         return (sx, sy)
+
+    def _cut(self, tr: Track, area: int) -> tuple[float | None, float | None]:
+        """The occluding edge inside the frame a small region is coming into view from behind
+        (a door frame, a pillar, a parked car), if it is: never judged as a large thing,
+        smaller than one, not yet travelled, and since it was first seen one side of its box
+        has not moved at all while the opposite side has advanced steadily (a pixel a frame at
+        most) by travel_px or more, and it has grown. Someone stepping out of a doorway shows
+        as the frame's edge shows them (Tracker._lead): the occluder cuts off the rest, and its
+        edge stays put. A region that fills in as it is first seen, a sitter's fragments or a
+        swaying branch move both sides, or jump."""
+        if (tr.thing is not None or tr.stretches or area >= self.large_px
+                or area <= tr.first_area):
+            return (None, None)
+        f, p, m = tr.first, tr.pinned, tr.smooth
+        found: list[float | None] = [None, None]
+        for k in (0, 1):  # x, then y
+            lo, hi = (tr.x0, tr.x1) if k == 0 else (tr.y0, tr.y1)
+            if p[k] and m[k + 2] and hi >= f[k + 2] + self.travel_px:
+                found[k] = float(lo)  # the near side stays put, the far side advances
+            elif p[k + 2] and m[k] and lo <= f[k] - self.travel_px:
+                found[k] = float(hi - 1)
+        return (found[0], found[1])
+
+    @staticmethod
+    def _across(x: float, y: float, cut: tuple[float | None, float | None]
+                ) -> tuple[float, float]:
+        """A point mirrored across an occluding edge (see _cut and _lead)."""
+        cx, cy = cut
+        return (x if cx is None else 2.0 * x - cx, y if cy is None else 2.0 * y - cy)
 
     def _lead(self, cx: float, cy: float, side: tuple[int, int]) -> tuple[float, float]:
         """The point a track is measured by. Someone walking in from the edge of the view

@@ -108,3 +108,42 @@ def test_a_small_slow_walker_coming_in_from_the_edge_counts_within_a_second() ->
     for seed in (1, 2):
         onset = _walk_in_from_the_edge(seed, 0.4)
         assert onset is not None and onset <= 12, (seed, onset)
+
+
+def _step_out_from_behind(seed: int, speed: float, post: int, way: int) -> int | None:
+    """The same small textured person stepping out from behind an occluder inside the frame
+    (a door frame, a pillar: columns left of ``post`` hide them when ``way`` is 1, right of it
+    when -1) at ``speed`` lores px a frame: frames from when three columns show until motion
+    turns on (None: never, within 5 s)."""
+    rng = np.random.default_rng(seed)
+    pattern = np.clip(40 + np.random.default_rng(seed + 10).normal(0, 25, (24, 10)), 0, 255)
+    bg = scene(seed=seed)
+    det = MotionDetector(MotionConfig(), (W, H), FPS)
+    enter = int(4 * FPS)
+    showing = enter + math.ceil(3 / speed)
+    for i in range(int(9 * FPS)):
+        img = bg.copy()
+        if i >= enter:
+            off = speed * (i - enter)
+            if way > 0:
+                cols = np.arange(10) + math.floor(post - 10 + off)
+                shows = cols >= post
+            else:
+                cols = np.arange(10) + math.ceil(post - off)
+                shows = cols < post
+            img[150:174, cols[shows]] = pattern[:, shows]
+        if det.update(finish(img, rng), i / FPS).motion and i >= enter:
+            return i - showing
+    return None
+
+
+def test_a_small_walker_stepping_out_from_behind_an_occluder_is_measured_by_its_leading_edge(
+        ) -> None:
+    # as at the frame's edge, the centre of what shows moves at half their pace while the
+    # occluder cuts off the rest, and the occluder's side of them stays put: before, motion
+    # turned on 20 to 21 frames after they showed (seeds 1-3 stepping right; 21, 9, 21
+    # stepping left)
+    for way, post in ((1, 140), (-1, 180)):
+        for seed in (1, 2, 3):
+            onset = _step_out_from_behind(seed, 0.4, post, way)
+            assert onset is not None and onset <= 13, (way, seed, onset)
