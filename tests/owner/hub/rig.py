@@ -6,10 +6,11 @@ browser. Used by the browser tests, `make screenshots` and the bench."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,33 @@ def b64(data: bytes) -> str:
 
 def dumps(doc: Any) -> str:
     return json.dumps(doc)
+
+
+def fake_media(voice: Path) -> tuple[str, ...]:
+    """Chromium's fake camera and microphone, the microphone playing ``voice`` (the owner)."""
+    return ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={voice}")
+
+
+@contextlib.contextmanager
+def looping_doorbell(root: Path, config: str = "",
+                     browser: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """A household whose doorbell plays the bundled clip in a loop in real time, with
+    ``config`` appended to its doorstep.toml, running, and a headless Chromium (``browser``:
+    its extra flags) enrolled: what the app's live, talk and voice tests start from. Yields
+    house, driver, service and runner; stops them all after."""
+    house = household(root / "house")
+    house.config_text = house.config_text.replace("realtime = false",
+                                                  "realtime = false\nloop = true") + config
+    driver = chromium(root / "profile", extra=browser)
+    service = None
+    try:
+        service, _ = house.agent(press_at=None, realtime=True)
+        runner = house.run(service)
+        house.enrol(driver)
+        yield {"house": house, "driver": driver, "service": service, "runner": runner}
+    finally:
+        if service is not None:
+            service.stop_event.set()
+        driver.quit()
+        house.close()

@@ -18,10 +18,10 @@ import pytest
 from doorstep.agent.run import RingPress
 from tests.agent.rtcpeer import dominant_hz, tone
 from tests.owner.hub.rig import (
-    chromium,
     console,
+    fake_media,
     have_chromium,
-    household,
+    looping_doorbell,
     notifications,
     wait_for,
 )
@@ -33,29 +33,13 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture
 def home(tmp_path: Any) -> Iterator[dict[str, Any]]:
-    house = household(tmp_path / "house")
     mic = tone(tmp_path / "mic.wav", 700)           # the visitor, at the doorbell
     voice = tone(tmp_path / "voice.wav", 440)       # the owner, at the browser
     speaker = tmp_path / "speaker.wav"
-    house.config_text = house.config_text.replace("realtime = false",
-                                                  "realtime = false\nloop = true") + (
-        f'\n[voice]\nmicrophone = "file:{mic}"\nspeaker = "file:{speaker}"\n'
-        'answer_seconds = 2\nvoicemail_seconds = 2\n')
-    driver = chromium(tmp_path / "profile", extra=(
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={voice}"))
-    service = None
-    try:
-        service, _ = house.agent(press_at=None, realtime=True)
-        runner = house.run(service)
-        house.enrol(driver)
-        yield {"house": house, "driver": driver, "service": service, "runner": runner,
-               "speaker": speaker}
-    finally:
-        if service is not None:
-            service.stop_event.set()
-        driver.quit()
-        house.close()
+    with looping_doorbell(tmp_path, (
+            f'\n[voice]\nmicrophone = "file:{mic}"\nspeaker = "file:{speaker}"\n'
+            'answer_seconds = 2\nvoicemail_seconds = 2\n'), fake_media(voice)) as home:
+        yield {**home, "speaker": speaker}
 
 
 def state(driver: Any) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.agent.rtcpeer import dominant_hz, tone
-from tests.owner.hub.rig import chromium, console, have_chromium, household, wait_for
+from tests.owner.hub.rig import console, fake_media, have_chromium, looping_doorbell, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium and "
@@ -22,29 +22,14 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture
 def home(tmp_path: Any) -> Iterator[dict[str, Any]]:
-    house = household(tmp_path / "house")
     mic = tone(tmp_path / "mic.wav", 1000)
     voice = tone(tmp_path / "voice.wav", 440)
     speaker = tmp_path / "speaker.wav"
-    house.config_text = house.config_text.replace("realtime = false",
-                                                  "realtime = false\nloop = true") + (
-        # idle_seconds = 4: the call below outlasts it only if Chromium's RTCP reports arrive
-        f'\n[rtc]\nmicrophone = "file:{mic}"\nspeaker = "file:{speaker}"\nidle_seconds = 4\n')
-    driver = chromium(tmp_path / "profile", extra=(
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={voice}"))
-    service = None
-    try:
-        service, _ = house.agent(press_at=None, realtime=True)
-        runner = house.run(service)
-        house.enrol(driver)
-        yield {"house": house, "driver": driver, "service": service, "runner": runner,
-               "speaker": speaker}
-    finally:
-        if service is not None:
-            service.stop_event.set()
-        driver.quit()
-        house.close()
+    # idle_seconds = 4: the call below outlasts it only if Chromium's RTCP reports arrive
+    with looping_doorbell(tmp_path, (
+            f'\n[rtc]\nmicrophone = "file:{mic}"\nspeaker = "file:{speaker}"\n'
+            'idle_seconds = 4\n'), fake_media(voice)) as home:
+        yield {**home, "speaker": speaker}
 
 
 def video_state(driver: Any) -> dict[str, Any]:

@@ -21,10 +21,9 @@ from tests.agent.rtcpeer import tone
 from tests.agent.test_voice import opus
 from tests.owner.hub.pushservice import PushService, to_service_worker
 from tests.owner.hub.rig import (
-    chromium,
     console,
     have_chromium,
-    household,
+    looping_doorbell,
     notifications,
     wait_for,
 )
@@ -36,29 +35,17 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture
 def home(tmp_path: Any) -> Iterator[dict[str, Any]]:
-    house = household(tmp_path / "house")
     mic = tone(tmp_path / "mic.wav", 700)           # the visitor, at the doorbell
-    house.config_text = house.config_text.replace("realtime = false",
-                                                  "realtime = false\nloop = true") + (
-        f'\n[voice]\nmicrophone = "file:{mic}"\nspeaker = "file:{tmp_path / "spk.wav"}"\n'
-        'answer_seconds = 1\nvoicemail_seconds = 2\n')
-    driver = chromium(tmp_path / "profile")
-    service = None
-    try:
-        service, _ = house.agent(press_at=None, realtime=True)
-        house.run(service)
-        house.enrol(driver)
+    with looping_doorbell(tmp_path, (
+            f'\n[voice]\nmicrophone = "file:{mic}"\nspeaker = "file:{tmp_path / "spk.wav"}"\n'
+            'answer_seconds = 1\nvoicemail_seconds = 2\n')) as home:
+        service = home["service"]
         # the owner's "we are out" reply, as the app stores it (tested in test_replies_app)
         audio = opus(tmp_path / "away.ogg", 440, 1.0)
         assert service.voice is not None
         service.voice.store.put(ReplyOffer("away", len(audio), hashlib.sha256(audio).hexdigest(),
                                            "We are out", True), audio, 1.0)
-        yield {"house": house, "driver": driver, "service": service}
-    finally:
-        if service is not None:
-            service.stop_event.set()
-        driver.quit()
-        house.close()
+        yield home
 
 
 def test_a_voicemail_is_pushed_and_plays_on_its_rings_card(home: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.owner.hub.rig import chromium, console, have_chromium, household, wait_for
+from tests.owner.hub.rig import console, have_chromium, looping_doorbell, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium and "
@@ -26,21 +26,8 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture
 def home(tmp_path: Any) -> Iterator[dict[str, Any]]:
-    house = household(tmp_path / "house")
-    house.config_text = house.config_text.replace("realtime = false",
-                                                  "realtime = false\nloop = true")
-    driver = chromium(tmp_path / "profile")
-    service = None
-    try:
-        service, _ = house.agent(press_at=None, realtime=True)
-        house.run(service)
-        house.enrol(driver)
-        yield {"house": house, "driver": driver, "service": service}
-    finally:
-        if service is not None:
-            service.stop_event.set()
-        driver.quit()
-        house.close()
+    with looping_doorbell(tmp_path) as home:
+        yield home
 
 
 def path(driver: Any) -> str:
