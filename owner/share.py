@@ -24,13 +24,13 @@ from doorstep.owner.shareclip import (
     check_copy,
     clip_files,
     is_bundle,
+    proof_of,
     share_clip_files,
     verify_bundle,
 )
 from doorstep.protocol.age import (
     X25519Identity,
     X25519Recipient,
-    b64encode,
     load_identities,
     read_header,
     rewrap,
@@ -93,11 +93,7 @@ def share(src_path: str | os.PathLike[str], identities: Sequence[X25519Identity]
                              recipient=str(recipient), shared=dst.name,
                              shared_sha256=shared_sha.hexdigest(), note=note)
         append_audit(Path(audit_log_path), record)
-        # the proof: the device's signed manifest and the header it signed, so whoever gets
-        # the copy can check that the device made it (`doorstep verify-share`)
-        proof = {"v": 1, "manifest": envelope.decode(),
-                 "original_header": b64encode(original_header).decode()}
-        write_atomic(proof_path(dst), json.dumps(proof, sort_keys=True).encode(), mode=0o600)
+        write_atomic(proof_path(dst), proof_file(envelope, original_header), mode=0o600)
     log.info("shared %s with %s as %s", src.name, recipient, dst.name)
     return record
 
@@ -135,6 +131,14 @@ def share_clip(src_path: str | os.PathLike[str], identities: Sequence[X25519Iden
     log.info("shared the clip from %s (%d segments) with %s as %s", segments[0].name,
              len(segments), recipient, dst.name)
     return record
+
+
+def proof_file(envelope: bytes, ciphertext: bytes) -> bytes:
+    """The proof beside a one-file share (`doorstep share`, and the app's share through the
+    hub): the device's signed manifest and the header it signed (``ciphertext`` starts with
+    it), so whoever gets the copy can check that the device made it (`doorstep
+    verify-share`)."""
+    return json.dumps({"v": 1, **proof_of(envelope, ciphertext)}, sort_keys=True).encode()
 
 
 def proof_path(shared: Path) -> Path:

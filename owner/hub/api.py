@@ -20,8 +20,8 @@ from doorstep.core.errors import KeyFileError, SealError
 from doorstep.core.fsutil import write_atomic
 from doorstep.owner.hub.app import HUB, MAX_BODY, browser_of, read_json, refuse
 from doorstep.owner.hub.replies import put_reply
-from doorstep.owner.share import ShareRecord, append_audit, proof_path
-from doorstep.protocol.age import X25519Recipient, b64encode, read_header
+from doorstep.owner.share import ShareRecord, append_audit, proof_file, proof_path
+from doorstep.protocol.age import X25519Recipient, read_header
 from doorstep.protocol.wire import MAX_SIGNAL
 
 DEVICE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -234,21 +234,18 @@ async def share(request: web.Request) -> web.Response:
     folder.mkdir(exist_ok=True, mode=0o700)
     browser = browser_of(request)
     env = hub.store / device / f"{entry.name}.env"
-    # the proof `doorstep share` writes beside its copy, made from the store (it holds no
-    # key): the doorbell's signed manifest and the header it signed, so the recipient checks
-    # with `doorstep verify-share` that the doorbell made what they were given
-    proof = {"v": 1, "manifest": env.read_text(),
-             "original_header": b64encode(source[:src_len]).decode()}
     record = ShareRecord(time=time.time(), source=f"{device}/{entry.name}.age",
                          source_sha256=entry_sha(env),
                          recipient=str(recipient), shared=name, shared_sha256=shared_sha,
                          note=(f"{note} (by {browser.label}, {browser.id})").strip())
     write_atomic(folder / name, data, mode=0o600)
-    proof_file = proof_path(folder / name)
-    write_atomic(proof_file, json.dumps(proof, sort_keys=True).encode(), mode=0o600)
+    # the proof `doorstep share` writes beside its copy, made from the store (the hub holds
+    # no key)
+    proof = proof_path(folder / name)
+    write_atomic(proof, proof_file(env.read_bytes(), source[:src_len]), mode=0o600)
     append_audit(hub.dir / "share-audit.jsonl", record)
     return web.json_response({"share": record.__dict__, "url": f"/api/shares/{name}",
-                              "proof": f"/api/shares/{proof_file.name}"}, status=201)
+                              "proof": f"/api/shares/{proof.name}"}, status=201)
 
 
 def entry_sha(env: Path) -> str:
