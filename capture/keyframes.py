@@ -56,8 +56,8 @@ class KeyframeGate:
 
     def __init__(self, encoder: object, *, interval: float = MIN_INTERVAL,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        request = getattr(encoder, "request_keyframe", None)
-        self._request: Callable[[], bool] | None = request if callable(request) else None
+        self._request: Callable[[], bool] | None = (
+            encoder.request_keyframe if isinstance(encoder, KeyframeOnDemand) else None)
         self._name = getattr(encoder, "name", type(encoder).__name__)
         self.interval = interval
         self._monotonic = monotonic
